@@ -1,0 +1,422 @@
+//! The embedded backend: per-key TATs in a sharded concurrent map.
+
+use std::fmt;
+use std::future::{Future, ready};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::FreqLimitBackend;
+use crate::error::{BackendError, FreqLimitError};
+use crate::gcra::{self, Admission, Reserve};
+use crate::params::FreqLimitParams;
+
+/// The default sweep period of [`InMemoryBackend::new`].
+const DEFAULT_SWEEPER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Rate-limit state kept in this process: one `u64` TAT per key.
+///
+/// * **Atomic per key.** TATs sit in a [`DashMap`] as atomics: a call on a known key
+///   takes the shard's *read* lock and updates the TAT with a compare-and-swap, so
+///   calls on one key never block each other and never lose an update. No lock is
+///   held across an `.await` (there is none: [`reserve`] answers at once).
+/// * **Time follows [`tokio::time`].** TATs are nanoseconds since the backend was
+///   made, on the `now` the caller passes in (a [`tokio::time::Instant`]), so a test
+///   with `tokio::time::pause()` is exact to the nanosecond.
+/// * **Lossless eviction.** A key is dropped only once its TAT has passed (plus
+///   [`idle_ttl`](InMemoryBackendBuilder::idle_ttl)): its state is then exactly that
+///   of a new key, so dropping it never lets an extra call through. Keys are swept
+///   by a background task every
+///   [`sweeper_interval`](InMemoryBackendBuilder::sweeper_interval) (60 s by
+///   default), never by a scan on the request path. The task starts on the first
+///   reservation made inside a Tokio runtime, holds only a weak reference, and is
+///   stopped when the last clone of the backend is dropped.
+/// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
+///   `None` is one global bucket, distinct from every key.
+///
+/// Clones share the same state.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let backend = InMemoryBackend::<String>::builder()
+///     .idle_ttl(Duration::from_secs(30))
+///     .sweeper_interval(Duration::from_secs(10))
+///     .build();
+/// let limiter = FreqLimit::new(FreqLimitParams::per_second(5), backend.clone());
+/// limiter.acquire(&"user:1".to_string()).await.unwrap();
+/// limiter.acquire(None).await.unwrap(); // the global bucket
+/// assert_eq!(backend.len(), 1);
+/// # }
+/// ```
+///
+/// [`reserve`]: FreqLimitBackend::reserve
+pub struct InMemoryBackend<K> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K> {
+    tats: DashMap<K, AtomicU64, foldhash::fast::RandomState>,
+    global: AtomicU64,
+    origin: Instant,
+    idle_ttl: u64,
+    sweeper_interval: Option<Duration>,
+    sweeper_started: AtomicBool,
+    sweeper: Mutex<Option<AbortHandle>>,
+}
+
+impl<K> Drop for Inner<K> {
+    fn drop(&mut self) {
+        let sweeper = self.sweeper.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = sweeper.take() {
+            task.abort();
+        }
+    }
+}
+
+impl<K> Clone for InMemoryBackend<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K: Hash + Eq> fmt::Debug for InMemoryBackend<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryBackend")
+            .field("keys", &self.inner.tats.len())
+            .field("idle_ttl", &Duration::from_nanos(self.inner.idle_ttl))
+            .field("sweeper_interval", &self.inner.sweeper_interval)
+            .finish()
+    }
+}
+
+impl<K> Default for InMemoryBackend<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> InMemoryBackend<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// A backend that drops drained keys in a sweep every 60 seconds.
+    ///
+    /// It may be made outside a runtime; the sweeper starts with the first
+    /// reservation made inside one.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    ///
+    /// let backend = InMemoryBackend::<u64>::new();
+    /// assert!(backend.is_empty());
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Settings beyond the defaults of [`new`](Self::new).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    ///
+    /// let backend = InMemoryBackend::<u64>::builder()
+    ///     .idle_ttl(Duration::from_secs(300))
+    ///     .without_sweeper()
+    ///     .build();
+    /// # let _ = backend;
+    /// ```
+    pub fn builder() -> InMemoryBackendBuilder<K> {
+        InMemoryBackendBuilder {
+            idle_ttl: Duration::ZERO,
+            sweeper_interval: Some(DEFAULT_SWEEPER_INTERVAL),
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// The number of keys held (the global bucket is not counted).
+    ///
+    /// ```
+    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimitParams, Reserve};
+    /// let backend = InMemoryBackend::<u64>::new();
+    /// let params = FreqLimitParams::per_second(1);
+    /// backend.reserve_now(Some(&1), Instant::now(), &params, Reserve::new()).unwrap();
+    /// assert_eq!(backend.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.tats.len()
+    }
+
+    /// Whether no key is held.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// assert!(InMemoryBackend::<u64>::new().is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.tats.is_empty()
+    }
+
+    /// Forgets every key and resets the global bucket, at once.
+    ///
+    /// ```
+    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimitParams, Reserve};
+    /// let backend = InMemoryBackend::<u64>::new();
+    /// let params = FreqLimitParams::per_second(1);
+    /// backend.reserve_now(Some(&1), Instant::now(), &params, Reserve::new()).unwrap();
+    /// backend.clear_now();
+    /// assert!(backend.is_empty());
+    /// ```
+    pub fn clear_now(&self) {
+        self.inner.tats.clear();
+        self.inner.global.store(0, Ordering::Relaxed);
+    }
+
+    /// Drops every key whose TAT is `idle_ttl` or more in the past at `now`, and
+    /// returns how many went. This is what the sweeper runs; calling it by hand is
+    /// for backends built [`without_sweeper`](InMemoryBackendBuilder::without_sweeper).
+    ///
+    /// It is lossless: a dropped key's state equals a new key's. It takes each
+    /// shard's write lock in turn, briefly blocking calls on that shard.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimitParams, Reserve};
+    /// let backend = InMemoryBackend::<u64>::builder().without_sweeper().build();
+    /// let params = FreqLimitParams::per_second(1);
+    /// let t0 = Instant::now();
+    /// backend.reserve_now(Some(&1), t0, &params, Reserve::new()).unwrap();
+    /// assert_eq!(backend.sweep(t0), 0); // key 1 still owes a second
+    /// assert_eq!(backend.sweep(t0 + Duration::from_secs(1)), 1);
+    /// ```
+    pub fn sweep(&self, now: Instant) -> usize {
+        self.inner.sweep(now)
+    }
+
+    /// [`FreqLimitBackend::reserve`] without the future: the in-memory backend
+    /// decides at once.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Rejected`] and [`FreqLimitError::CostExceedsCapacity`] as
+    /// [`gcra::reserve`] decides them. This backend itself never fails.
+    ///
+    /// ```
+    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimitParams, Reserve};
+    /// let backend = InMemoryBackend::<&'static str>::new();
+    /// let params = FreqLimitParams::per_second(2);
+    /// let now = Instant::now();
+    /// let first = backend.reserve_now(Some(&"a"), now, &params, Reserve::new()).unwrap();
+    /// let second = backend.reserve_now(Some(&"a"), now, &params, Reserve::new()).unwrap();
+    /// assert_eq!(first.delay().as_millis(), 0);
+    /// assert_eq!(second.delay().as_millis(), 500);
+    /// ```
+    pub fn reserve_now(
+        &self,
+        key: Option<&K>,
+        now: Instant,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Result<Admission, FreqLimitError> {
+        if !self.inner.sweeper_started.load(Ordering::Relaxed) {
+            self.start_sweeper();
+        }
+        let inner = &*self.inner;
+        let now = gcra::duration_to_nanos(now.saturating_duration_since(inner.origin));
+        let Some(key) = key else {
+            return update(&inner.global, now, params, &request);
+        };
+        if let Some(tat) = inner.tats.get(key) {
+            return update(&tat, now, params, &request);
+        }
+        // A new key: decide before inserting, so a refusal stores nothing.
+        match inner.tats.entry(key.clone()) {
+            Entry::Occupied(tat) => update(tat.get(), now, params, &request),
+            Entry::Vacant(slot) => {
+                let reserved = gcra::reserve(None, now, params, &request)?;
+                if let Some(new_tat) = reserved.new_tat {
+                    slot.insert(AtomicU64::new(new_tat));
+                }
+                Ok(reserved.admission)
+            }
+        }
+    }
+
+    fn start_sweeper(&self) {
+        let Some(period) = self.inner.sweeper_interval else {
+            self.inner.sweeper_started.store(true, Ordering::Relaxed);
+            return;
+        };
+        // Outside a runtime there is nowhere to run the task; try again next call.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut slot = self.inner.sweeper.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.inner.sweeper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<Inner<K>> = Arc::downgrade(&self.inner);
+        let task = runtime.spawn(async move {
+            let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let now = ticks.tick().await;
+                // The backend is gone: so is the reason to sweep.
+                let Some(inner) = weak.upgrade() else { break };
+                inner.sweep(now);
+            }
+        });
+        *slot = Some(task.abort_handle());
+    }
+}
+
+impl<K> Inner<K>
+where
+    K: Hash + Eq,
+{
+    fn sweep(&self, now: Instant) -> usize {
+        let now = gcra::duration_to_nanos(now.saturating_duration_since(self.origin));
+        let before = self.tats.len();
+        self.tats
+            .retain(|_, tat| tat.get_mut().saturating_add(self.idle_ttl) > now);
+        before.saturating_sub(self.tats.len())
+    }
+}
+
+/// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
+/// another thread got there first.
+fn update(
+    tat: &AtomicU64,
+    now: u64,
+    params: &FreqLimitParams,
+    request: &Reserve,
+) -> Result<Admission, FreqLimitError> {
+    // Relaxed is enough: the TAT is the only data, and every CAS on one atomic
+    // sees a single total order of its values.
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        // A stored 0 (the global bucket's start) is in the past: a full bucket.
+        let reserved = gcra::reserve(Some(current), now, params, request)?;
+        let Some(new_tat) = reserved.new_tat else {
+            return Ok(reserved.admission);
+        };
+        match tat.compare_exchange_weak(current, new_tat, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(reserved.admission),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+impl<K> FreqLimitBackend for InMemoryBackend<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Key = K;
+
+    fn reserve(
+        &self,
+        key: Option<&K>,
+        now: Instant,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+        ready(self.reserve_now(key, now, params, request))
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        self.clear_now();
+        ready(Ok(()))
+    }
+}
+
+/// Settings for an [`InMemoryBackend`], from [`InMemoryBackend::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+///
+/// let backend = InMemoryBackend::<String>::builder()
+///     .idle_ttl(Duration::from_secs(60))
+///     .sweeper_interval(Duration::from_secs(15))
+///     .build();
+/// # let _ = backend;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct InMemoryBackendBuilder<K> {
+    idle_ttl: Duration,
+    sweeper_interval: Option<Duration>,
+    _key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> InMemoryBackendBuilder<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// Keep a key this long after its TAT has passed before dropping it (default:
+    /// drop it at the first sweep after it drained). A longer TTL saves re-inserting
+    /// keys that come back often; it never changes a decision.
+    pub fn idle_ttl(mut self, idle_ttl: Duration) -> Self {
+        self.idle_ttl = idle_ttl;
+        self
+    }
+
+    /// Sweep drained keys this often (default 60 s). A zero interval is taken as
+    /// one millisecond.
+    pub fn sweeper_interval(mut self, every: Duration) -> Self {
+        self.sweeper_interval = Some(every.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Never sweep in the background; call [`InMemoryBackend::sweep`] yourself, or
+    /// let keys accumulate.
+    pub fn without_sweeper(mut self) -> Self {
+        self.sweeper_interval = None;
+        self
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn build(self) -> InMemoryBackend<K> {
+        InMemoryBackend {
+            inner: Arc::new(Inner {
+                tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+                global: AtomicU64::new(0),
+                origin: Instant::now(),
+                idle_ttl: gcra::duration_to_nanos(self.idle_ttl),
+                sweeper_interval: self.sweeper_interval,
+                sweeper_started: AtomicBool::new(false),
+                sweeper: Mutex::new(None),
+            }),
+        }
+    }
+}

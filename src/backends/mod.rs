@@ -1,0 +1,134 @@
+//! Where TATs live: the [`FreqLimitBackend`] trait and its implementations.
+//!
+//! A backend stores one theoretical arrival time (TAT) per key and updates it
+//! atomically with [`gcra::reserve`](crate::gcra::reserve); the arithmetic is the
+//! same everywhere, only the storage differs.
+//!
+//! * [`memory::InMemoryBackend`]: one process, lock-free per key, the default.
+
+pub mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::error::{BackendError, FreqLimitError};
+use crate::gcra::{Admission, Reserve};
+use crate::params::FreqLimitParams;
+
+/// A store of per-key GCRA state: the one seam between the limiter and where its
+/// state lives.
+///
+/// [`reserve`](Self::reserve) must, atomically for `key`: load the key's TAT
+/// (none for a new key), run [`gcra::reserve`](crate::gcra::reserve), and store the
+/// new TAT it returns, storing nothing when it returns an error. Concurrent calls
+/// on one key must behave as if made one after the other: no update lost, no slot
+/// given twice.
+///
+/// The returned futures are `Send` and named by the implementation (no boxing), so
+/// an in-process backend can answer with [`std::future::ready`].
+///
+/// # Example: a backend of one's own
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::future::{ready, Future};
+/// use std::sync::Mutex;
+/// use tokio::time::Instant;
+/// use tower_freqlimit::backends::FreqLimitBackend;
+/// use tower_freqlimit::{gcra, Admission, BackendError, FreqLimitError, FreqLimitParams, Reserve};
+///
+/// /// A deliberately simple backend: one mutex around a map.
+/// struct MutexBackend {
+///     origin: Instant,
+///     tats: Mutex<HashMap<Option<String>, u64>>,
+/// }
+///
+/// impl FreqLimitBackend for MutexBackend {
+///     type Key = String;
+///
+///     fn reserve(
+///         &self,
+///         key: Option<&String>,
+///         now: Instant,
+///         params: &FreqLimitParams,
+///         request: Reserve,
+///     ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+///         let now = gcra::duration_to_nanos(now.saturating_duration_since(self.origin));
+///         let mut tats = self.tats.lock().unwrap();
+///         let key = key.cloned();
+///         let result = gcra::reserve(tats.get(&key).copied(), now, params, &request).map(|r| {
+///             if let Some(tat) = r.new_tat {
+///                 tats.insert(key, tat);
+///             }
+///             r.admission
+///         });
+///         ready(result)
+///     }
+///
+///     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+///         self.tats.lock().unwrap().clear();
+///         ready(Ok(()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let limiter = tower_freqlimit::FreqLimit::new(
+///     FreqLimitParams::per_second(1),
+///     MutexBackend { origin: Instant::now(), tats: Mutex::default() },
+/// );
+/// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_ok());
+/// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_err());
+/// # }
+/// ```
+pub trait FreqLimitBackend: Send + Sync {
+    /// The key type; `None` in [`reserve`](Self::reserve) names the one global
+    /// bucket, which is distinct from every key.
+    type Key: ?Sized + Send + Sync;
+
+    /// Reserves `request.cost` units for `key` at `now` under `params`.
+    ///
+    /// Returns how long the caller must wait (it does not wait itself), or why the
+    /// call was refused.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Rejected`] and [`FreqLimitError::CostExceedsCapacity`] as
+    /// [`gcra::reserve`](crate::gcra::reserve) decides them (nothing is stored);
+    /// [`FreqLimitError::Backend`] when the store fails.
+    fn reserve(
+        &self,
+        key: Option<&Self::Key>,
+        now: Instant,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send;
+
+    /// Forgets every key (and resets the global bucket).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the store fails.
+    fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+/// A shared backend is a backend.
+impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
+    type Key = B::Key;
+
+    fn reserve(
+        &self,
+        key: Option<&Self::Key>,
+        now: Instant,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+        (**self).reserve(key, now, params, request)
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        (**self).clear()
+    }
+}

@@ -1,0 +1,230 @@
+//! Errors: a refused call, an impossible cost, a backend that failed.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// Why a call was not admitted.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimit, FreqLimitError, FreqLimitParams};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u64>::new());
+/// limiter.try_acquire(&7).await.unwrap();
+/// match limiter.try_acquire(&7).await {
+///     Err(FreqLimitError::Rejected(rejection)) => {
+///         assert_eq!(rejection.retry_after().as_secs(), 1);
+///     }
+///     other => panic!("expected a rejection, got {other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FreqLimitError {
+    /// The call would have waited longer than its `max_wait`. Nothing was
+    /// consumed; the same call made [`Rejection::retry_after`] later is admitted.
+    Rejected(Rejection),
+    /// The call's cost can never be admitted within its `max_wait`, even on a full
+    /// bucket: retrying will not help. In reject-only mode, a cost above `burst`.
+    CostExceedsCapacity {
+        /// The cost asked for.
+        cost: u32,
+        /// The largest cost these params admit within the call's `max_wait`.
+        max_cost: u32,
+    },
+    /// The backend could not decide (unreachable, timed out, full, ...).
+    Backend(BackendError),
+}
+
+impl fmt::Display for FreqLimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(rejection) => rejection.fmt(f),
+            Self::CostExceedsCapacity { cost, max_cost } => write!(
+                f,
+                "cost {cost} can never be admitted: at most {max_cost} fits within the allowed wait"
+            ),
+            Self::Backend(err) => err.fmt(f),
+        }
+    }
+}
+
+impl StdError for FreqLimitError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Backend(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<BackendError> for FreqLimitError {
+    fn from(err: BackendError) -> Self {
+        Self::Backend(err)
+    }
+}
+
+impl From<Rejection> for FreqLimitError {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
+/// A rejected call: when to retry, and the state of its bucket.
+///
+/// `retry_after` is exact to the nanosecond; an HTTP `Retry-After` made from it
+/// must round *up* to whole seconds, or a 0.5 s wait becomes "retry now".
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
+///
+/// let params = FreqLimitParams::per_second(2);
+/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+/// let Err(FreqLimitError::Rejected(rejection)) =
+///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
+/// else {
+///     panic!("expected a rejection");
+/// };
+/// assert_eq!(rejection.retry_after(), Duration::from_millis(500));
+/// assert_eq!(rejection.remaining(), 0);
+/// assert_eq!(rejection.reset_after(), Duration::from_millis(500));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rejection {
+    pub(crate) retry_after: Duration,
+    pub(crate) remaining: u32,
+    pub(crate) reset_after: Duration,
+}
+
+impl Rejection {
+    /// After this long the same call (same cost, same `max_wait`) is admitted,
+    /// unless others take the slot first.
+    #[must_use]
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// Unit calls that would still be admitted right now without waiting (non-zero
+    /// only when a call of higher cost was rejected).
+    #[must_use]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// How long until the bucket is full again.
+    #[must_use]
+    pub const fn reset_after(&self) -> Duration {
+        self.reset_after
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limit exceeded; retry after {:?}", self.retry_after)
+    }
+}
+
+impl StdError for Rejection {}
+
+/// What kind of failure a [`BackendError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// The store could not be reached.
+    Unavailable,
+    /// The store did not answer in time; the reservation may or may not have been
+    /// made, so it must not be retried blindly.
+    Timeout,
+    /// The store answered something unexpected.
+    Protocol,
+    /// The store is full and refuses new keys.
+    Full,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unavailable => "rate-limit backend unavailable",
+            Self::Timeout => "rate-limit backend timed out",
+            Self::Protocol => "rate-limit backend gave an unexpected answer",
+            Self::Full => "rate-limit backend is full",
+            Self::Other => "rate-limit backend failed",
+        })
+    }
+}
+
+/// A backend could not make a decision.
+///
+/// The kind says what to do about it (see [`BackendErrorKind`]); the source, when
+/// there is one, says why.
+///
+/// ```
+/// use std::io;
+/// use tower_freqlimit::{BackendError, BackendErrorKind};
+///
+/// let err = BackendError::new(
+///     BackendErrorKind::Unavailable,
+///     io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused"),
+/// );
+/// assert_eq!(err.kind(), BackendErrorKind::Unavailable);
+/// assert_eq!(err.to_string(), "rate-limit backend unavailable: connection refused");
+/// ```
+#[derive(Debug, Clone)]
+pub struct BackendError {
+    kind: BackendErrorKind,
+    // `Arc` so the error stays `Clone` (a service may hand it to several callers).
+    source: Option<std::sync::Arc<dyn StdError + Send + Sync>>,
+}
+
+impl BackendError {
+    /// An error of `kind` caused by `source`.
+    pub fn new(kind: BackendErrorKind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            kind,
+            source: Some(std::sync::Arc::from(source.into())),
+        }
+    }
+
+    /// An error of `kind` with nothing more to say.
+    #[must_use]
+    pub const fn from_kind(kind: BackendErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// What kind of failure this is.
+    #[must_use]
+    pub const fn kind(&self) -> BackendErrorKind {
+        self.kind
+    }
+}
+
+impl PartialEq for BackendError {
+    /// Errors are equal when their kinds and messages are.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for BackendError {}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.kind),
+            None => self.kind.fmt(f),
+        }
+    }
+}
+
+impl StdError for BackendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
+}

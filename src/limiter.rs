@@ -1,0 +1,266 @@
+//! [`FreqLimit`]: await a slot for a key, outside of any Tower stack.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backends::FreqLimitBackend;
+use crate::error::{BackendError, FreqLimitError};
+use crate::gcra::{Admission, Reserve};
+use crate::params::FreqLimitParams;
+
+/// A rate limiter: one [`FreqLimitParams`] applied per key over a
+/// [`FreqLimitBackend`].
+///
+/// Each method reads the time once ([`tokio::time::Instant::now`], so a paused
+/// test clock is followed exactly), asks the backend for a reservation, and, if
+/// the call must wait, sleeps until its slot. This is `aiofreqlimit`'s
+/// `async with limiter.resource(key)`.
+///
+/// | method | waits | when over the limit |
+/// |---|---|---|
+/// | [`acquire`](Self::acquire) | as long as needed | waits |
+/// | [`acquire_within`](Self::acquire_within) | up to `max_wait` | [`FreqLimitError::Rejected`] |
+/// | [`try_acquire`](Self::try_acquire) | never | [`FreqLimitError::Rejected`] |
+/// | [`acquire_with`](Self::acquire_with) | as its [`Reserve`] says, with a cost | either |
+///
+/// A rejected call consumes nothing. The key `None` is one global bucket. A future
+/// dropped while it sleeps keeps its reservation (the slot is not given back).
+///
+/// `FreqLimit` is `Clone` when its backend is ([`InMemoryBackend`] is); clones share
+/// the state.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::new());
+/// let start = Instant::now();
+/// for _ in 0..3 {
+///     limiter.acquire(&"chat:42").await.unwrap();
+/// }
+/// // The first call passed at once, the next two a second apart.
+/// assert_eq!(start.elapsed(), Duration::from_secs(2));
+/// # }
+/// ```
+///
+/// [`InMemoryBackend`]: crate::backends::memory::InMemoryBackend
+#[derive(Debug, Clone)]
+pub struct FreqLimit<B> {
+    params: FreqLimitParams,
+    backend: B,
+}
+
+impl<B: FreqLimitBackend> FreqLimit<B> {
+    /// A limiter applying `params` to every key of `backend`.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    ///
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_minute(20), InMemoryBackend::<i64>::new());
+    /// assert_eq!(limiter.params().limit(), 20);
+    /// ```
+    pub const fn new(params: FreqLimitParams, backend: B) -> Self {
+        Self { params, backend }
+    }
+
+    /// The params applied to every key.
+    pub const fn params(&self) -> &FreqLimitParams {
+        &self.params
+    }
+
+    /// The backend holding the state.
+    pub const fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Waits for `key`'s next slot, however long that takes.
+    ///
+    /// Returns once the slot has come; [`Admission::delay`] tells how long that was.
+    ///
+    /// # Errors
+    ///
+    /// Only [`FreqLimitError::Backend`], when the backend fails.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(2), InMemoryBackend::new());
+    /// limiter.acquire(&1u8).await.unwrap();
+    /// let second = limiter.acquire(&1u8).await.unwrap();
+    /// assert_eq!(second.delay().as_millis(), 500);
+    /// # }
+    /// ```
+    pub async fn acquire<'k>(
+        &self,
+        key: impl Into<Option<&'k B::Key>>,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        B::Key: 'k,
+    {
+        self.acquire_with(key, Reserve::new()).await
+    }
+
+    /// Admits the call only if `key` has a slot free right now; never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Rejected`] with the time to retry after, when the key is
+    /// over its limit (nothing is consumed); [`FreqLimitError::Backend`] when the
+    /// backend fails.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = FreqLimit::new(
+    ///     FreqLimitParams::per_second(1).with_burst(2),
+    ///     InMemoryBackend::<u32>::new(),
+    /// );
+    /// assert!(limiter.try_acquire(&1).await.is_ok());
+    /// assert!(limiter.try_acquire(&1).await.is_ok());
+    /// assert!(limiter.try_acquire(&1).await.is_err());
+    /// assert!(limiter.try_acquire(&2).await.is_ok()); // keys are independent
+    /// # }
+    /// ```
+    pub async fn try_acquire<'k>(
+        &self,
+        key: impl Into<Option<&'k B::Key>>,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        B::Key: 'k,
+    {
+        self.acquire_with(key, Reserve::new().no_wait()).await
+    }
+
+    /// Waits for `key`'s next slot if it comes within `max_wait`; otherwise
+    /// returns at once, having consumed nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Rejected`] when the slot is further than `max_wait` away;
+    /// [`FreqLimitError::Backend`] when the backend fails.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitError, FreqLimitParams};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u32>::new());
+    /// let patience = Duration::from_millis(1500);
+    /// limiter.acquire_within(&1, patience).await.unwrap(); // at once
+    /// limiter.acquire_within(&1, patience).await.unwrap(); // after 1 s
+    /// // The next slot is 1 s away again: within patience.
+    /// limiter.acquire_within(&1, patience).await.unwrap();
+    /// let err = limiter.acquire_within(&1, Duration::from_millis(10)).await.unwrap_err();
+    /// assert!(matches!(err, FreqLimitError::Rejected(_)));
+    /// # }
+    /// ```
+    pub async fn acquire_within<'k>(
+        &self,
+        key: impl Into<Option<&'k B::Key>>,
+        max_wait: Duration,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        B::Key: 'k,
+    {
+        self.acquire_with(key, Reserve::new().max_wait(max_wait)).await
+    }
+
+    /// The general form: reserve `request`'s cost for `key`, waiting as
+    /// `request` allows.
+    ///
+    /// A cost that could never be admitted within `request`'s `max_wait` is refused
+    /// before the backend is asked.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Rejected`], [`FreqLimitError::CostExceedsCapacity`] or
+    /// [`FreqLimitError::Backend`].
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitError, FreqLimitParams, Reserve};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = FreqLimit::new(
+    ///     FreqLimitParams::per_second(10).with_burst(10),
+    ///     InMemoryBackend::<&str>::new(),
+    /// );
+    /// // A batch of 8 costs 8 units; 2 remain.
+    /// let batch = limiter.acquire_with(&"tenant", Reserve::new().cost(8).no_wait()).await.unwrap();
+    /// assert_eq!(batch.remaining(), 2);
+    /// // More than the burst can never pass without waiting.
+    /// let err = limiter.acquire_with(&"tenant", Reserve::new().cost(11).no_wait()).await.unwrap_err();
+    /// assert_eq!(err, FreqLimitError::CostExceedsCapacity { cost: 11, max_cost: 10 });
+    /// # }
+    /// ```
+    pub async fn acquire_with<'k>(
+        &self,
+        key: impl Into<Option<&'k B::Key>>,
+        request: Reserve,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        B::Key: 'k,
+    {
+        let max_cost = self.params.max_cost(request.get_max_wait());
+        if request.get_cost() > max_cost {
+            return Err(FreqLimitError::CostExceedsCapacity {
+                cost: request.get_cost(),
+                max_cost,
+            });
+        }
+        let now = Instant::now();
+        let admission = self
+            .backend
+            .reserve(key.into(), now, &self.params, request)
+            .await?;
+        if !admission.delay().is_zero() {
+            tokio::time::sleep_until(deadline(now, admission.delay())).await;
+        }
+        Ok(admission)
+    }
+
+    /// Forgets every key's state.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the backend fails.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_hour(1), InMemoryBackend::<u8>::new());
+    /// limiter.try_acquire(&0).await.unwrap();
+    /// limiter.clear().await.unwrap();
+    /// assert!(limiter.try_acquire(&0).await.is_ok());
+    /// # }
+    /// ```
+    pub async fn clear(&self) -> Result<(), BackendError> {
+        self.backend.clear().await
+    }
+}
+
+/// `now + delay`, or a deadline decades away when that would overflow `Instant`
+/// (a delay of centuries is as good as forever, and must not panic).
+fn deadline(now: Instant, delay: Duration) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(FOREVER))
+        // No platform's Instant stops short of 30 years ahead; if one did, the
+        // call goes through rather than panicking on the request path.
+        .unwrap_or(now)
+}
