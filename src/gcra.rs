@@ -426,7 +426,13 @@ mod tests {
     #[test]
     fn saturates_instead_of_overflowing() {
         let p = FreqLimitParams::new(1, Duration::from_nanos(u64::MAX), 1);
-        let r = reserve(Some(u64::MAX - 1), u64::MAX - 2, &p, &Reserve::new().cost(u32::MAX)).unwrap();
+        let r = reserve(
+            Some(u64::MAX - 1),
+            u64::MAX - 2,
+            &p,
+            &Reserve::new().cost(u32::MAX),
+        )
+        .unwrap();
         assert_eq!(r.new_tat, Some(u64::MAX));
     }
 }

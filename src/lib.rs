@@ -59,3 +59,8 @@ pub use error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
 pub use gcra::{Admission, Reserve};
 pub use limiter::FreqLimit;
 pub use params::{FreqLimitParams, ParamsError};
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

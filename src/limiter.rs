@@ -27,6 +27,11 @@ use crate::params::FreqLimitParams;
 /// A rejected call consumes nothing. The key `None` is one global bucket. A future
 /// dropped while it sleeps keeps its reservation (the slot is not given back).
 ///
+/// Decisions are exact to the nanosecond; the sleep is Tokio's, whose timer fires
+/// on the first millisecond tick at or after the slot, never before it. Each slot
+/// is computed from the key's TAT, not from when the previous sleep ended, so that
+/// rounding never accumulates.
+///
 /// `FreqLimit` is `Clone` when its backend is ([`InMemoryBackend`] is); clones share
 /// the state.
 ///
@@ -175,7 +180,8 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     where
         B::Key: 'k,
     {
-        self.acquire_with(key, Reserve::new().max_wait(max_wait)).await
+        self.acquire_with(key, Reserve::new().max_wait(max_wait))
+            .await
     }
 
     /// The general form: reserve `request`'s cost for `key`, waiting as

@@ -171,14 +171,19 @@ impl FreqLimitParams {
     /// );
     /// # Ok::<(), ParamsError>(())
     /// ```
-    pub fn try_from_secs_f64(limit: u32, period_secs: f64, burst: u32) -> Result<Self, ParamsError> {
+    pub fn try_from_secs_f64(
+        limit: u32,
+        period_secs: f64,
+        burst: u32,
+    ) -> Result<Self, ParamsError> {
         if !period_secs.is_finite() {
             return Err(ParamsError::PeriodNotFinite);
         }
         if period_secs <= 0.0 {
             return Err(ParamsError::PeriodZero);
         }
-        let period = Duration::try_from_secs_f64(period_secs).map_err(|_| ParamsError::OutOfRange)?;
+        let period =
+            Duration::try_from_secs_f64(period_secs).map_err(|_| ParamsError::OutOfRange)?;
         Self::try_new(limit, period, burst)
     }
 

@@ -79,7 +79,10 @@ struct Inner<K> {
 
 impl<K> Drop for Inner<K> {
     fn drop(&mut self) {
-        let sweeper = self.sweeper.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sweeper = self
+            .sweeper
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(task) = sweeper.take() {
             task.abort();
         }
@@ -280,7 +283,11 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut slot = self.inner.sweeper.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .inner
+            .sweeper
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if self.inner.sweeper_started.swap(true, Ordering::Relaxed) {
             return;
         }
