@@ -167,8 +167,10 @@ async fn the_global_bucket_is_not_a_key() {
 /// same calls made one by one: no slot lost, none given twice.
 #[test]
 fn threads_on_one_key_lose_no_update() {
-    const THREADS: usize = 8;
-    const CALLS: usize = 2_000;
+    // Enough calls that threads overlap even when the machine is busy and each
+    // thread would otherwise finish within one time slice.
+    const THREADS: usize = 4;
+    const CALLS: usize = 100_000;
     let params = FreqLimitParams::per_second(1_000).with_burst(7);
     let backend = InMemoryBackend::<u64>::builder().without_sweeper().build();
     let now = Instant::now() + Duration::from_secs(1);
@@ -380,4 +382,30 @@ fn every_invalid_param_has_its_error() {
 #[should_panic(expected = "limit must be greater than 0")]
 fn new_panics_with_the_message() {
     let _ = FreqLimitParams::per_minute(0);
+}
+
+/// The sweep boundary, to the nanosecond: a key goes exactly when its TAT plus
+/// `idle_ttl` is reached, not one nanosecond before.
+#[test]
+fn sweep_boundary_is_exact() {
+    let params = FreqLimitParams::per_second(1).with_burst(2);
+    for idle_ttl in [Duration::ZERO, Duration::from_nanos(1), 250 * MS] {
+        let backend = InMemoryBackend::<u8>::builder()
+            .idle_ttl(idle_ttl)
+            .without_sweeper()
+            .build();
+        let t0 = Instant::now() + Duration::from_secs(1);
+        backend
+            .reserve_now(Some(&1), t0, &params, Reserve::new())
+            .unwrap();
+        backend
+            .reserve_now(Some(&1), t0, &params, Reserve::new())
+            .unwrap();
+        // TAT = t0 + 2 s.
+        let gone_at = t0 + Duration::from_secs(2) + idle_ttl;
+        assert_eq!(backend.sweep(gone_at - Duration::from_nanos(1)), 0);
+        assert_eq!(backend.len(), 1);
+        assert_eq!(backend.sweep(gone_at), 1);
+        assert!(backend.is_empty());
+    }
 }

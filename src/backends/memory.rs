@@ -1,7 +1,7 @@
 //! The embedded backend: per-key TATs in a sharded concurrent map.
 
 use std::fmt;
-use std::future::{Future, ready};
+use std::future::{Future, Ready, ready};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -348,6 +348,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
     type Key = K;
+    type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 
     fn reserve(
         &self,
@@ -355,7 +356,7 @@ where
         now: Instant,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+    ) -> Self::ReserveFuture {
         ready(self.reserve_now(key, now, params, request))
     }
 

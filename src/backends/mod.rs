@@ -26,14 +26,15 @@ use crate::params::FreqLimitParams;
 /// on one key must behave as if made one after the other: no update lost, no slot
 /// given twice.
 ///
-/// The returned futures are `Send` and named by the implementation (no boxing), so
-/// an in-process backend can answer with [`std::future::ready`].
+/// The reservation future is a named associated type, `Send` and `'static` (no
+/// boxing, and a Tower response future can hold it), so an in-process backend
+/// can answer with [`std::future::Ready`].
 ///
 /// # Example: a backend of one's own
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use std::future::{ready, Future};
+/// use std::future::{ready, Future, Ready};
 /// use std::sync::Mutex;
 /// use tokio::time::Instant;
 /// use tower_freqlimit::backends::FreqLimitBackend;
@@ -47,6 +48,7 @@ use crate::params::FreqLimitParams;
 ///
 /// impl FreqLimitBackend for MutexBackend {
 ///     type Key = String;
+///     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 ///
 ///     fn reserve(
 ///         &self,
@@ -54,7 +56,7 @@ use crate::params::FreqLimitParams;
 ///         now: Instant,
 ///         params: &FreqLimitParams,
 ///         request: Reserve,
-///     ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+///     ) -> Self::ReserveFuture {
 ///         let now = gcra::duration_to_nanos(now.saturating_duration_since(self.origin));
 ///         let mut tats = self.tats.lock().unwrap();
 ///         let key = key.cloned();
@@ -88,6 +90,9 @@ pub trait FreqLimitBackend: Send + Sync {
     /// bucket, which is distinct from every key.
     type Key: ?Sized + Send + Sync;
 
+    /// What [`reserve`](Self::reserve) returns.
+    type ReserveFuture: Future<Output = Result<Admission, FreqLimitError>> + Send + 'static;
+
     /// Reserves `request.cost` units for `key` at `now` under `params`.
     ///
     /// Returns how long the caller must wait (it does not wait itself), or why the
@@ -104,7 +109,7 @@ pub trait FreqLimitBackend: Send + Sync {
         now: Instant,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send;
+    ) -> Self::ReserveFuture;
 
     /// Forgets every key (and resets the global bucket).
     ///
@@ -117,6 +122,7 @@ pub trait FreqLimitBackend: Send + Sync {
 /// A shared backend is a backend.
 impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
     type Key = B::Key;
+    type ReserveFuture = B::ReserveFuture;
 
     fn reserve(
         &self,
@@ -124,7 +130,7 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         now: Instant,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> impl Future<Output = Result<Admission, FreqLimitError>> + Send {
+    ) -> Self::ReserveFuture {
         (**self).reserve(key, now, params, request)
     }
 
