@@ -164,12 +164,39 @@ impl Reserve {
 /// assert_eq!(admission.remaining(), 4);
 /// assert_eq!(admission.reset_after().as_millis(), 100);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Two admissions are equal when they tell the caller the same thing; the refund
+/// token inside (see [`FreqLimitBackend::refund`]) is not compared.
+///
+/// [`FreqLimitBackend::refund`]: crate::FreqLimitBackend::refund
+#[derive(Debug, Clone, Copy)]
 pub struct Admission {
     pub(crate) delay: Duration,
     pub(crate) remaining: u32,
     pub(crate) reset_after: Duration,
+    pub(crate) refund: RefundToken,
 }
+
+/// The key's TAT before and after a reservation, on the backend's scale: what a
+/// backend needs to undo that reservation, and only if nothing came after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RefundToken {
+    /// The stored TAT the reservation started from (0 for a new key: any TAT in
+    /// the past means a full bucket).
+    pub tat_before: u64,
+    /// The TAT the reservation stored; `None` when it stored nothing (cost 0).
+    pub tat_after: Option<u64>,
+}
+
+impl PartialEq for Admission {
+    fn eq(&self, other: &Self) -> bool {
+        self.delay == other.delay
+            && self.remaining == other.remaining
+            && self.reset_after == other.reset_after
+    }
+}
+
+impl Eq for Admission {}
 
 impl Admission {
     /// How long the call waits (or, once returned by [`FreqLimit::acquire`], waited)
@@ -192,6 +219,12 @@ impl Admission {
     #[must_use]
     pub const fn reset_after(&self) -> Duration {
         self.reset_after
+    }
+
+    /// What a backend needs to give this reservation back.
+    #[must_use]
+    pub const fn refund_token(&self) -> RefundToken {
+        self.refund
     }
 }
 
@@ -285,6 +318,10 @@ pub fn reserve(
                 delay: Duration::ZERO,
                 remaining: remaining(base, now, params),
                 reset_after: Duration::from_nanos(base - now),
+                refund: RefundToken {
+                    tat_before: tat.unwrap_or(0),
+                    tat_after: None,
+                },
             },
         });
     }
@@ -319,6 +356,10 @@ pub fn reserve(
             delay: Duration::from_nanos(delay),
             remaining: remaining(new_tat, now, params),
             reset_after: Duration::from_nanos(new_tat - now),
+            refund: RefundToken {
+                tat_before: tat.unwrap_or(0),
+                tat_after: Some(new_tat),
+            },
         },
     })
 }

@@ -25,7 +25,9 @@ use crate::params::FreqLimitParams;
 /// | [`acquire_with`](Self::acquire_with) | as its [`Reserve`] says, with a cost | either |
 ///
 /// A rejected call consumes nothing. The key `None` is one global bucket. A future
-/// dropped while it sleeps keeps its reservation (the slot is not given back).
+/// dropped while it sleeps for its slot (a timeout fired, the caller gave up) gives
+/// the slot back if the backend [supports refunds](FreqLimitBackend::refund) and no
+/// later reservation was made on the key since; otherwise the slot stays used.
 ///
 /// Decisions are exact to the nanosecond; the sleep is Tokio's, whose timer fires
 /// on the first millisecond tick at or after the slot, never before it. Each slot
@@ -227,13 +229,20 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
                 max_cost,
             });
         }
+        let key = key.into();
         let now = Instant::now();
         let admission = self
             .backend
-            .reserve(key.into(), now, &self.params, request)
+            .reserve(key, now, &self.params, request)
             .await?;
         if !admission.delay().is_zero() {
+            let unused = RefundOnDrop {
+                backend: &self.backend,
+                key,
+                admission: Some(admission),
+            };
             tokio::time::sleep_until(deadline(now, admission.delay())).await;
+            unused.used();
         }
         Ok(admission)
     }
@@ -269,4 +278,25 @@ fn deadline(now: Instant, delay: Duration) -> Instant {
         // No platform's Instant stops short of 30 years ahead; if one did, the
         // call goes through rather than panicking on the request path.
         .unwrap_or(now)
+}
+
+/// Gives an unused reservation back when the waiting future is dropped.
+struct RefundOnDrop<'a, B: FreqLimitBackend> {
+    backend: &'a B,
+    key: Option<&'a B::Key>,
+    admission: Option<Admission>,
+}
+
+impl<B: FreqLimitBackend> RefundOnDrop<'_, B> {
+    fn used(mut self) {
+        self.admission = None;
+    }
+}
+
+impl<B: FreqLimitBackend> Drop for RefundOnDrop<'_, B> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.backend.refund(self.key, &admission);
+        }
+    }
 }

@@ -409,3 +409,53 @@ fn sweep_boundary_is_exact() {
         assert!(backend.is_empty());
     }
 }
+
+/// A caller that gives up while waiting hands its slot back, unless someone
+/// reserved after it.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiter_gives_its_slot_back() {
+    let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u8>::new());
+    limiter.acquire(&1).await.unwrap();
+    // Waits 1 s for its slot, but the caller only allows 100 ms.
+    let gave_up = tokio::time::timeout(100 * MS, limiter.acquire(&1)).await;
+    assert!(gave_up.is_err());
+    // The next caller gets the slot the first one abandoned: 900 ms from now.
+    let next = limiter.acquire(&1).await.unwrap();
+    assert_eq!(next.delay(), 900 * MS);
+
+    // Two waiters: the first gives up after the second has reserved, so its slot
+    // cannot be taken back without moving the second; nothing changes.
+    {
+        let first = limiter.acquire(&1);
+        let mut first = std::pin::pin!(first);
+        assert!(
+            poll_once(first.as_mut()).await.is_none(),
+            "the first waits 1 s"
+        );
+        let second = limiter.backend().reserve_now(
+            Some(&1),
+            Instant::now(),
+            limiter.params(),
+            Reserve::new(),
+        );
+        assert_eq!(second.unwrap().delay(), Duration::from_secs(2));
+    } // the first waiter is dropped here
+    let peek = limiter
+        .acquire_with(&1, Reserve::new().cost(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        peek.reset_after(),
+        Duration::from_secs(3),
+        "both reservations still stand"
+    );
+}
+
+/// Polls a future once; `None` if it is still pending.
+async fn poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut fut).poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}

@@ -364,6 +364,31 @@ where
         self.clear_now();
         ready(Ok(()))
     }
+
+    fn supports_refund(&self) -> bool {
+        true
+    }
+
+    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
+        let token = admission.refund_token();
+        let Some(tat_after) = token.tat_after else {
+            return false;
+        };
+        let give_back = |tat: &AtomicU64| {
+            tat.compare_exchange(
+                tat_after,
+                token.tat_before,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        };
+        match key {
+            None => give_back(&self.inner.global),
+            // A key that was swept since has no reservation left to give back.
+            Some(key) => self.inner.tats.get(key).is_some_and(|tat| give_back(&tat)),
+        }
+    }
 }
 
 /// Settings for an [`InMemoryBackend`], from [`InMemoryBackend::builder`].

@@ -117,6 +117,27 @@ pub trait FreqLimitBackend: Send + Sync {
     ///
     /// [`BackendError`] when the store fails.
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Whether [`refund`](Self::refund) can give slots back. `false` unless the
+    /// backend says otherwise.
+    fn supports_refund(&self) -> bool {
+        false
+    }
+
+    /// Gives back the slot of a reservation whose caller went away before using
+    /// it (a waiting request that was dropped), so it does not delay the next
+    /// caller. It must act only if no later reservation was made on `key` since:
+    /// a compare-and-swap of the stored TAT from
+    /// [`RefundToken::tat_after`](crate::gcra::RefundToken::tat_after) back to
+    /// [`tat_before`](crate::gcra::RefundToken::tat_before). Returns whether the
+    /// slot was given back.
+    ///
+    /// It is called from `Drop`, so it must not block; a remote backend sends the
+    /// refund in the background. The default does nothing.
+    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
+        let _ = (key, admission);
+        false
+    }
 }
 
 /// A shared backend is a backend.
@@ -136,5 +157,13 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
 
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         (**self).clear()
+    }
+
+    fn supports_refund(&self) -> bool {
+        (**self).supports_refund()
+    }
+
+    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
+        (**self).refund(key, admission)
     }
 }
