@@ -38,6 +38,9 @@ pub enum FreqLimitError {
     },
     /// The backend could not decide (unreachable, timed out, full, ...).
     Backend(BackendError),
+    /// The layer's key extractor found no key in the request and the layer is set
+    /// to refuse such requests ([`MissingKey::Refuse`](crate::layer::MissingKey::Refuse)).
+    KeyNotFound,
 }
 
 impl fmt::Display for FreqLimitError {
@@ -49,6 +52,7 @@ impl fmt::Display for FreqLimitError {
                 "cost {cost} can never be admitted: at most {max_cost} fits within the allowed wait"
             ),
             Self::Backend(err) => err.fmt(f),
+            Self::KeyNotFound => f.write_str("the request carries no rate-limit key"),
         }
     }
 }

@@ -51,12 +51,18 @@
 pub mod backends;
 mod error;
 pub mod gcra;
+#[cfg(feature = "tonic")]
+pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod layer;
 mod limiter;
 mod params;
 
 pub use backends::FreqLimitBackend;
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
 pub use gcra::{Admission, Reserve};
+pub use layer::{FreqLimitLayer, FreqLimitService};
 pub use limiter::FreqLimit;
 pub use params::{FreqLimitParams, ParamsError};
 

@@ -271,7 +271,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
 
 /// `now + delay`, or a deadline decades away when that would overflow `Instant`
 /// (a delay of centuries is as good as forever, and must not panic).
-fn deadline(now: Instant, delay: Duration) -> Instant {
+pub(crate) fn deadline(now: Instant, delay: Duration) -> Instant {
     const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
     now.checked_add(delay)
         .or_else(|| now.checked_add(FOREVER))

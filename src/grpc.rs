@@ -1,0 +1,77 @@
+//! gRPC: refusals as `tonic::Status`.
+//!
+//! | refusal | status code |
+//! |---|---|
+//! | [`FreqLimitError::Rejected`] | `RESOURCE_EXHAUSTED`, with `retry-after` metadata in whole seconds (rounded up) |
+//! | [`FreqLimitError::CostExceedsCapacity`] | `RESOURCE_EXHAUSTED` |
+//! | [`FreqLimitError::KeyNotFound`] | `INTERNAL` |
+//! | [`FreqLimitError::Backend`] | `UNAVAILABLE` |
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::error::FreqLimitError;
+use crate::layer::{BoxError, OnRefusal};
+use crate::params::FreqLimitParams;
+
+impl From<FreqLimitError> for Status {
+    /// ```
+    /// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
+    ///
+    /// let params = FreqLimitParams::per_second(2);
+    /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+    /// let refusal = gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err();
+    /// let status = tonic::Status::from(refusal);
+    /// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    /// assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    /// ```
+    fn from(refusal: FreqLimitError) -> Self {
+        let code = match refusal {
+            FreqLimitError::Rejected(_) | FreqLimitError::CostExceedsCapacity { .. } => {
+                Code::ResourceExhausted
+            }
+            FreqLimitError::KeyNotFound => Code::Internal,
+            FreqLimitError::Backend(_) => Code::Unavailable,
+        };
+        let mut status = Status::new(code, refusal.to_string());
+        if let FreqLimitError::Rejected(rejection) = &refusal {
+            let seconds = rejection.retry_after().as_secs()
+                + u64::from(rejection.retry_after().subsec_nanos() > 0);
+            status
+                .metadata_mut()
+                .insert("retry-after", MetadataValue::from(seconds));
+        }
+        status
+    }
+}
+
+/// Refusals become a boxed [`tonic::Status`], which tonic's server sends as the
+/// call's status. Inner errors are boxed as they are.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::FreqLimitParams;
+/// use tower_freqlimit::grpc::GrpcStatus;
+/// use tower_freqlimit::layer::FreqLimitLayer;
+///
+/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+///     .on_refusal(GrpcStatus);
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatus;
+
+impl<Res, E> OnRefusal<Res, E> for GrpcStatus
+where
+    E: Into<BoxError>,
+{
+    type Error = BoxError;
+
+    fn refused(&self, refusal: FreqLimitError, _: &FreqLimitParams) -> Result<Res, BoxError> {
+        Err(Box::new(Status::from(refusal)))
+    }
+
+    fn inner_error(&self, error: E) -> BoxError {
+        error.into()
+    }
+}

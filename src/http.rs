@@ -1,0 +1,252 @@
+//! HTTP: refusals as `429 Too Many Requests` with `Retry-After` and the IETF
+//! `RateLimit-Policy` / `RateLimit` headers
+//! ([draft-ietf-httpapi-ratelimit-headers](https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/)).
+//!
+//! # The headers for a GCRA limit
+//!
+//! A GCRA limit is a bucket of `burst` calls that refills one call every `T`. It
+//! is advertised as that: `RateLimit-Policy: "default";q=<burst>;w=<burst * T>`
+//! (the window rounded up to whole seconds, at least 1, which understates the
+//! rate rather than overstating it), and `RateLimit: "default";r=<remaining>;t=<reset>`
+//! where `r` is how many calls would pass right now and `t` the seconds until
+//! the bucket is full, rounded up.
+//!
+//! `Retry-After` is the rejection's `retry_after` rounded **up** to whole seconds:
+//! a 0.5 s wait is `Retry-After: 1`, never `0`.
+
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::error::FreqLimitError;
+use crate::gcra::Admission;
+use crate::layer::OnRefusal;
+use crate::params::FreqLimitParams;
+
+/// The `RateLimit-Policy` header name.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The `RateLimit` header name.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Whole seconds, rounded up: what `Retry-After` and the `t` parameter carry.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::http::whole_seconds_up;
+///
+/// assert_eq!(whole_seconds_up(Duration::from_millis(500)), 1);
+/// assert_eq!(whole_seconds_up(Duration::from_secs(2)), 2);
+/// assert_eq!(whole_seconds_up(Duration::from_nanos(2_000_000_001)), 3);
+/// assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+/// ```
+#[must_use]
+pub fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The `RateLimit-Policy` value for `params`.
+///
+/// ```
+/// use tower_freqlimit::FreqLimitParams;
+/// use tower_freqlimit::http::policy_header;
+///
+/// let params = FreqLimitParams::per_second(10).with_burst(5);
+/// assert_eq!(policy_header(&params), r#""default";q=5;w=1"#);
+/// let params = FreqLimitParams::per_minute(20).with_burst(3);
+/// assert_eq!(policy_header(&params), r#""default";q=3;w=9"#);
+/// ```
+#[must_use]
+pub fn policy_header(params: &FreqLimitParams) -> HeaderValue {
+    let window = params.interval().saturating_mul(params.burst());
+    let value = format!(
+        r#""default";q={};w={}"#,
+        params.burst(),
+        whole_seconds_up(window).max(1)
+    );
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static(r#""default""#))
+}
+
+/// The `RateLimit` value: `remaining` calls now, full again after `reset_after`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::http::state_header;
+///
+/// assert_eq!(state_header(0, Duration::from_millis(1500)), r#""default";r=0;t=2"#);
+/// ```
+#[must_use]
+pub fn state_header(remaining: u32, reset_after: Duration) -> HeaderValue {
+    let value = format!(
+        r#""default";r={remaining};t={}"#,
+        whole_seconds_up(reset_after)
+    );
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static(r#""default""#))
+}
+
+/// Adds `RateLimit-Policy` and `RateLimit` for an admitted request.
+///
+/// ```
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+/// use tower_freqlimit::http::insert_admission_headers;
+///
+/// let params = FreqLimitParams::per_second(10).with_burst(5);
+/// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
+/// let mut headers = http::HeaderMap::new();
+/// insert_admission_headers(&mut headers, &params, &admission);
+/// assert_eq!(headers["ratelimit"], r#""default";r=4;t=1"#);
+/// ```
+pub fn insert_admission_headers(
+    headers: &mut HeaderMap,
+    params: &FreqLimitParams,
+    admission: &Admission,
+) {
+    headers.insert(RATELIMIT_POLICY, policy_header(params));
+    headers.insert(
+        RATELIMIT,
+        state_header(admission.remaining(), admission.reset_after()),
+    );
+}
+
+/// The response for a refusal:
+///
+/// | refusal | status | headers |
+/// |---|---|---|
+/// | [`FreqLimitError::Rejected`] | `429 Too Many Requests` | `Retry-After`, `RateLimit-Policy`, `RateLimit` |
+/// | [`FreqLimitError::CostExceedsCapacity`] | `429 Too Many Requests` | `RateLimit-Policy` (no `Retry-After`: retrying cannot help) |
+/// | [`FreqLimitError::KeyNotFound`] | `500 Internal Server Error` | |
+/// | [`FreqLimitError::Backend`] | `503 Service Unavailable` | |
+///
+/// The body is a one-line plain-text explanation. `params` gives the policy
+/// header; pass `None` where it is not known.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
+/// use tower_freqlimit::http::refusal_response;
+///
+/// let params = FreqLimitParams::per_second(2);
+/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+/// let refusal = gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err();
+/// let response = refusal_response::<String>(&refusal, Some(&params));
+/// assert_eq!(response.status(), 429);
+/// assert_eq!(response.headers()["retry-after"], "1"); // 0.5 s, rounded up
+/// assert_eq!(response.headers()["ratelimit"], r#""default";r=0;t=1"#);
+/// ```
+pub fn refusal_response<B: From<String>>(
+    refusal: &FreqLimitError,
+    params: Option<&FreqLimitParams>,
+) -> Response<B> {
+    let status = match refusal {
+        FreqLimitError::Rejected(_) | FreqLimitError::CostExceedsCapacity { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        FreqLimitError::KeyNotFound => StatusCode::INTERNAL_SERVER_ERROR,
+        FreqLimitError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = Response::new(B::from(format!("{refusal}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(params) = params {
+            headers.insert(RATELIMIT_POLICY, policy_header(params));
+        }
+    }
+    if let FreqLimitError::Rejected(rejection) = refusal {
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from(whole_seconds_up(rejection.retry_after())),
+        );
+        headers.insert(
+            RATELIMIT,
+            state_header(rejection.remaining(), rejection.reset_after()),
+        );
+    }
+    response
+}
+
+/// Refusals become HTTP responses ([`refusal_response`]); the inner service's
+/// error type is kept, so an axum service stays infallible. Optionally adds the
+/// `RateLimit` headers to admitted responses too.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::FreqLimitParams;
+/// use tower_freqlimit::http::HttpResponses;
+/// use tower_freqlimit::layer::FreqLimitLayer;
+///
+/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+///     .on_refusal(HttpResponses::new().with_headers_on_success());
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpResponses {
+    headers_on_success: bool,
+}
+
+impl HttpResponses {
+    /// `429`/`500`/`503` responses for refusals, nothing added to admitted ones.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            headers_on_success: false,
+        }
+    }
+
+    /// Also add `RateLimit-Policy` and `RateLimit` to admitted responses.
+    #[must_use]
+    pub const fn with_headers_on_success(mut self) -> Self {
+        self.headers_on_success = true;
+        self
+    }
+}
+
+impl<B, E> OnRefusal<Response<B>, E> for HttpResponses
+where
+    B: From<String>,
+{
+    type Error = E;
+
+    fn refused(&self, refusal: FreqLimitError, params: &FreqLimitParams) -> Result<Response<B>, E> {
+        Ok(refusal_response(&refusal, Some(params)))
+    }
+
+    fn inner_error(&self, error: E) -> E {
+        error
+    }
+
+    fn admitted(
+        &self,
+        mut response: Response<B>,
+        admission: Option<&Admission>,
+        params: &FreqLimitParams,
+    ) -> Response<B> {
+        if self.headers_on_success {
+            if let Some(admission) = admission {
+                insert_admission_headers(response.headers_mut(), params, admission);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum_core::response::IntoResponse for FreqLimitError {
+    /// [`refusal_response`] without the policy header (the error does not know
+    /// its params).
+    fn into_response(self) -> axum_core::response::Response {
+        refusal_response(&self, None)
+    }
+}
+
+impl<B, P> crate::layer::FreqLimitLayer<B, P, crate::layer::RefuseWithError> {
+    /// Refusals become HTTP responses: `429` with `Retry-After` and `RateLimit`
+    /// headers (see [`HttpResponses`]).
+    pub fn http_responses(self) -> crate::layer::FreqLimitLayer<B, P, HttpResponses> {
+        self.on_refusal(HttpResponses::new())
+    }
+}

@@ -1,0 +1,299 @@
+//! The Tower middleware: [`FreqLimitLayer`] wraps any [`Service`] in a
+//! [`FreqLimitService`] that waits for (or rejects on) a rate-limit slot before
+//! forwarding each request.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+//! use tower_freqlimit::backends::memory::InMemoryBackend;
+//! use tower_freqlimit::{FreqLimitError, FreqLimitParams};
+//! use tower_freqlimit::layer::FreqLimitLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // Requests are (user id, payload); each user may send 2 per second, rejected beyond.
+//! let layer = FreqLimitLayer::new(FreqLimitParams::per_second(2), InMemoryBackend::<u32>::new())
+//!     .key(|req: &(u32, &'static str)| Some(req.0))
+//!     .max_wait(Duration::ZERO);
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|req: (u32, &'static str)| async move { Ok::<_, Infallible>(req.1.len()) }));
+//!
+//! assert_eq!(svc.ready().await.unwrap().call((1, "hello")).await.unwrap(), 5);
+//! let refused = svc.ready().await.unwrap().call((1, "again")).await.unwrap_err();
+//! assert!(matches!(refused.downcast_ref::<FreqLimitError>(), Some(FreqLimitError::Rejected(_))));
+//! // Another user has a bucket of its own.
+//! assert!(svc.ready().await.unwrap().call((2, "hi")).await.is_ok());
+//! # }
+//! ```
+//!
+//! [`Service`]: tower_service::Service
+
+mod future;
+mod policy;
+mod refusal;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::backends::FreqLimitBackend;
+use crate::params::FreqLimitParams;
+
+pub use future::ResponseFuture;
+pub use policy::{
+    CostOf, ExtractKey, Global, KeyLookup, LayerParams, MissingKey, ParamsFor, Policy, UnitCost,
+};
+pub use refusal::{BoxError, OnRefusal, RefuseWith, RefuseWithError};
+pub use service::FreqLimitService;
+
+/// Applies a rate limit to every request of the wrapped service.
+///
+/// Built like a sentence:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use tower_freqlimit::backends::memory::InMemoryBackend;
+/// # use tower_freqlimit::FreqLimitParams;
+/// # use tower_freqlimit::layer::{FreqLimitLayer, MissingKey};
+/// # struct Req { user: Option<u64>, paid: bool, batch: u32 }
+/// const FREE: FreqLimitParams = FreqLimitParams::per_minute(60);
+/// const PAID: FreqLimitParams = FreqLimitParams::per_second(50).with_burst(10);
+///
+/// let layer = FreqLimitLayer::new(FREE, InMemoryBackend::<u64>::new())
+///     .key(|req: &Req| req.user)                       // one bucket per user
+///     .on_missing_key(MissingKey::Global)              // anonymous users share one
+///     .params_for(|req: &Req| if req.paid { PAID } else { FREE })
+///     .cost_for(|req: &Req| req.batch)                 // a batch of n costs n
+///     .max_wait(Duration::from_millis(250));           // wait a little, then reject
+/// # let _ = layer;
+/// ```
+///
+/// * **Keys.** Without [`key`](Self::key), all requests share one global bucket.
+///   A key extractor that finds no key triggers the [`MissingKey`] setting
+///   (default: refuse).
+/// * **Waiting.** By default a request waits for its slot, then is forwarded (as
+///   `aiofreqlimit` does). [`max_wait`](Self::max_wait) bounds the wait;
+///   `max_wait(Duration::ZERO)` rejects at once. A rejected request consumes
+///   nothing.
+/// * **Refusals** are errors by default ([`RefuseWithError`]); see [`OnRefusal`]
+///   for responses instead (`429` over HTTP with the `http` feature).
+///
+/// The layer and its services are `Clone` and share one backend, as axum and
+/// tonic require.
+#[must_use]
+pub struct FreqLimitLayer<B, P = Policy, H = RefuseWithError> {
+    config: Config<B, P, H>,
+}
+
+/// What a layer and its services share.
+#[derive(Clone)]
+pub(crate) struct Config<B, P, H> {
+    pub(crate) backend: B,
+    pub(crate) params: FreqLimitParams,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) policy: P,
+    pub(crate) on_refusal: H,
+}
+
+impl<B: Clone, P: Clone, H: Clone> Clone for FreqLimitLayer<B, P, H> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<B: fmt::Debug, P, H> fmt::Debug for FreqLimitLayer<B, P, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FreqLimitLayer")
+            .field("params", &self.config.params)
+            .field("backend", &self.config.backend)
+            .field("max_wait", &self.config.max_wait)
+            .field("missing_key", &self.config.missing_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: FreqLimitBackend> FreqLimitLayer<B> {
+    /// Limits all requests through one global bucket of `backend` with `params`,
+    /// waiting for slots; refusals (backend failures) are errors.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::FreqLimitParams;
+    /// use tower_freqlimit::layer::FreqLimitLayer;
+    ///
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(100), InMemoryBackend::<()>::new());
+    /// # let _ = layer;
+    /// ```
+    pub fn new(params: FreqLimitParams, backend: B) -> Self {
+        Self {
+            config: Config {
+                backend,
+                params,
+                max_wait: None,
+                missing_key: MissingKey::default(),
+                policy: Policy::default(),
+                on_refusal: RefuseWithError,
+            },
+        }
+    }
+}
+
+impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H> {
+    /// Puts each request in the bucket `key` returns; `None` means the request
+    /// has no key, and [`on_missing_key`](Self::on_missing_key) decides.
+    ///
+    /// `key` is any [`ExtractKey`], usually a closure `Fn(&Req) -> Option<Key>`.
+    pub fn key<K2>(self, key: K2) -> FreqLimitLayer<B, Policy<K2, P, C>, H> {
+        let Config {
+            backend,
+            params,
+            max_wait,
+            missing_key,
+            policy,
+            on_refusal,
+        } = self.config;
+        FreqLimitLayer {
+            config: Config {
+                backend,
+                params,
+                max_wait,
+                missing_key,
+                policy: Policy {
+                    key,
+                    params: policy.params,
+                    cost: policy.cost,
+                },
+                on_refusal,
+            },
+        }
+    }
+
+    /// Gives each request its own params (tiers); the layer's params are the
+    /// default that [`LayerParams`] returns.
+    pub fn params_for<P2>(self, params_for: P2) -> FreqLimitLayer<B, Policy<K, P2, C>, H> {
+        let Config {
+            backend,
+            params,
+            max_wait,
+            missing_key,
+            policy,
+            on_refusal,
+        } = self.config;
+        FreqLimitLayer {
+            config: Config {
+                backend,
+                params,
+                max_wait,
+                missing_key,
+                policy: Policy {
+                    key: policy.key,
+                    params: params_for,
+                    cost: policy.cost,
+                },
+                on_refusal,
+            },
+        }
+    }
+
+    /// Gives each request a cost (weight); cost `n` is `n` unit calls at once.
+    pub fn cost_for<C2>(self, cost_for: C2) -> FreqLimitLayer<B, Policy<K, P, C2>, H> {
+        let Config {
+            backend,
+            params,
+            max_wait,
+            missing_key,
+            policy,
+            on_refusal,
+        } = self.config;
+        FreqLimitLayer {
+            config: Config {
+                backend,
+                params,
+                max_wait,
+                missing_key,
+                policy: Policy {
+                    key: policy.key,
+                    params: policy.params,
+                    cost: cost_for,
+                },
+                on_refusal,
+            },
+        }
+    }
+}
+
+impl<B, P, H> FreqLimitLayer<B, P, H> {
+    /// Rejects a request instead of making it wait longer than `max_wait`;
+    /// `Duration::ZERO` rejects at once (reject-only, like `governor`).
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Waits as long as a slot takes (the default).
+    pub fn wait_forever(mut self) -> Self {
+        self.config.max_wait = None;
+        self
+    }
+
+    /// What to do with requests whose key cannot be found (default:
+    /// [`MissingKey::Refuse`]).
+    pub fn on_missing_key(mut self, missing_key: MissingKey) -> Self {
+        self.config.missing_key = missing_key;
+        self
+    }
+
+    /// Turns refusals into responses or errors with `on_refusal` (see
+    /// [`OnRefusal`]).
+    pub fn on_refusal<H2>(self, on_refusal: H2) -> FreqLimitLayer<B, P, H2> {
+        let Config {
+            backend,
+            params,
+            max_wait,
+            missing_key,
+            policy,
+            ..
+        } = self.config;
+        FreqLimitLayer {
+            config: Config {
+                backend,
+                params,
+                max_wait,
+                missing_key,
+                policy,
+                on_refusal,
+            },
+        }
+    }
+
+    /// The default params.
+    pub fn params(&self) -> &FreqLimitParams {
+        &self.config.params
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.config.backend
+    }
+}
+
+impl<S, B, P, H> Layer<S> for FreqLimitLayer<B, P, H>
+where
+    B: Clone,
+    P: Clone,
+    H: Clone,
+{
+    type Service = FreqLimitService<S, B, P, H>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FreqLimitService::new(inner, Arc::new(self.config.clone()))
+    }
+}
