@@ -46,7 +46,6 @@ pin_project! {
         inner: Option<S>,
         request: Option<Req>,
         params: FreqLimitParams,
-        now: Instant,
         slot: Slot<B, P, H>,
     }
 }
@@ -55,7 +54,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, R> {
         Refused { refusal: Option<FreqLimitError> },
-        Reserving { #[pin] reserve: R },
+        Reserving { #[pin] reserve: R, now: Instant },
         Sleeping { #[pin] sleep: Sleep },
         Ready,
         Calling { #[pin] call: F },
@@ -105,11 +104,10 @@ where
         params: FreqLimitParams,
     ) -> Self {
         Self {
-            state: State::Reserving { reserve },
+            state: State::Reserving { reserve, now },
             inner: Some(inner),
             request: Some(request),
             params,
-            now,
             slot: Slot {
                 config,
                 key,
@@ -131,7 +129,6 @@ where
             inner: None,
             request: None,
             params,
-            now: Instant::now(),
             slot: Slot {
                 config,
                 key: None,
@@ -152,7 +149,6 @@ where
             inner: Some(inner),
             request: Some(request),
             params,
-            now: Instant::now(),
             slot: Slot {
                 config,
                 key: None,
@@ -181,7 +177,7 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(this.slot.config.on_refusal.refused(refusal, this.params));
                 }
-                StateProj::Reserving { reserve } => match ready!(reserve.poll(cx)) {
+                StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
                     Ok(admission) => {
                         this.slot.admission = Some(admission);
                         if admission.delay().is_zero() {
@@ -193,7 +189,7 @@ where
                                 "rate limit: request delayed"
                             );
                             this.slot.waiting = true;
-                            let until = crate::limiter::deadline(*this.now, admission.delay());
+                            let until = crate::limiter::deadline(*now, admission.delay());
                             this.state.set(State::Sleeping {
                                 sleep: tokio::time::sleep_until(until),
                             });
@@ -214,6 +210,9 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
+                    // `inner` and `request` are only absent in futures built
+                    // refused, which never reach this state; answering instead
+                    // of panicking keeps even a broken invariant off the panic path.
                     let Some(inner) = this.inner.as_mut() else {
                         this.state.set(State::Done);
                         return Poll::Ready(
