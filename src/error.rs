@@ -113,6 +113,26 @@ impl Rejection {
         self.retry_after
     }
 
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded **up**, as
+    /// `Retry-After` must carry it: a 0.5 s wait is 1, never 0.
+    ///
+    /// ```
+    /// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
+    ///
+    /// let params = FreqLimitParams::per_second(2);
+    /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+    /// let Err(FreqLimitError::Rejected(rejection)) =
+    ///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
+    /// else {
+    ///     panic!("expected a rejection");
+    /// };
+    /// assert_eq!(rejection.retry_after_secs(), 1);
+    /// ```
+    #[must_use]
+    pub const fn retry_after_secs(&self) -> u64 {
+        ceil_secs(self.retry_after)
+    }
+
     /// Unit calls that would still be admitted right now without waiting (non-zero
     /// only when a call of higher cost was rejected).
     #[must_use]
@@ -125,6 +145,11 @@ impl Rejection {
     pub const fn reset_after(&self) -> Duration {
         self.reset_after
     }
+}
+
+/// Whole seconds, rounded up.
+pub(crate) const fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + (d.subsec_nanos() > 0) as u64
 }
 
 impl fmt::Display for Rejection {

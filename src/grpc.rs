@@ -2,7 +2,7 @@
 //!
 //! | refusal | status code |
 //! |---|---|
-//! | [`FreqLimitError::Rejected`] | `RESOURCE_EXHAUSTED`, with `retry-after` metadata in whole seconds (rounded up) |
+//! | [`FreqLimitError::Rejected`] | `RESOURCE_EXHAUSTED`, with `retry-after` metadata in whole seconds (rounded up) and `grpc-retry-pushback-ms` (gRFC A6, rounded up) |
 //! | [`FreqLimitError::CostExceedsCapacity`] | `RESOURCE_EXHAUSTED` |
 //! | [`FreqLimitError::KeyNotFound`] | `INTERNAL` |
 //! | [`FreqLimitError::Backend`] | `UNAVAILABLE` |
@@ -24,6 +24,7 @@ impl From<FreqLimitError> for Status {
     /// let status = tonic::Status::from(refusal);
     /// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     /// assert_eq!(status.metadata().get("retry-after").unwrap(), "1");
+    /// assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "500");
     /// ```
     fn from(refusal: FreqLimitError) -> Self {
         let code = match refusal {
@@ -35,11 +36,17 @@ impl From<FreqLimitError> for Status {
         };
         let mut status = Status::new(code, refusal.to_string());
         if let FreqLimitError::Rejected(rejection) = &refusal {
-            let seconds = rejection.retry_after().as_secs()
-                + u64::from(rejection.retry_after().subsec_nanos() > 0);
-            status
-                .metadata_mut()
-                .insert("retry-after", MetadataValue::from(seconds));
+            let metadata = status.metadata_mut();
+            metadata.insert(
+                "retry-after",
+                MetadataValue::from(rejection.retry_after_secs()),
+            );
+            // gRFC A6 server pushback, honoured by gRPC clients with a retry policy.
+            let millis = rejection.retry_after().as_nanos().div_ceil(1_000_000);
+            metadata.insert(
+                "grpc-retry-pushback-ms",
+                MetadataValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+            );
         }
         status
     }

@@ -42,7 +42,7 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// ```
 #[must_use]
 pub fn whole_seconds_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    crate::error::ceil_secs(d)
 }
 
 /// The `RateLimit-Policy` value for `params`.

@@ -85,6 +85,17 @@ pub use service::FreqLimitService;
 ///
 /// The layer and its services are `Clone` and share one backend, as axum and
 /// tonic require.
+///
+/// # Stacking and timing
+///
+/// Layers stack: `ServiceBuilder::new().layer(per_group).layer(per_chat)` admits
+/// only what both allow. Each layer's limit holds at the moment it hands the
+/// request on, so the innermost layer is the one that holds exactly at send time;
+/// after an inner layer's extra wait, two requests may leave an outer layer's
+/// bucket closer together than its interval (never beyond its burst tolerance).
+/// Slots follow the GCRA schedule, not the previous wake-up: a timer that fires a
+/// millisecond late shortens the gap to the next request by as much. Where a
+/// remote API counts strictly, give it a margin (a slightly lower limit).
 #[must_use]
 pub struct FreqLimitLayer<B, P = Policy, H = RefuseWithError> {
     config: Config<B, P, H>,

@@ -1,0 +1,223 @@
+#![cfg(feature = "tonic")]
+//! The layer in front of a real tonic server (`tonic-health`'s Health service on
+//! a loopback port), called by a real tonic client: exact outcomes of
+//! `.on_refusal(GrpcStatus)` over the wire.
+//!
+//! The limits are slow (`per_hour(60)`, one call a minute) so that real time
+//! cannot refill a bucket while a test runs: after a burst of 3, every call is
+//! refused until a minute has passed, and the `retry-after` each refusal carries
+//! is exactly `60` (the wait is 60 s minus the few milliseconds since the first
+//! call, rounded up to whole seconds).
+
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use hyper::Request;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower_freqlimit::FreqLimitParams;
+use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::grpc::GrpcStatus;
+use tower_freqlimit::layer::{FreqLimitLayer, Policy};
+
+/// One call a minute, three at once: nothing refills during a test.
+const SLOW: FreqLimitParams = FreqLimitParams::per_hour(60).with_burst(3);
+
+/// Far more than any call takes, far less than [`SLOW`]'s one minute.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A layer keyed by a closure over the server's requests, refusing as gRPC statuses.
+type GrpcLayer<K, F> = FreqLimitLayer<InMemoryBackend<K>, Policy<F>, GrpcStatus>;
+
+/// A running health server behind `layer`, and a client connected to it.
+struct Harness {
+    client: HealthClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Harness {
+    async fn start<K, F>(layer: GrpcLayer<K, F>) -> Self
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        F: Fn(&Request<Body>) -> Option<K> + Clone + Send + Sync + 'static,
+    {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let incoming = TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
+        let addr = incoming.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            client: HealthClient::new(channel),
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    /// A `Check` of the server's overall health, with `x-tenant` metadata if given.
+    ///
+    /// Fails fast instead of hanging if the layer made the call wait for a slot
+    /// (a minute away with [`SLOW`]) where it should have refused it.
+    async fn check(&mut self, tenant: Option<&str>) -> Result<HealthCheckResponse, Status> {
+        let mut request = tonic::Request::new(HealthCheckRequest::default());
+        if let Some(tenant) = tenant {
+            request
+                .metadata_mut()
+                .insert("x-tenant", tenant.parse().expect("ASCII metadata"));
+        }
+        let call = self.client.check(request);
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .expect("the call neither completed nor was refused in time")
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server
+            .await
+            .expect("server task")
+            .expect("server exits cleanly");
+    }
+}
+
+fn peer_ip(req: &Request<Body>) -> Option<IpAddr> {
+    let info = req.extensions().get::<TcpConnectInfo>()?;
+    info.remote_addr().map(|addr| addr.ip())
+}
+
+fn tenant(req: &Request<Body>) -> Option<String> {
+    let value = req.headers().get("x-tenant")?;
+    value.to_str().ok().map(str::to_owned)
+}
+
+fn assert_serving(result: Result<HealthCheckResponse, Status>, what: &str) {
+    match result {
+        Ok(response) => assert_eq!(response.status(), ServingStatus::Serving, "{what}"),
+        Err(status) => panic!("{what}: expected SERVING, got {status:?}"),
+    }
+}
+
+/// Asserts `RESOURCE_EXHAUSTED` with `retry-after: 60`.
+fn assert_exhausted(result: Result<HealthCheckResponse, Status>, what: &str) {
+    let status = match result {
+        Ok(response) => panic!("{what}: expected RESOURCE_EXHAUSTED, got {response:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
+    let retry_after = status
+        .metadata()
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: no retry-after metadata in {status:?}"));
+    assert_eq!(retry_after, "60", "{what}");
+    assert!(
+        status
+            .message()
+            .starts_with("rate limit exceeded; retry after 59."),
+        "{what}: {:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn per_peer_limit_refuses_with_resource_exhausted_and_retry_after() {
+    let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::<IpAddr>::new())
+        .key(peer_ip)
+        .max_wait(Duration::ZERO)
+        .on_refusal(GrpcStatus);
+    let backend = layer.backend().clone();
+    let mut harness = Harness::start(layer).await;
+
+    // The key was found (a missing one would be INTERNAL): three calls of burst.
+    for n in 1..=3 {
+        assert_serving(harness.check(None).await, &format!("call {n}"));
+    }
+    // Then refusals, each the same: a refusal consumes nothing, so the wait
+    // does not grow.
+    for n in 4..=8 {
+        assert_exhausted(harness.check(None).await, &format!("call {n}"));
+    }
+    // One bucket: the loopback peer's.
+    assert_eq!(backend.len(), 1);
+
+    harness.shutdown().await;
+}
+
+#[tokio::test]
+async fn tenants_have_buckets_of_their_own() {
+    let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::<String>::new())
+        .key(tenant)
+        .max_wait(Duration::ZERO)
+        .on_refusal(GrpcStatus);
+    let backend = layer.backend().clone();
+    let mut harness = Harness::start(layer).await;
+
+    for n in 1..=3 {
+        assert_serving(
+            harness.check(Some("a")).await,
+            &format!("tenant a, call {n}"),
+        );
+    }
+    assert_exhausted(harness.check(Some("a")).await, "tenant a, call 4");
+
+    // Same peer, another tenant: a full bucket.
+    for n in 1..=3 {
+        assert_serving(
+            harness.check(Some("b")).await,
+            &format!("tenant b, call {n}"),
+        );
+    }
+    assert_exhausted(harness.check(Some("b")).await, "tenant b, call 4");
+    assert_exhausted(harness.check(Some("a")).await, "tenant a, call 5");
+
+    // No tenant: the key is missing, refused as INTERNAL (MissingKey::Refuse).
+    let status = harness.check(None).await.expect_err("no tenant");
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.metadata().get("retry-after").is_none());
+    assert_eq!(status.message(), "the request carries no rate-limit key");
+
+    assert_eq!(backend.len(), 2);
+    harness.shutdown().await;
+}
+
+#[tokio::test]
+async fn waiting_layer_delays_calls_instead_of_refusing() {
+    // Ten per second, no burst, wait as long as it takes: four calls in a row
+    // all succeed, the fourth no earlier than 300 ms after the first.
+    let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::new())
+        .key(peer_ip)
+        .on_refusal(GrpcStatus);
+    let mut harness = Harness::start(layer).await;
+
+    let start = Instant::now();
+    for n in 1..=4 {
+        assert_serving(harness.check(None).await, &format!("call {n}"));
+    }
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(299), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+
+    harness.shutdown().await;
+}
