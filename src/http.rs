@@ -84,7 +84,9 @@ pub fn state_header(remaining: u32, reset_after: Duration) -> HeaderValue {
     HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static(r#""default""#))
 }
 
-/// Adds `RateLimit-Policy` and `RateLimit` for an admitted request.
+/// Adds `RateLimit-Policy` and `RateLimit` for an admitted request, as of the end
+/// of its wait (when the response goes out): `t` is the admission's
+/// `reset_after` less the time it waited.
 ///
 /// ```
 /// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
@@ -102,10 +104,8 @@ pub fn insert_admission_headers(
     admission: &Admission,
 ) {
     headers.insert(RATELIMIT_POLICY, policy_header(params));
-    headers.insert(
-        RATELIMIT,
-        state_header(admission.remaining(), admission.reset_after()),
-    );
+    let reset_after = admission.reset_after().saturating_sub(admission.delay());
+    headers.insert(RATELIMIT, state_header(admission.remaining(), reset_after));
 }
 
 /// The response for a refusal:
