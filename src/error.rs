@@ -109,6 +109,7 @@ impl Rejection {
     /// After this long the same call (same cost, same `max_wait`) is admitted,
     /// unless others take the slot first.
     #[must_use]
+    #[inline]
     pub const fn retry_after(&self) -> Duration {
         self.retry_after
     }
@@ -129,6 +130,7 @@ impl Rejection {
     /// assert_eq!(rejection.retry_after_secs(), 1);
     /// ```
     #[must_use]
+    #[inline]
     pub const fn retry_after_secs(&self) -> u64 {
         ceil_secs(self.retry_after)
     }
@@ -136,12 +138,14 @@ impl Rejection {
     /// Unit calls that would still be admitted right now without waiting (non-zero
     /// only when a call of higher cost was rejected).
     #[must_use]
+    #[inline]
     pub const fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// How long until the bucket is full again.
     #[must_use]
+    #[inline]
     pub const fn reset_after(&self) -> Duration {
         self.reset_after
     }

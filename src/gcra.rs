@@ -104,6 +104,7 @@ impl Default for Reserve {
 impl Reserve {
     /// One unit, waiting as long as needed.
     #[must_use]
+    #[inline]
     pub const fn new() -> Self {
         Self {
             cost: 1,
@@ -113,6 +114,7 @@ impl Reserve {
 
     /// Reserve `cost` units at once (a weighted call).
     #[must_use]
+    #[inline]
     pub const fn cost(mut self, cost: u32) -> Self {
         self.cost = cost;
         self
@@ -120,6 +122,7 @@ impl Reserve {
 
     /// Reject instead of waiting longer than `max_wait`.
     #[must_use]
+    #[inline]
     pub const fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
@@ -127,12 +130,14 @@ impl Reserve {
 
     /// Reject instead of waiting at all (`max_wait(Duration::ZERO)`).
     #[must_use]
+    #[inline]
     pub const fn no_wait(self) -> Self {
         self.max_wait(Duration::ZERO)
     }
 
     /// Wait as long as needed (the default).
     #[must_use]
+    #[inline]
     pub const fn wait_forever(mut self) -> Self {
         self.max_wait = None;
         self
@@ -140,12 +145,14 @@ impl Reserve {
 
     /// The cost asked for.
     #[must_use]
+    #[inline]
     pub const fn get_cost(&self) -> u32 {
         self.cost
     }
 
     /// The longest acceptable wait; `None` when unbounded.
     #[must_use]
+    #[inline]
     pub const fn get_max_wait(&self) -> Option<Duration> {
         self.max_wait
     }
@@ -171,10 +178,13 @@ impl Reserve {
 /// [`FreqLimitBackend::refund`]: crate::FreqLimitBackend::refund
 #[derive(Debug, Clone, Copy)]
 pub struct Admission {
-    pub(crate) delay: Duration,
-    pub(crate) remaining: u32,
-    pub(crate) reset_after: Duration,
-    pub(crate) refund: RefundToken,
+    // Nanoseconds, not `Duration`s: half the size, and `remaining` is only divided
+    // out when asked for (HTTP headers), not on every decision.
+    delay: u64,
+    reset_after: u64,
+    tau: u64,
+    interval: u64,
+    refund: RefundToken,
 }
 
 /// The key's TAT before and after a reservation, on the backend's scale: what a
@@ -191,8 +201,8 @@ pub struct RefundToken {
 impl PartialEq for Admission {
     fn eq(&self, other: &Self) -> bool {
         self.delay == other.delay
-            && self.remaining == other.remaining
             && self.reset_after == other.reset_after
+            && self.remaining() == other.remaining()
     }
 }
 
@@ -204,25 +214,29 @@ impl Admission {
     ///
     /// [`FreqLimit::acquire`]: crate::FreqLimit::acquire
     #[must_use]
+    #[inline]
     pub const fn delay(&self) -> Duration {
-        self.delay
+        Duration::from_nanos(self.delay)
     }
 
     /// How many more unit calls would be admitted without waiting, right after
     /// this one.
     #[must_use]
+    #[inline]
     pub const fn remaining(&self) -> u32 {
-        self.remaining
+        remaining_after(self.reset_after, self.tau, self.interval)
     }
 
     /// How long until the bucket is full again (the key is then as good as new).
     #[must_use]
+    #[inline]
     pub const fn reset_after(&self) -> Duration {
-        self.reset_after
+        Duration::from_nanos(self.reset_after)
     }
 
     /// What a backend needs to give this reservation back.
     #[must_use]
+    #[inline]
     pub const fn refund_token(&self) -> RefundToken {
         self.refund
     }
@@ -245,25 +259,24 @@ pub struct Reserved {
 /// assert_eq!(tower_freqlimit::gcra::duration_to_nanos(Duration::MAX), u64::MAX);
 /// ```
 #[must_use]
+#[inline]
 pub const fn duration_to_nanos(d: Duration) -> u64 {
-    let nanos = d.as_nanos();
-    if nanos > u64::MAX as u128 {
-        u64::MAX
-    } else {
-        nanos as u64
+    // u64 arithmetic: cheaper than going through `as_nanos()`'s u128.
+    match d.as_secs().checked_mul(1_000_000_000) {
+        Some(secs) => secs.saturating_add(d.subsec_nanos() as u64),
+        None => u64::MAX,
     }
 }
 
-/// Unit calls that would pass at `now` without waiting, for a key whose TAT is
-/// `tat` (already raised to at least `now`).
-fn remaining(tat: u64, now: u64, params: &FreqLimitParams) -> u32 {
-    let owed = tat - now;
-    let tau = params.tau_nanos();
+/// Unit calls that would pass right now without waiting, for a key that owes
+/// `owed` nanoseconds (its TAT minus now).
+#[inline]
+const fn remaining_after(owed: u64, tau: u64, interval: u64) -> u32 {
     if owed > tau {
         0
     } else {
         // At most `burst`, which is a u32.
-        ((tau - owed) / params.interval_nanos() + 1) as u32
+        ((tau - owed) / interval + 1) as u32
     }
 }
 
@@ -299,6 +312,7 @@ fn remaining(tat: u64, now: u64, params: &FreqLimitParams) -> u32 {
 ///     other => panic!("expected a rejection, got {other:?}"),
 /// }
 /// ```
+#[inline]
 pub fn reserve(
     tat: Option<u64>,
     now: u64,
@@ -315,9 +329,10 @@ pub fn reserve(
         return Ok(Reserved {
             new_tat: None,
             admission: Admission {
-                delay: Duration::ZERO,
-                remaining: remaining(base, now, params),
-                reset_after: Duration::from_nanos(base - now),
+                delay: 0,
+                reset_after: base - now,
+                tau,
+                interval,
                 refund: RefundToken {
                     tat_before: tat.unwrap_or(0),
                     tat_after: None,
@@ -343,7 +358,7 @@ pub fn reserve(
             }
             return Err(FreqLimitError::Rejected(Rejection {
                 retry_after: Duration::from_nanos(delay - max_wait),
-                remaining: remaining(base, now, params),
+                remaining: remaining_after(base - now, tau, interval),
                 reset_after: Duration::from_nanos(base - now),
             }));
         }
@@ -353,9 +368,10 @@ pub fn reserve(
     Ok(Reserved {
         new_tat: Some(new_tat),
         admission: Admission {
-            delay: Duration::from_nanos(delay),
-            remaining: remaining(new_tat, now, params),
-            reset_after: Duration::from_nanos(new_tat - now),
+            delay,
+            reset_after: new_tat - now,
+            tau,
+            interval,
             refund: RefundToken {
                 tat_before: tat.unwrap_or(0),
                 tat_after: Some(new_tat),
@@ -378,7 +394,7 @@ mod tests {
             .map(|&now| {
                 let r = reserve(tat, now, params, &Reserve::new()).unwrap();
                 tat = r.new_tat;
-                crate::gcra::duration_to_nanos(r.admission.delay)
+                crate::gcra::duration_to_nanos(r.admission.delay())
             })
             .collect()
     }
@@ -413,7 +429,7 @@ mod tests {
             let s = step(tat, now, &p);
             let r = reserve(tat, now, &p, &Reserve::new()).unwrap();
             assert_eq!(r.new_tat, Some(s.new_tat));
-            assert_eq!(r.admission.delay, Duration::from_nanos(s.delay));
+            assert_eq!(r.admission.delay(), Duration::from_nanos(s.delay));
             tat = Some(s.new_tat);
         }
     }
@@ -424,7 +440,7 @@ mod tests {
         let ask = Reserve::new().max_wait(Duration::from_millis(200));
         let a = reserve(None, 0, &p, &ask).unwrap();
         let b = reserve(a.new_tat, 0, &p, &ask).unwrap();
-        assert_eq!(b.admission.remaining, 0);
+        assert_eq!(b.admission.remaining(), 0);
         // The third call would wait 1 s, 800 ms more than allowed.
         match reserve(b.new_tat, 0, &p, &ask) {
             Err(FreqLimitError::Rejected(r)) => {
@@ -436,7 +452,7 @@ mod tests {
         }
         // At exactly retry_after the same call passes, waiting max_wait.
         let c = reserve(b.new_tat, 800 * MS, &p, &ask).unwrap();
-        assert_eq!(c.admission.delay, Duration::from_millis(200));
+        assert_eq!(c.admission.delay(), Duration::from_millis(200));
     }
 
     #[test]
@@ -460,8 +476,8 @@ mod tests {
         let a = reserve(None, 0, &p, &Reserve::new()).unwrap();
         let peek = reserve(a.new_tat, 0, &p, &Reserve::new().cost(0)).unwrap();
         assert_eq!(peek.new_tat, None);
-        assert_eq!(peek.admission.remaining, 2);
-        assert_eq!(peek.admission.reset_after, Duration::from_secs(1));
+        assert_eq!(peek.admission.remaining(), 2);
+        assert_eq!(peek.admission.reset_after(), Duration::from_secs(1));
     }
 
     #[test]

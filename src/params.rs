@@ -83,6 +83,7 @@ impl FreqLimitParams {
     /// assert_eq!(FIVE_PER_TEN_SECONDS.interval(), Duration::from_secs(2));
     /// ```
     #[must_use]
+    #[inline]
     pub const fn new(limit: u32, period: Duration, burst: u32) -> Self {
         match Self::try_new(limit, period, burst) {
             Ok(params) => params,
@@ -291,6 +292,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_minute(20).limit(), 20);
     /// ```
     #[must_use]
+    #[inline]
     pub const fn limit(&self) -> u32 {
         self.limit
     }
@@ -303,6 +305,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_minute(20).period(), Duration::from_secs(60));
     /// ```
     #[must_use]
+    #[inline]
     pub const fn period(&self) -> Duration {
         self.period
     }
@@ -314,6 +317,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_second(1).burst(), 1);
     /// ```
     #[must_use]
+    #[inline]
     pub const fn burst(&self) -> u32 {
         self.burst
     }
@@ -326,6 +330,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_second(3).interval(), Duration::from_nanos(333_333_334));
     /// ```
     #[must_use]
+    #[inline]
     pub const fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval_ns)
     }
@@ -339,6 +344,7 @@ impl FreqLimitParams {
     /// assert_eq!(params.tau(), Duration::from_secs(1));
     /// ```
     #[must_use]
+    #[inline]
     pub const fn tau(&self) -> Duration {
         Duration::from_nanos(self.tau_ns)
     }
@@ -350,6 +356,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_second(2).interval_nanos(), 500_000_000);
     /// ```
     #[must_use]
+    #[inline]
     pub const fn interval_nanos(&self) -> u64 {
         self.interval_ns
     }
@@ -361,6 +368,7 @@ impl FreqLimitParams {
     /// assert_eq!(FreqLimitParams::per_second(2).with_burst(2).tau_nanos(), 500_000_000);
     /// ```
     #[must_use]
+    #[inline]
     pub const fn tau_nanos(&self) -> u64 {
         self.tau_ns
     }
