@@ -51,6 +51,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::clock::Clock;
 use tower_freqlimit::{FreqLimitBackend, FreqLimitParams, Reserve};
 
 /// 10^9 per second (one nanosecond apart) with a burst of 10^9 (a second's
@@ -93,6 +94,20 @@ fn ours_trait(backend: &InMemoryBackend<u64>, key: Option<&u64>) -> bool {
         backend,
         key,
         Instant::now(),
+        &PARAMS,
+        Reserve::new(),
+    ));
+    black_box(admission).is_ok()
+}
+
+/// Ours through the trait with the time from [`Clock::fast`] (the TSC through
+/// quanta, as governor's default clock reads it) instead of Tokio's clock.
+#[inline(always)]
+fn ours_trait_fast(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Clock) -> bool {
+    let admission = poll_once(FreqLimitBackend::reserve(
+        backend,
+        key,
+        clock.now(),
         &PARAMS,
         Reserve::new(),
     ));
@@ -213,6 +228,8 @@ fn case_hot_key() -> Case {
     assert_ours_undelayed(&ours, Some(&key));
     warm_up("ours hot key", 100_000, |_| ours_trait(&ours, Some(&key)));
     let ours2 = ours.clone();
+    let ours_fast = ours.clone();
+    let fast = Clock::fast();
 
     // Diagnostic: `InMemoryBackend::new()` (with a sweeper) used outside a Tokio
     // runtime, where it cannot start the sweeper and so checks for a runtime on
@@ -248,6 +265,9 @@ fn case_hot_key() -> Case {
             line("governor/check_key_foldhash", move |n| {
                 timed(n, |_| governor_keyed_fold(&gov_fold, &key))
             }),
+            line("ours/reserve_trait_poll_fast_clock", move |n| {
+                timed(n, |_| ours_trait_fast(&ours_fast, Some(&key), &fast))
+            }),
         ],
         rows: vec![
             Row {
@@ -269,6 +289,11 @@ fn case_hot_key() -> Case {
                 label: "a hot key: reserve_now / check_key (foldhash)",
                 ours: 1,
                 governor: 4,
+            },
+            Row {
+                label: "a hot key: reserve (trait+poll, Clock::fast) / check_key",
+                ours: 5,
+                governor: 3,
             },
         ],
     }
@@ -301,8 +326,10 @@ fn case_many_keys() -> Case {
         governor_keyed_fold(&gov_fold, &(i % MANY_KEYS))
     });
 
+    let ours_fast = ours.clone();
+    let fast = Clock::fast();
     // Each line keeps its own position in the round, carried across samples.
-    let (mut p0, mut p1, mut p2, mut p3) = (0_u64, 0_u64, 0_u64, 0_u64);
+    let (mut p0, mut p1, mut p2, mut p3, mut p4) = (0_u64, 0_u64, 0_u64, 0_u64, 0_u64);
     Case {
         group: "b_100k_keys",
         lines: vec![
@@ -330,6 +357,12 @@ fn case_many_keys() -> Case {
                     governor_keyed_fold(&gov_fold, &p3)
                 })
             }),
+            line("ours/reserve_trait_poll_fast_clock", move |n| {
+                timed(n, |_| {
+                    p4 = if p4 + 1 == MANY_KEYS { 0 } else { p4 + 1 };
+                    ours_trait_fast(&ours_fast, Some(&p4), &fast)
+                })
+            }),
         ],
         rows: vec![
             Row {
@@ -347,6 +380,11 @@ fn case_many_keys() -> Case {
                 ours: 1,
                 governor: 3,
             },
+            Row {
+                label: "b 100k keys: reserve (trait+poll, Clock::fast) / check_key",
+                ours: 4,
+                governor: 2,
+            },
         ],
     }
 }
@@ -362,6 +400,8 @@ fn case_two_threads() -> Case {
         ok
     });
     let ours2 = ours.clone();
+    let ours_fast = ours.clone();
+    let fast = Clock::fast();
 
     let gov = DefaultKeyedRateLimiter::<u64>::dashmap(quota());
     two_threads(50_000, || {
@@ -382,6 +422,9 @@ fn case_two_threads() -> Case {
             line("governor/check_key", move |n| {
                 two_threads(n, || governor_keyed(&gov, &key))
             }),
+            line("ours/reserve_trait_poll_fast_clock", move |n| {
+                two_threads(n, || ours_trait_fast(&ours_fast, Some(&key), &fast))
+            }),
         ],
         rows: vec![
             Row {
@@ -392,6 +435,11 @@ fn case_two_threads() -> Case {
             Row {
                 label: "c 2 threads 1 key: reserve_now / check_key",
                 ours: 1,
+                governor: 2,
+            },
+            Row {
+                label: "c 2 threads 1 key: reserve (trait+poll, Clock::fast) / check_key",
+                ours: 3,
                 governor: 2,
             },
         ],

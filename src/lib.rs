@@ -49,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod backends;
+pub mod clock;
 mod error;
 pub mod gcra;
 #[cfg(feature = "tonic")]

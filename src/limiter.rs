@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backends::FreqLimitBackend;
+use crate::clock::Clock;
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{Admission, Reserve};
 use crate::params::FreqLimitParams;
@@ -62,6 +63,7 @@ use crate::params::FreqLimitParams;
 pub struct FreqLimit<B> {
     params: FreqLimitParams,
     backend: B,
+    clock: Clock,
 }
 
 impl<B: FreqLimitBackend> FreqLimit<B> {
@@ -74,8 +76,30 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// let limiter = FreqLimit::new(FreqLimitParams::per_minute(20), InMemoryBackend::<i64>::new());
     /// assert_eq!(limiter.params().limit(), 20);
     /// ```
-    pub const fn new(params: FreqLimitParams, backend: B) -> Self {
-        Self { params, backend }
+    pub fn new(params: FreqLimitParams, backend: B) -> Self {
+        Self {
+            params,
+            backend,
+            clock: Clock::tokio(),
+        }
+    }
+
+    /// Reads the time from `clock` instead of [`Clock::tokio`] (see
+    /// [`crate::clock`] for when [`Clock::fast`] is worth it).
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::clock::Clock;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    ///
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1000), InMemoryBackend::<u64>::new())
+    ///     .with_clock(Clock::fast());
+    /// # let _ = limiter;
+    /// ```
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The params applied to every key.
@@ -230,7 +254,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
             });
         }
         let key = key.into();
-        let now = Instant::now();
+        let now = self.clock.now();
         let admission = self
             .backend
             .reserve(key, now, &self.params, request)

@@ -459,3 +459,27 @@ async fn poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option<F::Outp
     })
     .await
 }
+
+/// The fast clock reads real time (it does not follow a paused Tokio clock) and
+/// decides exactly as the default one does.
+#[tokio::test]
+async fn fast_clock_limits_like_the_tokio_clock() {
+    use tower_freqlimit::clock::Clock;
+    let limiter = FreqLimit::new(
+        FreqLimitParams::per_hour(1).with_burst(2),
+        InMemoryBackend::<u8>::new(),
+    )
+    .with_clock(Clock::fast());
+    assert!(limiter.try_acquire(&1).await.is_ok());
+    assert!(limiter.try_acquire(&1).await.is_ok());
+    let err = limiter.try_acquire(&1).await.unwrap_err();
+    let FreqLimitError::Rejected(rejection) = err else {
+        panic!("expected a rejection, got {err:?}");
+    };
+    // About an hour, less the few microseconds since the first call.
+    assert!(rejection.retry_after() <= Duration::from_secs(3600));
+    assert!(rejection.retry_after() > Duration::from_secs(3599));
+    // And the fast clock agrees with Tokio's to well under a millisecond.
+    let (fast, tokio) = (Clock::fast().now(), Instant::now());
+    assert!(fast.max(tokio) - fast.min(tokio) < Duration::from_millis(1));
+}

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use crate::backends::FreqLimitBackend;
+use crate::clock::Clock;
 use crate::params::FreqLimitParams;
 
 pub use future::ResponseFuture;
@@ -110,6 +111,7 @@ pub(crate) struct Config<B, P, H> {
     pub(crate) missing_key: MissingKey,
     pub(crate) policy: P,
     pub(crate) on_refusal: H,
+    pub(crate) clock: Clock,
 }
 
 impl<B: Clone, P: Clone, H: Clone> Clone for FreqLimitLayer<B, P, H> {
@@ -152,6 +154,7 @@ impl<B: FreqLimitBackend> FreqLimitLayer<B> {
                 missing_key: MissingKey::default(),
                 policy: Policy::default(),
                 on_refusal: RefuseWithError,
+                clock: Clock::tokio(),
             },
         }
     }
@@ -163,85 +166,63 @@ impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H> {
     ///
     /// `key` is any [`ExtractKey`], usually a closure `Fn(&Req) -> Option<Key>`.
     pub fn key<K2>(self, key: K2) -> FreqLimitLayer<B, Policy<K2, P, C>, H> {
-        let Config {
-            backend,
-            params,
-            max_wait,
-            missing_key,
-            policy,
-            on_refusal,
-        } = self.config;
-        FreqLimitLayer {
-            config: Config {
-                backend,
-                params,
-                max_wait,
-                missing_key,
-                policy: Policy {
-                    key,
-                    params: policy.params,
-                    cost: policy.cost,
-                },
-                on_refusal,
+        self.map_config(
+            |p| Policy {
+                key,
+                params: p.params,
+                cost: p.cost,
             },
-        }
+            |h| h,
+        )
     }
 
     /// Gives each request its own params (tiers); the layer's params are the
     /// default that [`LayerParams`] returns.
     pub fn params_for<P2>(self, params_for: P2) -> FreqLimitLayer<B, Policy<K, P2, C>, H> {
-        let Config {
-            backend,
-            params,
-            max_wait,
-            missing_key,
-            policy,
-            on_refusal,
-        } = self.config;
-        FreqLimitLayer {
-            config: Config {
-                backend,
-                params,
-                max_wait,
-                missing_key,
-                policy: Policy {
-                    key: policy.key,
-                    params: params_for,
-                    cost: policy.cost,
-                },
-                on_refusal,
+        self.map_config(
+            |p| Policy {
+                key: p.key,
+                params: params_for,
+                cost: p.cost,
             },
-        }
+            |h| h,
+        )
     }
 
     /// Gives each request a cost (weight); cost `n` is `n` unit calls at once.
     pub fn cost_for<C2>(self, cost_for: C2) -> FreqLimitLayer<B, Policy<K, P, C2>, H> {
-        let Config {
-            backend,
-            params,
-            max_wait,
-            missing_key,
-            policy,
-            on_refusal,
-        } = self.config;
-        FreqLimitLayer {
-            config: Config {
-                backend,
-                params,
-                max_wait,
-                missing_key,
-                policy: Policy {
-                    key: policy.key,
-                    params: policy.params,
-                    cost: cost_for,
-                },
-                on_refusal,
+        self.map_config(
+            |p| Policy {
+                key: p.key,
+                params: p.params,
+                cost: cost_for,
             },
-        }
+            |h| h,
+        )
     }
 }
 
 impl<B, P, H> FreqLimitLayer<B, P, H> {
+    /// Rebuilds the layer with a new policy or refusal handler, keeping the rest.
+    fn map_config<P2, H2>(
+        self,
+        policy: impl FnOnce(P) -> P2,
+        on_refusal: impl FnOnce(H) -> H2,
+    ) -> FreqLimitLayer<B, P2, H2> {
+        let config = self.config;
+        FreqLimitLayer {
+            config: Config {
+                backend: config.backend,
+                params: config.params,
+                max_wait: config.max_wait,
+                missing_key: config.missing_key,
+                policy: policy(config.policy),
+                on_refusal: on_refusal(config.on_refusal),
+                clock: config.clock,
+            },
+        }
+    }
+
     /// Rejects a request instead of making it wait longer than `max_wait`;
     /// `Duration::ZERO` rejects at once (reject-only, like `governor`).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
@@ -265,24 +246,14 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
     /// Turns refusals into responses or errors with `on_refusal` (see
     /// [`OnRefusal`]).
     pub fn on_refusal<H2>(self, on_refusal: H2) -> FreqLimitLayer<B, P, H2> {
-        let Config {
-            backend,
-            params,
-            max_wait,
-            missing_key,
-            policy,
-            ..
-        } = self.config;
-        FreqLimitLayer {
-            config: Config {
-                backend,
-                params,
-                max_wait,
-                missing_key,
-                policy,
-                on_refusal,
-            },
-        }
+        self.map_config(|p| p, |_| on_refusal)
+    }
+
+    /// Reads the time from `clock` instead of [`Clock::tokio`] (see
+    /// [`crate::clock`] for when [`Clock::fast`] is worth it).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
+        self
     }
 
     /// The default params.

@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::Config;
@@ -136,7 +135,7 @@ where
             return ResponseFuture::refused(refusal, self.config.clone(), params);
         }
 
-        let now = Instant::now();
+        let now = config.clock.now();
         let reserve = config.backend.reserve(key.as_ref(), now, &params, request);
         ResponseFuture::reserving(
             reserve,
