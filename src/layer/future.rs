@@ -43,8 +43,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, B::ReserveFuture>,
-        inner: Option<S>,
-        request: Option<Req>,
+        pending: Option<(S, Req)>,
         params: FreqLimitParams,
         slot: Slot<B, P, H>,
     }
@@ -105,8 +104,7 @@ where
     ) -> Self {
         Self {
             state: State::Reserving { reserve, now },
-            inner: Some(inner),
-            request: Some(request),
+            pending: Some((inner, request)),
             params,
             slot: Slot {
                 config,
@@ -126,8 +124,7 @@ where
             state: State::Refused {
                 refusal: Some(refusal),
             },
-            inner: None,
-            request: None,
+            pending: None,
             params,
             slot: Slot {
                 config,
@@ -146,8 +143,7 @@ where
     ) -> Self {
         Self {
             state: State::Ready,
-            inner: Some(inner),
-            request: Some(request),
+            pending: Some((inner, request)),
             params,
             slot: Slot {
                 config,
@@ -210,33 +206,30 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    // `inner` and `request` are only absent in futures built
-                    // refused, which never reach this state; answering instead
-                    // of panicking keeps even a broken invariant off the panic path.
-                    let Some(inner) = this.inner.as_mut() else {
+                    // Only futures built refused lack the service and request,
+                    // and they never reach this state; answering instead of
+                    // panicking keeps even a broken invariant off the panic path.
+                    let Some((mut inner, request)) = this.pending.take() else {
                         this.state.set(State::Done);
+                        let refusal = FreqLimitError::KeyNotFound;
                         return Poll::Ready(
-                            this.slot
-                                .config
-                                .on_refusal
-                                .refused(FreqLimitError::KeyNotFound, this.params),
+                            this.slot.config.on_refusal.refused(refusal, this.params),
                         );
                     };
-                    if let Err(err) = ready!(inner.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(this.slot.config.on_refusal.inner_error(err)));
+                    match inner.poll_ready(cx) {
+                        Poll::Pending => {
+                            *this.pending = Some((inner, request));
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(this.slot.config.on_refusal.inner_error(err)));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let call = inner.call(request);
+                            this.state.set(State::Calling { call });
+                        }
                     }
-                    let Some(request) = this.request.take() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(
-                            this.slot
-                                .config
-                                .on_refusal
-                                .refused(FreqLimitError::KeyNotFound, this.params),
-                        );
-                    };
-                    let call = inner.call(request);
-                    this.state.set(State::Calling { call });
                 }
                 StateProj::Calling { call } => {
                     let result = ready!(call.poll(cx));
