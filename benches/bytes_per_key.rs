@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tokio::time::Instant;
 use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{FreqLimitParams, Reserve};
 
 /// `System`, counting live and peak bytes.
@@ -119,7 +119,7 @@ fn main() {
             let backend = InMemoryBackend::<u64>::builder().without_sweeper().build();
             for key in 0..keys {
                 backend
-                    .reserve_now(Some(&key), Instant::now(), &PARAMS, Reserve::new())
+                    .reserve_now(Some(&key), Timestamp::now(), &PARAMS, Reserve::new())
                     .expect("never refused");
             }
             backend

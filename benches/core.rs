@@ -51,7 +51,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 use tower_freqlimit::backends::memory::InMemoryBackend;
-use tower_freqlimit::clock::Clock;
+use tower_freqlimit::clock::{Clock, Timestamp};
 use tower_freqlimit::{FreqLimitBackend, FreqLimitParams, Reserve};
 
 /// 10^9 per second (one nanosecond apart) with a burst of 10^9 (a second's
@@ -93,7 +93,7 @@ fn ours_trait(backend: &InMemoryBackend<u64>, key: Option<&u64>) -> bool {
     let admission = poll_once(FreqLimitBackend::reserve(
         backend,
         key,
-        Instant::now(),
+        Timestamp::now(),
         &PARAMS,
         Reserve::new(),
     ));
@@ -117,7 +117,7 @@ fn ours_trait_fast(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Cl
 /// Ours through the synchronous method.
 #[inline(always)]
 fn ours_sync(backend: &InMemoryBackend<u64>, key: Option<&u64>) -> bool {
-    black_box(backend.reserve_now(key, Instant::now(), &PARAMS, Reserve::new())).is_ok()
+    black_box(backend.reserve_now(key, Timestamp::now(), &PARAMS, Reserve::new())).is_ok()
 }
 
 #[inline(always)]
@@ -136,7 +136,7 @@ fn warm_up(what: &str, calls: u64, mut call: impl FnMut(u64) -> bool) {
 fn assert_ours_undelayed(backend: &InMemoryBackend<u64>, key: Option<&u64>) {
     for _ in 0..10_000 {
         let admission = backend
-            .reserve_now(key, Instant::now(), &PARAMS, Reserve::new())
+            .reserve_now(key, Timestamp::now(), &PARAMS, Reserve::new())
             .expect("never refused");
         assert!(
             admission.delay().is_zero(),
@@ -531,24 +531,24 @@ const CALLS_PER_CLOCK_READ: u64 = 1_000_000;
 /// Ours' clock in case (f): an `Instant` read once per [`CALLS_PER_CLOCK_READ`]
 /// calls.
 struct CachedNow {
-    now: Instant,
+    now: Timestamp,
     calls: u64,
 }
 
 impl CachedNow {
     fn new() -> Self {
         Self {
-            now: Instant::now(),
+            now: Timestamp::now(),
             calls: 0,
         }
     }
 
     #[inline(always)]
-    fn get(&mut self) -> Instant {
+    fn get(&mut self) -> Timestamp {
         self.calls += 1;
         if self.calls == CALLS_PER_CLOCK_READ {
             self.calls = 0;
-            self.now = Instant::now();
+            self.now = Timestamp::now();
         }
         self.now
     }

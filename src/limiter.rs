@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::backends::FreqLimitBackend;
 use crate::clock::Clock;
 use crate::error::{BackendError, FreqLimitError};
@@ -13,7 +11,7 @@ use crate::params::FreqLimitParams;
 /// A rate limiter: one [`FreqLimitParams`] applied per key over a
 /// [`FreqLimitBackend`].
 ///
-/// Each method reads the time once ([`tokio::time::Instant::now`], so a paused
+/// Each method reads the time once (from Tokio's clock by default, so a paused
 /// test clock is followed exactly), asks the backend for a reservation, and, if
 /// the call must wait, sleeps until its slot. This is `aiofreqlimit`'s
 /// `async with limiter.resource(key)`.
@@ -265,7 +263,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
                 key,
                 admission: Some(admission),
             };
-            tokio::time::sleep_until(deadline(now, admission.delay())).await;
+            tokio::time::sleep_until((now + admission.delay()).to_instant()).await;
             unused.used();
         }
         Ok(admission)
@@ -291,17 +289,6 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     pub async fn clear(&self) -> Result<(), BackendError> {
         self.backend.clear().await
     }
-}
-
-/// `now + delay`, or a deadline decades away when that would overflow `Instant`
-/// (a delay of centuries is as good as forever, and must not panic).
-pub(crate) fn deadline(now: Instant, delay: Duration) -> Instant {
-    const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
-    now.checked_add(delay)
-        .or_else(|| now.checked_add(FOREVER))
-        // No platform's Instant stops short of 30 years ahead; if one did, the
-        // call goes through rather than panicking on the request path.
-        .unwrap_or(now)
 }
 
 /// Gives an unused reservation back when the waiting future is dropped.

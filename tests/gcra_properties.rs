@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tokio::time::Instant;
 use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::gcra::{self, duration_to_nanos};
 use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
 
@@ -183,10 +183,8 @@ proptest! {
     fn rejection_never_changes_state(p in params(), g in gaps(120), reject_mask in any::<u128>()) {
         let seen = InMemoryBackend::<u8>::builder().without_sweeper().build();
         let unseen = InMemoryBackend::<u8>::builder().without_sweeper().build();
-        // Taken after the backends exist, so no time falls before their origins.
-        let origin = Instant::now();
         for (i, now) in times(&p, 0, &g).into_iter().enumerate() {
-            let at = origin + Duration::from_nanos(now);
+            let at = Timestamp::from_nanos(now);
             if reject_mask >> (i % 128) & 1 == 1 {
                 // Only `seen` gets this reject-only call.
                 let probe = seen.reserve_now(Some(&1), at, &p, Reserve::new().no_wait());
@@ -208,13 +206,11 @@ proptest! {
     fn keys_are_independent(p in params(), calls in prop::collection::vec((0u8..4, 0u64..=20), 1..200)) {
         let shared = InMemoryBackend::<u8>::builder().without_sweeper().build();
         let alone: Vec<_> = (0..4).map(|_| InMemoryBackend::<u8>::builder().without_sweeper().build()).collect();
-        // Taken after the backends exist, so no time falls before their origins.
-        let origin = Instant::now();
         let tenth = p.interval_nanos() / 10 + 1;
         let mut now = 0;
         for (key, gap) in calls {
             now += gap * tenth;
-            let at = origin + Duration::from_nanos(now);
+            let at = Timestamp::from_nanos(now);
             // Key 3 stands for the global bucket.
             let k = (key < 3).then_some(&key);
             let a = shared.reserve_now(k, at, &p, Reserve::new());
@@ -233,13 +229,11 @@ proptest! {
         let idle_ttl = Duration::from_nanos(idle_ttl_tenths * p.interval_nanos() / 10);
         let swept = InMemoryBackend::<u8>::builder().idle_ttl(idle_ttl).without_sweeper().build();
         let kept = InMemoryBackend::<u8>::builder().without_sweeper().build();
-        // Taken after the backends exist, so no time falls before their origins.
-        let origin = Instant::now();
         let tenth = p.interval_nanos() / 10 + 1;
         let mut now = 0;
         for (key, gap, sweep) in calls {
             now += gap * tenth;
-            let at = origin + Duration::from_nanos(now);
+            let at = Timestamp::from_nanos(now);
             if sweep {
                 swept.sweep(at);
             }

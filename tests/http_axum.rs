@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::http::HttpResponses;
 use tower_freqlimit::layer::{FreqLimitLayer, MissingKey};
 use tower_freqlimit::{FreqLimitParams, Reserve};
@@ -190,7 +191,7 @@ async fn client_ip_from_connect_info_is_the_key() {
     assert_eq!(backend.len(), 1);
     let peek = |ip: IpAddr| {
         backend
-            .reserve_now(Some(&ip), Instant::now(), &HOURLY, Reserve::new().cost(0))
+            .reserve_now(Some(&ip), Timestamp::now(), &HOURLY, Reserve::new().cost(0))
             .unwrap()
             .remaining()
     };

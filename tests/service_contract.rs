@@ -159,7 +159,7 @@ impl FreqLimitBackend for DownBackend {
     fn reserve(
         &self,
         _: Option<&u8>,
-        _: Instant,
+        _: tower_freqlimit::clock::Timestamp,
         _: &FreqLimitParams,
         _: Reserve,
     ) -> Self::ReserveFuture {

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::clock::Timestamp;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use super::FreqLimitBackend;
 use crate::error::{BackendError, FreqLimitError};
@@ -26,9 +26,10 @@ const DEFAULT_SWEEPER_INTERVAL: Duration = Duration::from_secs(60);
 ///   takes the shard's *read* lock and updates the TAT with a compare-and-swap, so
 ///   calls on one key never block each other and never lose an update. No lock is
 ///   held across an `.await` (there is none: [`reserve`] answers at once).
-/// * **Time follows [`tokio::time`].** TATs are nanoseconds since the backend was
-///   made, on the `now` the caller passes in (a [`tokio::time::Instant`]), so a test
-///   with `tokio::time::pause()` is exact to the nanosecond.
+/// * **Time is passed in.** TATs are nanoseconds on the [`Timestamp`] scale of
+///   the `now` the caller passes; [`FreqLimit`](crate::FreqLimit) and the layer
+///   read it from Tokio's clock by default, so a test with `tokio::time::pause()`
+///   is exact to the nanosecond.
 /// * **Lossless eviction.** A key is dropped only once its TAT has passed (plus
 ///   [`idle_ttl`](InMemoryBackendBuilder::idle_ttl)): its state is then exactly that
 ///   of a new key, so dropping it never lets an extra call through. Keys are swept
@@ -70,7 +71,6 @@ pub struct InMemoryBackend<K> {
 struct Inner<K> {
     tats: DashMap<K, AtomicU64, foldhash::fast::RandomState>,
     global: AtomicU64,
-    origin: Instant,
     idle_ttl: u64,
     sweeper_interval: Option<Duration>,
     sweeper_started: AtomicBool,
@@ -159,12 +159,12 @@ where
     /// The number of keys held (the global bucket is not counted).
     ///
     /// ```
-    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::clock::Timestamp;
     /// # use tower_freqlimit::backends::memory::InMemoryBackend;
     /// # use tower_freqlimit::{FreqLimitParams, Reserve};
     /// let backend = InMemoryBackend::<u64>::new();
     /// let params = FreqLimitParams::per_second(1);
-    /// backend.reserve_now(Some(&1), Instant::now(), &params, Reserve::new()).unwrap();
+    /// backend.reserve_now(Some(&1), Timestamp::now(), &params, Reserve::new()).unwrap();
     /// assert_eq!(backend.len(), 1);
     /// ```
     #[must_use]
@@ -186,12 +186,12 @@ where
     /// Forgets every key and resets the global bucket, at once.
     ///
     /// ```
-    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::clock::Timestamp;
     /// # use tower_freqlimit::backends::memory::InMemoryBackend;
     /// # use tower_freqlimit::{FreqLimitParams, Reserve};
     /// let backend = InMemoryBackend::<u64>::new();
     /// let params = FreqLimitParams::per_second(1);
-    /// backend.reserve_now(Some(&1), Instant::now(), &params, Reserve::new()).unwrap();
+    /// backend.reserve_now(Some(&1), Timestamp::now(), &params, Reserve::new()).unwrap();
     /// backend.clear_now();
     /// assert!(backend.is_empty());
     /// ```
@@ -209,17 +209,17 @@ where
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::clock::Timestamp;
     /// # use tower_freqlimit::backends::memory::InMemoryBackend;
     /// # use tower_freqlimit::{FreqLimitParams, Reserve};
     /// let backend = InMemoryBackend::<u64>::builder().without_sweeper().build();
     /// let params = FreqLimitParams::per_second(1);
-    /// let t0 = Instant::now();
+    /// let t0 = Timestamp::now();
     /// backend.reserve_now(Some(&1), t0, &params, Reserve::new()).unwrap();
     /// assert_eq!(backend.sweep(t0), 0); // key 1 still owes a second
     /// assert_eq!(backend.sweep(t0 + Duration::from_secs(1)), 1);
     /// ```
-    pub fn sweep(&self, now: Instant) -> usize {
+    pub fn sweep(&self, now: Timestamp) -> usize {
         self.inner.sweep(now)
     }
 
@@ -232,12 +232,12 @@ where
     /// [`gcra::reserve`] decides them. This backend itself never fails.
     ///
     /// ```
-    /// # use tokio::time::Instant;
+    /// # use tower_freqlimit::clock::Timestamp;
     /// # use tower_freqlimit::backends::memory::InMemoryBackend;
     /// # use tower_freqlimit::{FreqLimitParams, Reserve};
     /// let backend = InMemoryBackend::<&'static str>::new();
     /// let params = FreqLimitParams::per_second(2);
-    /// let now = Instant::now();
+    /// let now = Timestamp::now();
     /// let first = backend.reserve_now(Some(&"a"), now, &params, Reserve::new()).unwrap();
     /// let second = backend.reserve_now(Some(&"a"), now, &params, Reserve::new()).unwrap();
     /// assert_eq!(first.delay().as_millis(), 0);
@@ -246,7 +246,7 @@ where
     pub fn reserve_now(
         &self,
         key: Option<&K>,
-        now: Instant,
+        now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
     ) -> Result<Admission, FreqLimitError> {
@@ -254,7 +254,7 @@ where
             self.start_sweeper();
         }
         let inner = &*self.inner;
-        let now = gcra::duration_to_nanos(now.saturating_duration_since(inner.origin));
+        let now = now.as_nanos();
         let Some(key) = key else {
             return update(&inner.global, now, params, &request);
         };
@@ -293,13 +293,14 @@ where
         }
         let weak: Weak<Inner<K>> = Arc::downgrade(&self.inner);
         let task = runtime.spawn(async move {
-            let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+            let start = tokio::time::Instant::now() + period;
+            let mut ticks = tokio::time::interval_at(start, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let now = ticks.tick().await;
                 // The backend is gone: so is the reason to sweep.
                 let Some(inner) = weak.upgrade() else { break };
-                inner.sweep(now);
+                inner.sweep(Timestamp::from(now));
             }
         });
         *slot = Some(task.abort_handle());
@@ -310,8 +311,8 @@ impl<K> Inner<K>
 where
     K: Hash + Eq,
 {
-    fn sweep(&self, now: Instant) -> usize {
-        let now = gcra::duration_to_nanos(now.saturating_duration_since(self.origin));
+    fn sweep(&self, now: Timestamp) -> usize {
+        let now = now.as_nanos();
         let before = self.tats.len();
         self.tats
             .retain(|_, tat| tat.get_mut().saturating_add(self.idle_ttl) > now);
@@ -354,7 +355,7 @@ where
     fn reserve(
         &self,
         key: Option<&K>,
-        now: Instant,
+        now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
     ) -> Self::ReserveFuture {
@@ -445,7 +446,6 @@ where
             inner: Arc::new(Inner {
                 tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 global: AtomicU64::new(0),
-                origin: Instant::now(),
                 idle_ttl: gcra::duration_to_nanos(self.idle_ttl),
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),

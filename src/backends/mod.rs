@@ -11,7 +11,7 @@ pub mod memory;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::time::Instant;
+use crate::clock::Timestamp;
 
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{Admission, Reserve};
@@ -36,13 +36,12 @@ use crate::params::FreqLimitParams;
 /// use std::collections::HashMap;
 /// use std::future::{ready, Future, Ready};
 /// use std::sync::Mutex;
-/// use tokio::time::Instant;
 /// use tower_freqlimit::backends::FreqLimitBackend;
+/// use tower_freqlimit::clock::Timestamp;
 /// use tower_freqlimit::{gcra, Admission, BackendError, FreqLimitError, FreqLimitParams, Reserve};
 ///
 /// /// A deliberately simple backend: one mutex around a map.
 /// struct MutexBackend {
-///     origin: Instant,
 ///     tats: Mutex<HashMap<Option<String>, u64>>,
 /// }
 ///
@@ -53,11 +52,11 @@ use crate::params::FreqLimitParams;
 ///     fn reserve(
 ///         &self,
 ///         key: Option<&String>,
-///         now: Instant,
+///         now: Timestamp,
 ///         params: &FreqLimitParams,
 ///         request: Reserve,
 ///     ) -> Self::ReserveFuture {
-///         let now = gcra::duration_to_nanos(now.saturating_duration_since(self.origin));
+///         let now = now.as_nanos();
 ///         let mut tats = self.tats.lock().unwrap();
 ///         let key = key.cloned();
 ///         let result = gcra::reserve(tats.get(&key).copied(), now, params, &request).map(|r| {
@@ -79,7 +78,7 @@ use crate::params::FreqLimitParams;
 /// # async fn main() {
 /// let limiter = tower_freqlimit::FreqLimit::new(
 ///     FreqLimitParams::per_second(1),
-///     MutexBackend { origin: Instant::now(), tats: Mutex::default() },
+///     MutexBackend { tats: Mutex::default() },
 /// );
 /// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_ok());
 /// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_err());
@@ -95,6 +94,9 @@ pub trait FreqLimitBackend: Send + Sync {
 
     /// Reserves `request.cost` units for `key` at `now` under `params`.
     ///
+    /// `now` is on the process-wide [`Timestamp`] scale; a backend with a clock
+    /// of its own (a server's) may use that instead.
+    ///
     /// Returns how long the caller must wait (it does not wait itself), or why the
     /// call was refused.
     ///
@@ -106,7 +108,7 @@ pub trait FreqLimitBackend: Send + Sync {
     fn reserve(
         &self,
         key: Option<&Self::Key>,
-        now: Instant,
+        now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
     ) -> Self::ReserveFuture;
@@ -148,7 +150,7 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
     fn reserve(
         &self,
         key: Option<&Self::Key>,
-        now: Instant,
+        now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
     ) -> Self::ReserveFuture {

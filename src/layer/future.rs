@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Config;
 use super::refusal::OnRefusal;
 use crate::backends::FreqLimitBackend;
+use crate::clock::Timestamp;
 use crate::error::FreqLimitError;
 use crate::gcra::Admission;
 use crate::params::FreqLimitParams;
@@ -53,7 +54,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, R> {
         Refused { refusal: Option<FreqLimitError> },
-        Reserving { #[pin] reserve: R, now: Instant },
+        Reserving { #[pin] reserve: R, now: Timestamp },
         Sleeping { #[pin] sleep: Sleep },
         Ready,
         Calling { #[pin] call: F },
@@ -95,7 +96,7 @@ where
 {
     pub(crate) fn reserving(
         reserve: B::ReserveFuture,
-        now: Instant,
+        now: Timestamp,
         key: Option<B::Key>,
         inner: S,
         request: Req,
@@ -185,7 +186,7 @@ where
                                 "rate limit: request delayed"
                             );
                             this.slot.waiting = true;
-                            let until = crate::limiter::deadline(*now, admission.delay());
+                            let until = (*now + admission.delay()).to_instant();
                             this.state.set(State::Sleeping {
                                 sleep: tokio::time::sleep_until(until),
                             });
