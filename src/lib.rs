@@ -10,6 +10,9 @@
 //! * [`backends`]: where per-key state lives ([`FreqLimitBackend`]);
 //!   [`backends::memory::InMemoryBackend`] is the embedded default.
 //! * [`FreqLimit`]: await a slot for a key.
+//! * [`FreqLimitLayer`]: the Tower middleware, for servers (axum, tonic, hyper)
+//!   and clients.
+//! * [`clock`]: where the time comes from (Tokio's clock, or the TSC).
 //!
 //! # The model
 //!
