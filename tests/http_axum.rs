@@ -273,14 +273,7 @@ async fn rejections_are_429_with_exact_headers() {
             refused.header("content-type"),
             Some("text/plain; charset=utf-8")
         );
-        assert!(
-            refused
-                .body
-                .starts_with("rate limit exceeded; retry after 59."),
-            "{:?}",
-            refused.body
-        );
-        assert!(refused.body.ends_with("s\n"), "{:?}", refused.body);
+        assert_eq!(refused.body, "Too Many Requests: see Retry-After\n");
     }
 }
 
