@@ -14,7 +14,10 @@
 //! the TSC calibration error (parts per million), which shifts wake-ups by as
 //! much. Use it in production where the request rate makes the clock read
 //! matter; keep the default in tests. Use one kind of clock per backend: mixing
-//! them mixes two time bases.
+//! them mixes two time bases. The in-memory backend's sweeper reads Tokio's
+//! clock, so with the fast clock give it an
+//! [`idle_ttl`](crate::backends::memory::InMemoryBackendBuilder::idle_ttl) of a
+//! second or more: drift then never lets it drop a key that still owes time.
 
 use std::fmt;
 use std::sync::OnceLock;
