@@ -37,6 +37,10 @@
 //! `--list` and `--profile-time` it is skipped. A name filter narrows criterion's
 //! lines but not the summary, which always covers every case.
 
+mod support;
+
+use support::{Line, Mode, medians, mode, run_criterion};
+
 use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -45,7 +49,6 @@ use std::sync::Barrier;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
 
-use criterion::Criterion;
 use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock, QuantaInstant};
 use governor::middleware::NoOpMiddleware;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -193,14 +196,6 @@ fn two_threads(iters: u64, call: impl Fn() -> bool + Sync) -> Duration {
 /// std's SipHash, to separate the hasher from the rest.
 type FoldKeyed =
     DefaultKeyedRateLimiter<u64, NoOpMiddleware<QuantaInstant>, foldhash::fast::RandomState>;
-
-type Run = Box<dyn FnMut(u64) -> Duration>;
-
-/// One timed line: `run(iters)` makes `iters` calls and returns the time taken.
-struct Line {
-    name: &'static str,
-    run: Run,
-}
 
 /// A row of the summary table: indices of an ours line and a governor line.
 struct Row {
@@ -708,82 +703,6 @@ fn case_no_clock() -> Case {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Bench,
-    Test,
-    List,
-}
-
-/// The mode criterion will pick from the same arguments: benchmarks only with
-/// `--bench` (which `cargo bench` passes) and without `--test`/`--list`.
-/// `--profile-time` (profiling one line) skips the summary, like `--list`.
-fn mode() -> Mode {
-    let args: Vec<String> = std::env::args().collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    if has("--list") || args.iter().any(|a| a.starts_with("--profile-time")) {
-        Mode::List
-    } else if has("--test") || !has("--bench") {
-        Mode::Test
-    } else {
-        Mode::Bench
-    }
-}
-
-fn run_criterion(cases: &mut [Case]) {
-    // About 4.2 s per line (1 s warm-up, 3 s measurement, analysis) for 24 lines:
-    // roughly 100 s of criterion, plus about 20 s of summary. Command-line flags still override.
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30)
-        .configure_from_args();
-    for case in cases.iter_mut() {
-        let mut group = c.benchmark_group(case.group);
-        for line in &mut case.lines {
-            let run = &mut line.run;
-            group.bench_function(line.name, |b| b.iter_custom(&mut *run));
-        }
-        group.finish();
-    }
-    c.final_summary();
-}
-
-/// Median nanoseconds per call of each line of `case`, from `samples` samples
-/// of about `target` each. The lines take turns (so background load hits them
-/// alike), and each turn first runs one untimed sample of the same size, so that
-/// a line's map is back in cache after the other lines' turns, as it is in
-/// criterion, which runs one line at a time. `target` must cover a full round of
-/// the 100k keys (20 ms is about two rounds at 100 ns per call).
-fn medians(case: &mut Case, samples: usize, target: Duration) -> Vec<f64> {
-    // Calibrate: how many calls fill `target`?
-    let iters: Vec<u64> = case
-        .lines
-        .iter_mut()
-        .map(|line| {
-            let probe = 10_000;
-            let t = (line.run)(probe).max(Duration::from_nanos(1));
-            let per_call = t.as_secs_f64() / probe as f64;
-            ((target.as_secs_f64() / per_call) as u64).clamp(100, 50_000_000)
-        })
-        .collect();
-    let mut per_call: Vec<Vec<f64>> = vec![Vec::with_capacity(samples); case.lines.len()];
-    for _ in 0..samples {
-        for (i, line) in case.lines.iter_mut().enumerate() {
-            black_box((line.run)(iters[i]));
-            let t = (line.run)(iters[i]);
-            per_call[i].push(t.as_nanos() as f64 / iters[i] as f64);
-        }
-    }
-    per_call
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
-        .collect()
-}
-
 fn summary(cases: &mut [Case], mode: Mode) {
     let (samples, target) = match mode {
         Mode::Bench => (21, Duration::from_millis(20)),
@@ -804,7 +723,7 @@ fn summary(cases: &mut [Case], mode: Mode) {
     );
     println!("{:-<56}-|-{:->11}-|-{:->14}-|-{:->6}", "", "", "", "");
     for case in cases.iter_mut() {
-        let m = medians(case, samples, target);
+        let m = medians(&mut case.lines, samples, target, 10_000, 50_000_000);
         for row in &case.rows {
             let (ours, gov) = (m[row.ours], m[row.governor]);
             println!(
@@ -829,7 +748,7 @@ fn main() {
         case_clock(),
         case_no_clock(),
     ];
-    run_criterion(&mut cases);
+    run_criterion(cases.iter_mut().map(|case| (case.group, &mut case.lines)));
     if mode != Mode::List {
         summary(&mut cases, mode);
     }

@@ -55,6 +55,10 @@
 //! from tiny samples, only to prove the code works; under `--list` and
 //! `--profile-time` it is skipped.
 
+mod support;
+
+use support::{Line, Mode, medians, mode, run_criterion};
+
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
@@ -69,7 +73,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response, StatusCode};
 use axum::routing::get;
-use criterion::Criterion;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use tokio::runtime::Runtime;
@@ -232,14 +235,6 @@ where
         left -= n;
     }
     (spent, wrong)
-}
-
-type Run = Box<dyn FnMut(u64) -> Duration>;
-
-/// One timed line: `run(iters)` sends `iters` requests and returns the time taken.
-struct Line {
-    name: &'static str,
-    run: Run,
 }
 
 /// A line over `svc`: first `first` (the requests that may pass before a tight
@@ -571,80 +566,6 @@ fn case_parts() -> Case {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Bench,
-    Test,
-    List,
-}
-
-/// The mode criterion will pick from the same arguments: benchmarks only with
-/// `--bench` (which `cargo bench` passes) and without `--test`/`--list`.
-/// `--profile-time` (profiling one line) skips the summary, like `--list`.
-fn mode() -> Mode {
-    let args: Vec<String> = std::env::args().collect();
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    if has("--list") || args.iter().any(|a| a.starts_with("--profile-time")) {
-        Mode::List
-    } else if has("--test") || !has("--bench") {
-        Mode::Test
-    } else {
-        Mode::Bench
-    }
-}
-
-fn run_criterion(cases: &mut [Case]) {
-    // About 4.2 s per line (1 s warm-up, 3 s measurement, analysis) for 39
-    // lines: under 3 minutes, plus about half a minute of summary.
-    // Command-line flags still override.
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30)
-        .configure_from_args();
-    for case in cases.iter_mut() {
-        let mut group = c.benchmark_group(case.group);
-        for line in &mut case.lines {
-            let run = &mut line.run;
-            group.bench_function(line.name, |b| b.iter_custom(&mut *run));
-        }
-        group.finish();
-    }
-    c.final_summary();
-}
-
-/// Median nanoseconds per request of each line of `case`, from `samples`
-/// samples of about `target` each. The lines take turns (so background load
-/// hits them alike), and each turn first runs one untimed sample of the same
-/// size, to bring that line's state back into cache.
-fn medians(case: &mut Case, samples: usize, target: Duration) -> Vec<f64> {
-    let iters: Vec<u64> = case
-        .lines
-        .iter_mut()
-        .map(|line| {
-            let probe = 2_000;
-            let t = (line.run)(probe).max(Duration::from_nanos(1));
-            let per_call = t.as_secs_f64() / probe as f64;
-            ((target.as_secs_f64() / per_call) as u64).clamp(100, 10_000_000)
-        })
-        .collect();
-    let mut per_call: Vec<Vec<f64>> = vec![Vec::with_capacity(samples); case.lines.len()];
-    for _ in 0..samples {
-        for (i, line) in case.lines.iter_mut().enumerate() {
-            black_box((line.run)(iters[i]));
-            let t = (line.run)(iters[i]);
-            per_call[i].push(t.as_nanos() as f64 / iters[i] as f64);
-        }
-    }
-    per_call
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        })
-        .collect()
-}
-
 /// A row's verdict on the goal: ours no slower than governor.
 struct Goal {
     what: &'static str,
@@ -675,7 +596,7 @@ fn summary(cases: &mut [Case], mode: Mode) {
     let mut singles = Vec::new();
     let mut goals = Vec::new();
     for case in cases.iter_mut() {
-        let m = medians(case, samples, target);
+        let m = medians(&mut case.lines, samples, target, 2_000, 10_000_000);
         for row in &case.rows {
             match *row {
                 Row::Compare {
@@ -745,7 +666,7 @@ fn main() {
         case_router(&rt),
         case_parts(),
     ];
-    run_criterion(&mut cases);
+    run_criterion(cases.iter_mut().map(|case| (case.group, &mut case.lines)));
     if mode != Mode::List {
         summary(&mut cases, mode);
     }
