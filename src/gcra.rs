@@ -280,6 +280,22 @@ const fn remaining_after(owed: u64, tau: u64, interval: u64) -> u32 {
     }
 }
 
+impl Reserve {
+    /// [`FreqLimitError::CostExceedsCapacity`] if no bucket state could ever admit
+    /// this request under `params`, so callers can refuse it before asking a
+    /// backend. Costs up to `burst` (the usual case) skip the division.
+    pub(crate) fn impossible_under(&self, params: &FreqLimitParams) -> Option<FreqLimitError> {
+        if self.cost <= params.burst() {
+            return None;
+        }
+        let max_cost = params.max_cost(self.max_wait);
+        (self.cost > max_cost).then_some(FreqLimitError::CostExceedsCapacity {
+            cost: self.cost,
+            max_cost,
+        })
+    }
+}
+
 /// Decides one call: the GCRA step extended with cost, bounded wait and the
 /// figures for rate-limit headers.
 ///

@@ -244,12 +244,8 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     where
         B::Key: 'k,
     {
-        let max_cost = self.params.max_cost(request.get_max_wait());
-        if request.get_cost() > max_cost {
-            return Err(FreqLimitError::CostExceedsCapacity {
-                cost: request.get_cost(),
-                max_cost,
-            });
+        if let Some(refusal) = request.impossible_under(&self.params) {
+            return Err(refusal);
         }
         let key = key.into();
         let now = self.clock.now();

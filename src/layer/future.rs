@@ -103,17 +103,8 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        Self {
-            state: State::Reserving { reserve, now },
-            pending: Some((inner, request)),
-            params,
-            slot: Slot {
-                config,
-                key,
-                admission: None,
-                waiting: false,
-            },
-        }
+        let state = State::Reserving { reserve, now };
+        Self::new(state, Some((inner, request)), key, config, params)
     }
 
     pub(crate) fn refused(
@@ -121,19 +112,10 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        Self {
-            state: State::Refused {
-                refusal: Some(refusal),
-            },
-            pending: None,
-            params,
-            slot: Slot {
-                config,
-                key: None,
-                admission: None,
-                waiting: false,
-            },
-        }
+        let state = State::Refused {
+            refusal: Some(refusal),
+        };
+        Self::new(state, None, None, config, params)
     }
 
     pub(crate) fn unlimited(
@@ -142,13 +124,23 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
+        Self::new(State::Ready, Some((inner, request)), None, config, params)
+    }
+
+    fn new(
+        state: State<S::Future, B::ReserveFuture>,
+        pending: Option<(S, Req)>,
+        key: Option<B::Key>,
+        config: Arc<Config<B, P, H>>,
+        params: FreqLimitParams,
+    ) -> Self {
         Self {
-            state: State::Ready,
-            pending: Some((inner, request)),
+            state,
+            pending,
             params,
             slot: Slot {
                 config,
-                key: None,
+                key,
                 admission: None,
                 waiting: false,
             },

@@ -129,9 +129,7 @@ where
             request = request.max_wait(max_wait);
         }
         // An impossible cost is refused without asking the backend.
-        let max_cost = params.max_cost(config.max_wait);
-        if cost > max_cost {
-            let refusal = FreqLimitError::CostExceedsCapacity { cost, max_cost };
+        if let Some(refusal) = request.impossible_under(&params) {
             return ResponseFuture::refused(refusal, self.config.clone(), params);
         }
 
