@@ -39,7 +39,7 @@
 
 mod support;
 
-use support::{Line, Mode, medians, mode, run_criterion};
+use support::{Line, Mode, medians, mode, run_criterion, sampling};
 
 use std::future::Future;
 use std::hint::black_box;
@@ -704,10 +704,7 @@ fn case_no_clock() -> Case {
 }
 
 fn summary(cases: &mut [Case], mode: Mode) {
-    let (samples, target) = match mode {
-        Mode::Bench => (21, Duration::from_millis(20)),
-        _ => (3, Duration::from_micros(200)),
-    };
+    let (samples, target) = sampling(mode);
     println!();
     println!(
         "Summary: median of {samples} samples of ~{target:?} per line, lines taking turns, \

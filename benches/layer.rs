@@ -57,7 +57,7 @@
 
 mod support;
 
-use support::{Line, Mode, medians, mode, run_criterion};
+use support::{Line, Mode, medians, mode, run_criterion, sampling};
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -573,10 +573,7 @@ struct Goal {
 }
 
 fn summary(cases: &mut [Case], mode: Mode) {
-    let (samples, target) = match mode {
-        Mode::Bench => (21, Duration::from_millis(20)),
-        _ => (3, Duration::from_micros(200)),
-    };
+    let (samples, target) = sampling(mode);
     println!();
     println!(
         "Summary: median of {samples} samples of ~{target:?} per line, lines taking turns, \

@@ -37,6 +37,15 @@ pub fn mode() -> Mode {
     }
 }
 
+/// Samples and time per sample of the summary tables: 21 x 20 ms in a real run,
+/// a token 3 x 200 µs in criterion's `--test` smoke mode.
+pub fn sampling(mode: Mode) -> (usize, Duration) {
+    match mode {
+        Mode::Bench => (21, Duration::from_millis(20)),
+        _ => (3, Duration::from_micros(200)),
+    }
+}
+
 /// Runs every group's lines under criterion: about 4.2 s per line (1 s warm-up,
 /// 3 s measurement, analysis). Command-line flags still override.
 pub fn run_criterion<'a>(groups: impl IntoIterator<Item = (&'static str, &'a mut Vec<Line>)>) {
