@@ -646,6 +646,33 @@ fn summary(cases: &mut [Case], mode: Mode) {
     }
 }
 
+/// `LAYER_COUNT=group/line LAYER_COUNT_N=n`: sets up only `group`, then sends
+/// `n` requests through `line` in [`measured_requests`], for an instruction
+/// count under `valgrind --tool=callgrind` (see bench/layer_instructions.sh).
+/// Instructions, unlike seconds, do not move with the machine's load.
+fn count(rt: &Arc<Runtime>, wanted: &str) {
+    let n: u64 = std::env::var("LAYER_COUNT_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let (group, line) = wanted.split_once('/').expect("LAYER_COUNT=group/line");
+    let mut case = match group {
+        "a_noop_inner" => stack_case(rt, "a_noop_inner", || NoOp),
+        "b_boxed_inner" => stack_case(rt, "b_boxed_inner", boxed),
+        "c_axum_router" => case_router(rt),
+        other => panic!("LAYER_COUNT: no group {other}"),
+    };
+    let found = case.lines.iter_mut().find(|l| l.name == line);
+    let found = found.unwrap_or_else(|| panic!("LAYER_COUNT: no line {line} in {group}"));
+    measured_requests(found, n);
+}
+
+/// The part of a [`count`] run that callgrind counts (`--toggle-collect`).
+#[inline(never)]
+fn measured_requests(line: &mut Line, n: u64) {
+    (line.run)(n);
+}
+
 fn main() {
     let mode = mode();
     let rt = Arc::new(
@@ -657,6 +684,10 @@ fn main() {
     // The in-memory backend starts its sweeper on the first reservation made in
     // a runtime; make every layer inside this one.
     let _guard = rt.enter();
+    if let Ok(wanted) = std::env::var("LAYER_COUNT") {
+        count(&rt, &wanted);
+        return;
+    }
     let mut cases = vec![
         stack_case(&rt, "a_noop_inner", || NoOp),
         stack_case(&rt, "b_boxed_inner", boxed),

@@ -142,6 +142,7 @@ impl Timestamp {
     /// Tokio's current time ([`tokio::time::Instant::now`]), which follows
     /// `tokio::time::pause()`.
     #[must_use]
+    #[inline]
     pub fn now() -> Self {
         Self::from(Instant::now())
     }
@@ -189,6 +190,7 @@ impl Timestamp {
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 
 impl From<Instant> for Timestamp {
+    #[inline]
     fn from(instant: Instant) -> Self {
         let anchor = anchor();
         let instant = instant.into_std();

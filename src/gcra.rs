@@ -284,6 +284,7 @@ impl Reserve {
     /// [`FreqLimitError::CostExceedsCapacity`] if no bucket state could ever admit
     /// this request under `params`, so callers can refuse it before asking a
     /// backend. Costs up to `burst` (the usual case) skip the division.
+    #[inline]
     pub(crate) fn impossible_under(&self, params: &FreqLimitParams) -> Option<FreqLimitError> {
         if self.cost <= params.burst() {
             return None;

@@ -45,29 +45,48 @@ async fn inner_is_called_only_once_ready_and_only_after_the_wait() {
         .service(mock);
     handle.allow(0);
 
-    // Our service is ready at once; the inner one is not.
-    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
-    tokio::time::sleep(10 * MS).await;
-    assert!(
-        !first.is_finished(),
-        "waits for the inner service's readiness"
-    );
+    // Our readiness is the inner service's.
+    let not_ready = tokio::time::timeout(10 * MS, svc.ready()).await;
+    assert!(not_ready.is_err(), "ready only once the inner service is");
 
     handle.allow(1);
+    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
     let (req, send) = handle.next_request().await.unwrap();
     assert_eq!(req, (1, 1));
     send.send_response("one");
     assert_eq!(first.await.unwrap().unwrap(), "one");
 
-    // The second request on key 1 must wait for its slot, 1 s after the first.
-    handle.allow(1);
+    // The second request on key 1 must wait for its slot, 1 s after the first,
+    // and goes through a clone of the inner service made ready after the wait:
+    // one permit for `svc`, one for the clone.
+    handle.allow(2);
     let start = Instant::now();
     let second = tokio::spawn(svc.ready().await.unwrap().call((1, 2)));
     let (req, send) = handle.next_request().await.unwrap();
     assert_eq!(req, (1, 2));
-    assert_eq!(start.elapsed(), 990 * MS);
+    assert_eq!(start.elapsed(), 1000 * MS);
     send.send_response("two");
     assert_eq!(second.await.unwrap().unwrap(), "two");
+
+    // `svc` kept the readiness that the waiting request did not use: another
+    // key goes through it with no permit left.
+    let third = svc.ready().await.unwrap().call((2, 3));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (2, 3));
+    send.send_response("three");
+    assert_eq!(third.await.unwrap(), "three");
+
+    // A waiting request takes the inner service's readiness only after its
+    // wait: with no permit, it is not forwarded, however long it has waited.
+    handle.allow(1);
+    let fourth = tokio::spawn(svc.ready().await.unwrap().call((1, 4)));
+    tokio::time::sleep(3 * 1000 * MS).await;
+    assert!(!fourth.is_finished(), "its clone has no permit yet");
+    handle.allow(1);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (1, 4));
+    send.send_response("four");
+    assert_eq!(fourth.await.unwrap().unwrap(), "four");
 }
 
 /// A request sleeping for its slot holds no permit of a `ConcurrencyLimit`
@@ -108,9 +127,9 @@ async fn inner_errors_pass_through() {
         .layer(keyed(FreqLimitParams::per_second(100)))
         .service(mock);
 
-    // An error from the inner poll_ready.
+    // An error from the inner poll_ready is ours.
     handle.send_error("inner not ready: boom");
-    let err = svc.ready().await.unwrap().call((1, 1)).await.unwrap_err();
+    let err = svc.ready().await.unwrap_err();
     assert_eq!(err.to_string(), "inner not ready: boom");
 
     // An error from the inner response future.
@@ -119,6 +138,13 @@ async fn inner_errors_pass_through() {
     send.send_error("inner failed: bang");
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.to_string(), "inner failed: bang");
+
+    // An error from the poll_ready of the clone a waiting request uses once its
+    // wait is over (key 1 is 10 ms ahead now).
+    let waiting = tokio::spawn(svc.ready().await.unwrap().call((1, 3)));
+    handle.send_error("inner not ready after the wait");
+    let err = waiting.await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "inner not ready after the wait");
 }
 
 /// A response future dropped while it waits never reaches the inner service and

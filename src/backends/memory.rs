@@ -362,6 +362,16 @@ where
         ready(self.reserve_now(key, now, params, request))
     }
 
+    fn reserve_sync(
+        &self,
+        key: Option<&K>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Option<Result<Admission, FreqLimitError>> {
+        Some(self.reserve_now(key, now, params, request))
+    }
+
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         self.clear_now();
         ready(Ok(()))

@@ -113,6 +113,25 @@ pub trait FreqLimitBackend: Send + Sync {
         request: Reserve,
     ) -> Self::ReserveFuture;
 
+    /// Decides a reservation at once, without a future, when the backend can
+    /// (its state is in this process); `None` means "ask [`reserve`](Self::reserve)".
+    ///
+    /// The Tower layer calls this first: an answer here lets it forward or refuse
+    /// a request inside `call`, with a response future no bigger than the inner
+    /// service's. When it returns `Some`, it must have done exactly what
+    /// [`reserve`](Self::reserve) would have done. The default returns `None`, which
+    /// is right for every remote backend.
+    fn reserve_sync(
+        &self,
+        key: Option<&Self::Key>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Option<Result<Admission, FreqLimitError>> {
+        let _ = (key, now, params, request);
+        None
+    }
+
     /// Forgets every key (and resets the global bucket).
     ///
     /// # Errors
@@ -155,6 +174,16 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         request: Reserve,
     ) -> Self::ReserveFuture {
         (**self).reserve(key, now, params, request)
+    }
+
+    fn reserve_sync(
+        &self,
+        key: Option<&Self::Key>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Option<Result<Admission, FreqLimitError>> {
+        (**self).reserve_sync(key, now, params, request)
     }
 
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {

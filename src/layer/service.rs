@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::Config;
-use super::future::ResponseFuture;
+use super::future::{Finish, ResponseFuture, refuse};
 use super::policy::{CostOf, ExtractKey, KeyLookup, MissingKey, ParamsFor, Policy};
 use super::refusal::OnRefusal;
 use crate::backends::FreqLimitBackend;
@@ -15,25 +15,34 @@ use crate::error::FreqLimitError;
 use crate::gcra::Reserve;
 
 /// The service made by [`FreqLimitLayer`](super::FreqLimitLayer): each request
-/// reserves a slot, waits for it, and only then is forwarded.
+/// reserves a slot, waits for it if it must, and only then is forwarded.
 ///
 /// # Readiness
 ///
-/// `poll_ready` is always ready: a request's slot is only known once its key is,
-/// in `call`. The inner service is driven the way
-/// [`Oneshot`](https://docs.rs/tower/latest/tower/util/struct.Oneshot.html) drives
-/// it: `call` takes a clone of it, and the response future polls that clone's
-/// `poll_ready` *after* the wait, then calls it. So the inner service is only ever
-/// called after `poll_ready` returned `Ready` on that same instance, and its
-/// readiness (a `ConcurrencyLimit` permit, a `Buffer` slot) is not held while a
-/// request sleeps for its slot. The inner service must therefore be `Clone`, as
-/// axum and tonic services are.
+/// `poll_ready` is the inner service's `poll_ready`: backpressure from below (a
+/// `ConcurrencyLimit`, a `Buffer`) reaches the caller as it would without the
+/// limiter. `call` then decides the request:
+///
+/// * admitted with no delay: the inner service, made ready by this `poll_ready`,
+///   is called at once;
+/// * refused: answered through the layer's [`OnRefusal`]; the inner service is
+///   not called and stays ready for the next request;
+/// * admitted with a delay: the request takes a *clone* of the inner service and
+///   sleeps; after the wait its response future polls the clone's `poll_ready`,
+///   then calls it, as
+///   [`Oneshot`](https://docs.rs/tower/latest/tower/util/struct.Oneshot.html)
+///   does. The instance made ready here stays ready for the next request.
+///
+/// So the inner service is only ever called after `poll_ready` returned `Ready`
+/// on that same instance, and a request sleeping for its slot holds none of the
+/// inner service's readiness (a `ConcurrencyLimit` permit, a `Buffer` slot). The
+/// inner service must be `Clone`, as axum and tonic services are.
 ///
 /// # Errors
 ///
 /// Refusals (rejections, impossible costs, missing keys, backend failures) and
-/// inner errors go through the layer's [`OnRefusal`]; nothing here panics on a
-/// request.
+/// inner errors, from `poll_ready` or from the response, go through the layer's
+/// [`OnRefusal`]; nothing here panics on a request.
 pub struct FreqLimitService<S, B, P, H> {
     inner: S,
     config: Arc<Config<B, P, H>>,
@@ -87,14 +96,16 @@ where
     K: ExtractKey<Req, B::Key>,
     PF: ParamsFor<Req>,
     CF: CostOf<Req>,
-    H: OnRefusal<S::Response, S::Error>,
+    H: OnRefusal<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = H::Error;
     type Future = ResponseFuture<S, Req, B, Policy<K, PF, CF>, H>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|err| self.config.on_refusal.inner_error(err))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -106,19 +117,12 @@ where
             KeyLookup::NotFound => match config.missing_key {
                 MissingKey::Global => None,
                 MissingKey::Allow => {
-                    return ResponseFuture::unlimited(
-                        self.inner.clone(),
-                        req,
-                        self.config.clone(),
-                        params,
-                    );
+                    let finish = Finish::new(config.on_refusal.clone(), None, params);
+                    return ResponseFuture::forwarded(self.inner.call(req), finish);
                 }
                 MissingKey::Refuse => {
-                    return ResponseFuture::refused(
-                        FreqLimitError::KeyNotFound,
-                        self.config.clone(),
-                        params,
-                    );
+                    let refusal = FreqLimitError::KeyNotFound;
+                    return ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params));
                 }
             },
         };
@@ -130,19 +134,32 @@ where
         }
         // An impossible cost is refused without asking the backend.
         if let Some(refusal) = request.impossible_under(&params) {
-            return ResponseFuture::refused(refusal, self.config.clone(), params);
+            return ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params));
         }
 
         let now = config.clock.now();
-        let reserve = config.backend.reserve(key.as_ref(), now, &params, request);
-        ResponseFuture::reserving(
-            reserve,
-            now,
-            key,
-            self.inner.clone(),
-            req,
-            self.config.clone(),
-            params,
-        )
+        match config
+            .backend
+            .reserve_sync(key.as_ref(), now, &params, request)
+        {
+            Some(Ok(admission)) if admission.delay().is_zero() => {
+                let finish = Finish::new(config.on_refusal.clone(), Some(admission), params);
+                ResponseFuture::forwarded(self.inner.call(req), finish)
+            }
+            Some(Ok(admission)) => {
+                let pending = (self.inner.clone(), req);
+                let config = self.config.clone();
+                ResponseFuture::sleeping(admission, now, pending, key, config, params)
+            }
+            Some(Err(refusal)) => {
+                ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params))
+            }
+            None => {
+                let reserve = config.backend.reserve(key.as_ref(), now, &params, request);
+                let pending = (self.inner.clone(), req);
+                let config = self.config.clone();
+                ResponseFuture::reserving(reserve, now, pending, key, config, params)
+            }
+        }
     }
 }
