@@ -53,6 +53,7 @@
 
 pub mod backends;
 pub mod clock;
+pub mod config;
 mod error;
 pub mod gcra;
 #[cfg(feature = "tonic")]
@@ -64,6 +65,7 @@ mod limiter;
 mod params;
 
 pub use backends::FreqLimitBackend;
+pub use config::ParseParamsError;
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
 pub use gcra::{Admission, Reserve};
 pub use layer::{FreqLimitLayer, FreqLimitService};
