@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 N=${1:-20000}
 command -v valgrind >/dev/null || { echo "valgrind is needed (Debian: apt-get install valgrind)"; exit 1; }
 
-cargo bench --all-features --bench layer --no-run 2>/dev/null
-BIN=$(cargo bench --all-features --bench layer --no-run --message-format=json 2>/dev/null |
+cargo bench --bench layer --no-run 2>/dev/null
+BIN=$(cargo bench --bench layer --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

@@ -62,6 +62,7 @@ pub mod grpc;
 pub mod http;
 pub mod layer;
 mod limiter;
+pub mod metrics;
 mod params;
 
 pub use backends::FreqLimitBackend;

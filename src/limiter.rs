@@ -6,6 +6,7 @@ use crate::backends::FreqLimitBackend;
 use crate::clock::Clock;
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{Admission, Reserve};
+use crate::metrics::Reporter;
 use crate::params::FreqLimitParams;
 
 /// A rate limiter: one [`FreqLimitParams`] applied per key over a
@@ -62,6 +63,7 @@ pub struct FreqLimit<B> {
     params: FreqLimitParams,
     backend: B,
     clock: Clock,
+    reporter: Reporter,
 }
 
 impl<B: FreqLimitBackend> FreqLimit<B> {
@@ -79,6 +81,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
             params,
             backend,
             clock: Clock::tokio(),
+            reporter: Reporter::default(),
         }
     }
 
@@ -98,6 +101,27 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Names the limiter: the `limiter` label of its metrics (feature
+    /// `metrics`, see [`crate::metrics`]). The default is `"default"`.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u8>::new())
+    ///     .with_name("per-chat");
+    /// assert_eq!(limiter.name(), "per-chat");
+    /// ```
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.reporter = Reporter::named(name.into());
+        self
+    }
+
+    /// The limiter's name (see [`with_name`](Self::with_name)).
+    pub fn name(&self) -> &str {
+        self.reporter.name()
     }
 
     /// The params applied to every key.
@@ -245,14 +269,22 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
         B::Key: 'k,
     {
         if let Some(refusal) = request.impossible_under(&self.params) {
+            self.reporter.refused(&refusal);
             return Err(refusal);
         }
         let key = key.into();
         let now = self.clock.now();
-        let admission = self
-            .backend
-            .reserve(key, now, &self.params, request)
-            .await?;
+        let reserved = self.backend.reserve(key, now, &self.params, request).await;
+        let admission = match reserved {
+            Ok(admission) => {
+                self.reporter.admitted(&admission);
+                admission
+            }
+            Err(refusal) => {
+                self.reporter.refused(&refusal);
+                return Err(refusal);
+            }
+        };
         if !admission.delay().is_zero() {
             let unused = RefundOnDrop {
                 backend: &self.backend,

@@ -305,6 +305,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
                     Ok(admission) => {
+                        this.slot.config.reporter.admitted(&admission);
                         this.slot.admission = Some(admission);
                         if admission.delay().is_zero() {
                             this.state.set(State::Ready);
@@ -316,11 +317,7 @@ where
                     }
                     Err(refusal) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(refuse(
-                            &this.slot.config.on_refusal,
-                            refusal,
-                            this.params,
-                        ));
+                        return Poll::Ready(refuse(&this.slot.config, refusal, this.params));
                     }
                 },
                 StateProj::Sleeping { sleep } => {
@@ -366,24 +363,30 @@ where
     }
 }
 
-/// The layer's answer to a refusal, with a tracing event for it.
-pub(crate) fn refuse<Res, E, H>(
-    on_refusal: &H,
+/// The layer's answer to a refusal, counted, with a tracing event for it.
+pub(crate) fn refuse<Res, E, B, P, H>(
+    config: &Config<B, P, H>,
     refusal: FreqLimitError,
     params: &FreqLimitParams,
 ) -> Result<Res, H::Error>
 where
     H: OnRefusal<Res, E>,
 {
+    config.reporter.refused(&refusal);
     #[cfg(feature = "tracing")]
     match &refusal {
         FreqLimitError::Rejected(rejection) => tracing::debug!(
+            limiter = config.reporter.name(),
             retry_after_ms = rejection.retry_after().as_secs_f64() * 1e3,
             "rate limit: request rejected"
         ),
-        other => tracing::debug!(error = %other, "rate limit: request refused"),
+        other => tracing::debug!(
+            limiter = config.reporter.name(),
+            error = %other,
+            "rate limit: request refused"
+        ),
     }
-    on_refusal.refused(refusal, params)
+    config.on_refusal.refused(refusal, params)
 }
 
 impl<S, Req, B, P, H> fmt::Debug for ResponseFuture<S, Req, B, P, H>

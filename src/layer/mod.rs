@@ -35,6 +35,7 @@ mod policy;
 mod refusal;
 mod service;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ use tower_layer::Layer;
 
 use crate::backends::FreqLimitBackend;
 use crate::clock::Clock;
+use crate::metrics::Reporter;
 use crate::params::FreqLimitParams;
 
 pub use future::ResponseFuture;
@@ -112,6 +114,7 @@ pub(crate) struct Config<B, P, H> {
     pub(crate) policy: P,
     pub(crate) on_refusal: H,
     pub(crate) clock: Clock,
+    pub(crate) reporter: Reporter,
 }
 
 impl<B: Clone, P: Clone, H: Clone> Clone for FreqLimitLayer<B, P, H> {
@@ -155,6 +158,7 @@ impl<B: FreqLimitBackend> FreqLimitLayer<B> {
                 policy: Policy::default(),
                 on_refusal: RefuseWithError,
                 clock: Clock::tokio(),
+                reporter: Reporter::default(),
             },
         }
     }
@@ -219,6 +223,7 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
                 policy: policy(config.policy),
                 on_refusal: on_refusal(config.on_refusal),
                 clock: config.clock,
+                reporter: config.reporter,
             },
         }
     }
@@ -254,6 +259,27 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
         self
+    }
+
+    /// Names the limiter: the `limiter` label of its metrics (feature
+    /// `metrics`, see [`crate::metrics`]). The default is `"default"`.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+    ///
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+    ///     .name("api");
+    /// assert_eq!(layer.get_name(), "api");
+    /// ```
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.reporter = Reporter::named(name.into());
+        self
+    }
+
+    /// The limiter's name (see [`name`](Self::name)).
+    pub fn get_name(&self) -> &str {
+        self.config.reporter.name()
     }
 
     /// The default params.

@@ -117,12 +117,13 @@ where
             KeyLookup::NotFound => match config.missing_key {
                 MissingKey::Global => None,
                 MissingKey::Allow => {
+                    config.reporter.unlimited();
                     let finish = Finish::new(config.on_refusal.clone(), None, params);
                     return ResponseFuture::forwarded(self.inner.call(req), finish);
                 }
                 MissingKey::Refuse => {
                     let refusal = FreqLimitError::KeyNotFound;
-                    return ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params));
+                    return ResponseFuture::answered(refuse(config, refusal, &params));
                 }
             },
         };
@@ -134,7 +135,7 @@ where
         }
         // An impossible cost is refused without asking the backend.
         if let Some(refusal) = request.impossible_under(&params) {
-            return ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params));
+            return ResponseFuture::answered(refuse(config, refusal, &params));
         }
 
         let now = config.clock.now();
@@ -143,17 +144,17 @@ where
             .reserve_sync(key.as_ref(), now, &params, request)
         {
             Some(Ok(admission)) if admission.delay().is_zero() => {
+                config.reporter.admitted(&admission);
                 let finish = Finish::new(config.on_refusal.clone(), Some(admission), params);
                 ResponseFuture::forwarded(self.inner.call(req), finish)
             }
             Some(Ok(admission)) => {
+                config.reporter.admitted(&admission);
                 let pending = (self.inner.clone(), req);
                 let config = self.config.clone();
                 ResponseFuture::sleeping(admission, now, pending, key, config, params)
             }
-            Some(Err(refusal)) => {
-                ResponseFuture::answered(refuse(&config.on_refusal, refusal, &params))
-            }
+            Some(Err(refusal)) => ResponseFuture::answered(refuse(config, refusal, &params)),
             None => {
                 let reserve = config.backend.reserve(key.as_ref(), now, &params, request);
                 let pending = (self.inner.clone(), req);
