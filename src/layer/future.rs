@@ -132,6 +132,7 @@ where
     }
 
     /// The request waits for a reservation the backend answers asynchronously.
+    #[inline(never)]
     pub(crate) fn reserving(
         reserve: B::ReserveFuture,
         now: Timestamp,
@@ -145,6 +146,8 @@ where
     }
 
     /// The request was admitted with a delay: it sleeps until `now + delay`.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn sleeping(
         admission: Admission,
         now: Timestamp,
@@ -299,6 +302,9 @@ where
 {
     type Output = Result<S::Response, H::Error>;
 
+    // Kept out of `ResponseFuture::poll`, whose hot arm (forwarded) then
+    // needs no big stack frame.
+    #[inline(never)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
