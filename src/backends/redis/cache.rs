@@ -61,6 +61,10 @@ impl NegativeCache {
     /// already proves it; `None` when the server must be asked.
     pub(super) fn check(&self, key: &[u8], now: u64, m: &Micros) -> Option<Rejection> {
         let max_wait = m.max_wait?;
+        // Cost 0 only reports the state: never rejected.
+        if m.incr == 0 {
+            return None;
+        }
         // A cost that can never fit is the server's (or the limiter's) to report.
         if m.last.saturating_sub(m.tau) > max_wait {
             return None;
@@ -97,6 +101,16 @@ impl NegativeCache {
                     tat_at_least,
                 });
             }
+        }
+    }
+
+    /// Raises `key`'s remembered TAT to `tat_at_least` if `key` is remembered (an
+    /// admission moved its TAT on), so the cache keeps telling what the server
+    /// would.
+    pub(super) fn refresh(&self, key: &[u8], tat_at_least: u64) {
+        let mut slot = self.slot(key);
+        if let Some(entry) = slot.as_mut().filter(|e| &*e.key == key) {
+            entry.tat_at_least = entry.tat_at_least.max(tat_at_least);
         }
     }
 

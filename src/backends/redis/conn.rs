@@ -232,22 +232,20 @@ pub(super) fn classify(err: RedisError) -> BackendError {
         BackendErrorKind::Timeout
     } else if err.is_io_error() || err.is_connection_dropped() {
         BackendErrorKind::Unavailable
+    } else if let Some(code) = err.code() {
+        // An error reply from the server.
+        match code {
+            "OOM" => BackendErrorKind::Full,
+            "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "LOADING" | "TRYAGAIN" | "MOVED"
+            | "ASK" | "BUSY" => BackendErrorKind::Unavailable,
+            // A script error, WRONGTYPE, a key holding something else: the
+            // server answered, but not what the backend expects.
+            _ => BackendErrorKind::Protocol,
+        }
     } else {
         match err.kind() {
-            ErrorKind::Server(_) if err.code() == Some("OOM") => BackendErrorKind::Full,
-            ErrorKind::Server(
-                ServerErrorKind::ReadOnly
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask,
-            )
-            | ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Unavailable,
-            ErrorKind::Server(_) | ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
-                BackendErrorKind::Protocol
-            }
+            ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Unavailable,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => BackendErrorKind::Protocol,
             _ => BackendErrorKind::Other,
         }
     };

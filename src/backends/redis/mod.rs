@@ -132,6 +132,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 const DEFAULT_NEGATIVE_CACHE: usize = 4096;
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "freqlimit";
+/// How long keys outlive their TAT with [`RedisClock::Caller`].
+const CALLER_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
 
 /// How a key is written into a Redis key name.
 ///
@@ -263,7 +265,9 @@ pub enum RedisClock {
     /// The `now` the limiter passes to [`FreqLimitBackend::reserve`] (a
     /// process-local [`Timestamp`]): exact and reproducible, for tests and for a
     /// single process only. Timestamps of different processes are on different
-    /// scales, so processes sharing keys must not use it.
+    /// scales, so processes sharing keys must not use it. Since these instants
+    /// need not follow the server's clock, keys are kept ten minutes past their
+    /// TAT (harmless: a drained key is as good as a new one).
     Caller,
 }
 
@@ -753,6 +757,16 @@ impl Inner {
         }
     }
 
+    /// Milliseconds to keep a key past its TAT: none on the server's or the
+    /// hosts' clock, whose time runs with the server's expiry; ten minutes on the
+    /// caller's, which may not (a test's chosen instants).
+    fn ttl_slack_ms(&self) -> u64 {
+        match self.clock {
+            RedisClock::Server | RedisClock::Client => 0,
+            RedisClock::Caller => CALLER_TTL_SLACK_MS,
+        }
+    }
+
     async fn reserve(
         self: Arc<Self>,
         key: Vec<u8>,
@@ -769,6 +783,7 @@ impl Inner {
             Arg::Num(m.last),
             m.max_wait.map_or(Arg::None, Arg::Num),
             self.now_arg(now),
+            Arg::Num(self.ttl_slack_ms()),
         ];
         bump(&self.counters.script_calls, 1);
         let mut conn = self.conn.clone();
@@ -794,11 +809,21 @@ impl Inner {
             Ok(decision) => decision,
             Err(err) => return self.failed(err, &params),
         };
-        if let (Decision::Rejected { reset_after, .. }, Some(cache)) = (decision, &self.cache) {
-            // The TAT was at least this when the server decided, which was no
-            // earlier than `now` on the caller's clock.
+        if let Some(cache) = &self.cache {
+            // The TAT is at least `reset_after` past the server's now, which was
+            // no earlier than `now` on the caller's clock.
             let sent = now.as_nanos() / 1_000;
-            cache.remember(&key, sent.saturating_add(reset_after));
+            match decision {
+                Decision::Rejected { reset_after, .. } => {
+                    cache.remember(&key, sent.saturating_add(reset_after));
+                }
+                Decision::Admitted {
+                    reset_after,
+                    tat_after: Some(_),
+                    ..
+                } => cache.refresh(&key, sent.saturating_add(reset_after)),
+                _ => {}
+            }
         }
         let mut admission = decision.into_result(&m, &params, &request)?;
         if !admission.delay().is_zero() && self.clock != RedisClock::Caller {
@@ -994,6 +1019,7 @@ impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
             Arg::Num(tat_after),
             Arg::Num(token.tat_before),
             Arg::Num(at),
+            Arg::Num(self.inner.ttl_slack_ms()),
         ];
         let inner = Arc::clone(&self.inner);
         inner.refunds_in_flight.fetch_add(1, Ordering::AcqRel);

@@ -4,6 +4,8 @@
 -- ARGV[1]  T, the emission interval            ARGV[2]  tau = (burst - 1) * T
 -- ARGV[3]  cost * T                             ARGV[4]  (cost - 1) * T
 -- ARGV[5]  max_wait, or '' to wait forever      ARGV[6]  now, or '' for the server's TIME
+-- ARGV[7]  extra milliseconds to keep the key after its TAT (0 unless the caller's
+--          clock is not the server's real time)
 --
 -- Returns {0, delay, reset_after, tat_before, tat_after or -1} when admitted,
 -- {1, retry_after, reset_after} when rejected (nothing stored), {2} when the cost
@@ -54,5 +56,6 @@ end
 local new_tat = add(base, incr)
 -- Expire exactly when the TAT has passed (rounded up to the next millisecond):
 -- the key is then as good as new, so Redis forgets nothing that matters.
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+local ttl = math.floor((new_tat - now) / 1000) + 1 + tonumber(ARGV[7])
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl)
 return {0, delay, new_tat - now, tat, new_tat}
