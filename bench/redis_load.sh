@@ -12,13 +12,13 @@
 #
 # Settings, through the environment (defaults in brackets):
 #   ROUNDS [3]     rounds; each measures ours then redis-benchmark at each concurrency
-#   SECONDS [3]    seconds of each of our measurements (redis-benchmark gets as
+#   DURATION [3]   seconds of each of our measurements (redis-benchmark gets as
 #                  many requests as we made in that time, so it runs about as long)
 #
 # It installs redis-server/redis-benchmark from Debian's packages when missing
 # (as root or through sudo), builds benches/redis.rs in release mode, and starts
 # and stops its own redis-server on a free loopback port (no persistence).
-# About ROUNDS * 3 * 2 * SECONDS seconds after the build (under a minute with
+# About ROUNDS * 3 * 2 * DURATION seconds after the build (under a minute with
 # the defaults).
 
 set -euo pipefail
@@ -37,6 +37,6 @@ echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine:   $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); $(uname -sr)"
 echo "load:      $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "toolchain: $(rustc --version)"
-echo "command:   ROUNDS=${ROUNDS:-3} SECONDS=${SECONDS:-3} bash bench/redis_load.sh"
+echo "command:   ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3} bash bench/redis_load.sh"
 echo
-ROUNDS=${ROUNDS:-3} SECONDS=${SECONDS:-3} cargo bench --features redis --bench redis 2>/dev/null
+ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3} cargo bench --features redis --bench redis 2>/dev/null

@@ -11,7 +11,7 @@
 //!
 //! It starts its own `redis-server` on a free loopback port (no persistence),
 //! unless `REDIS_BENCH_URL` names one (then `redis-benchmark` needs
-//! `REDIS_BENCH_PORT` too). Settings: `ROUNDS` (default 3), `SECONDS` per
+//! `REDIS_BENCH_PORT` too). Settings: `ROUNDS` (default 3), `DURATION` (seconds) per
 //! measurement (default 3).
 //!
 //! Both sides run the same script with the same arguments: a limit nothing
@@ -35,7 +35,8 @@ use tower_freqlimit::{FreqLimit, FreqLimitParams, Reserve};
 
 const KEYS: u64 = 10_000;
 /// T = 1 µs, burst 10⁹: nothing is ever rejected or delayed.
-const OPEN: FreqLimitParams = FreqLimitParams::new(1_000_000, Duration::from_secs(1), 1_000_000_000);
+const OPEN: FreqLimitParams =
+    FreqLimitParams::new(1_000_000, Duration::from_secs(1), 1_000_000_000);
 
 struct Server {
     child: Option<Child>,
@@ -52,10 +53,18 @@ impl Server {
                 break port;
             }
         };
-        let dir = std::env::temp_dir().join(format!("tower-freqlimit-bench-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tower-freqlimit-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--maxmemory-policy", "noeviction"])
             .arg("--dir")
             .arg(&dir)
@@ -185,7 +194,10 @@ fn raw(port: u16, sha: &str, concurrency: usize, requests: u64) -> Option<f64> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
-    let line = text.lines().rev().find(|l| l.contains("requests per second"))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("requests per second"))?;
     let before = line.split(" requests per second").next()?;
     before.rsplit(' ').next()?.parse().ok()
 }
@@ -238,7 +250,7 @@ fn main() {
     let (rounds, seconds) = if smoke {
         (1, 0.2)
     } else {
-        (env("ROUNDS", 3), env("SECONDS", 3) as f64)
+        (env("ROUNDS", 3), env("DURATION", 3) as f64)
     };
     let run = Duration::from_secs_f64(seconds);
 
@@ -272,7 +284,9 @@ fn main() {
         )
         .trim()
     );
-    println!("concurrency | ours (reservations/s) | redis-benchmark raw script (req/s) | ours / raw");
+    println!(
+        "concurrency | ours (reservations/s) | redis-benchmark raw script (req/s) | ours / raw"
+    );
     for concurrency in [1usize, 16, 64] {
         let (mut us, mut them) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -287,7 +301,10 @@ fn main() {
         }
         let mine = median(us);
         if them.is_empty() {
-            println!("{concurrency:>11} | {mine:>21.0} | {:>34} | -", "(redis-benchmark missing)");
+            println!(
+                "{concurrency:>11} | {mine:>21.0} | {:>34} | -",
+                "(redis-benchmark missing)"
+            );
         } else {
             let raw = median(them);
             println!(
@@ -298,9 +315,13 @@ fn main() {
     }
 
     println!();
-    println!("flood: 1 000 rejected requests from one key over its limit (per_minute(1), try_acquire)");
+    println!(
+        "flood: 1 000 rejected requests from one key over its limit (per_minute(1), try_acquire)"
+    );
     for (label, cache) in [("with the negative cache", 4096), ("without", 0)] {
         let (calls, micros) = flood(&url, port, cache);
-        println!("  {label:<24} {calls:>5} Redis calls per 1 000 rejected, {micros:>7.2} µs per rejected request");
+        println!(
+            "  {label:<24} {calls:>5} Redis calls per 1 000 rejected, {micros:>7.2} µs per rejected request"
+        );
     }
 }

@@ -84,23 +84,38 @@ mod cases {
         ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
             .await
             .unwrap();
-        let r = rejected(ask(&b, Some("k"), 200 * MS, &p, Reserve::new().max_wait(300 * MS)).await);
+        let r = rejected(
+            ask(
+                &b,
+                Some("k"),
+                200 * MS,
+                &p,
+                Reserve::new().max_wait(300 * MS),
+            )
+            .await,
+        );
         assert_eq!(r.retry_after(), 500 * MS);
         assert_eq!(r.reset_after(), 800 * MS);
         assert_eq!(r.remaining(), 0);
         // Nothing consumed: a waiting call still gets the slot at 1 s.
-        let a = ask(&b, Some("k"), 200 * MS, &p, Reserve::new()).await.unwrap();
+        let a = ask(&b, Some("k"), 200 * MS, &p, Reserve::new())
+            .await
+            .unwrap();
         assert_eq!(a.delay(), 800 * MS);
     }
 
     pub async fn reject_only_then_retry_after<B: Subject>(b: B) {
         let p = FreqLimitParams::per_second(2);
         let no_wait = Reserve::new().no_wait();
-        ask(&b, Some("k"), Duration::ZERO, &p, no_wait).await.unwrap();
+        ask(&b, Some("k"), Duration::ZERO, &p, no_wait)
+            .await
+            .unwrap();
         let r = rejected(ask(&b, Some("k"), Duration::ZERO, &p, no_wait).await);
         assert_eq!(r.retry_after(), 500 * MS);
         rejected(ask(&b, Some("k"), 499 * MS, &p, no_wait).await);
-        let a = ask(&b, Some("k"), r.retry_after(), &p, no_wait).await.unwrap();
+        let a = ask(&b, Some("k"), r.retry_after(), &p, no_wait)
+            .await
+            .unwrap();
         assert_eq!(a.delay(), Duration::ZERO);
         assert_eq!(a.remaining(), 0);
     }
@@ -191,13 +206,17 @@ mod cases {
         let no_wait = Reserve::new().no_wait();
         let keys: Vec<String> = (0..50).map(|i| format!("user:{i}")).collect();
         for key in &keys {
-            ask(&b, Some(key), Duration::ZERO, &p, no_wait).await.unwrap();
+            ask(&b, Some(key), Duration::ZERO, &p, no_wait)
+                .await
+                .unwrap();
         }
         ask(&b, None, Duration::ZERO, &p, no_wait).await.unwrap();
         rejected(ask(&b, Some("user:7"), Duration::ZERO, &p, no_wait).await);
         b.clear().await.unwrap();
         for key in &keys {
-            ask(&b, Some(key), Duration::ZERO, &p, no_wait).await.unwrap();
+            ask(&b, Some(key), Duration::ZERO, &p, no_wait)
+                .await
+                .unwrap();
         }
         ask(&b, None, Duration::ZERO, &p, no_wait).await.unwrap();
     }
@@ -224,9 +243,15 @@ mod cases {
 
     pub async fn a_drained_key_is_as_good_as_new<B: Subject>(b: B) {
         let p = FreqLimitParams::per_second(2).with_burst(2);
-        let new_key = ask(&b, Some("fresh"), Duration::from_secs(5), &p, Reserve::new())
-            .await
-            .unwrap();
+        let new_key = ask(
+            &b,
+            Some("fresh"),
+            Duration::from_secs(5),
+            &p,
+            Reserve::new(),
+        )
+        .await
+        .unwrap();
         ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
             .await
             .unwrap();

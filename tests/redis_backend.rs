@@ -21,7 +21,9 @@ use support::redis_server::RedisServer;
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
 use tower_freqlimit::clock::Timestamp;
-use tower_freqlimit::{BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitParams, Reserve, gcra};
+use tower_freqlimit::{
+    BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitParams, Reserve, gcra,
+};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -88,7 +90,11 @@ async fn agree(backends: &[RedisBackend<str>], params: FreqLimitParams, steps: &
             let got = backend
                 .reserve(Some("k"), Timestamp::from_nanos(now), &params, req)
                 .await;
-            assert_eq!(got, expected.clone().map(|r| r.admission), "step {i}, backend {b}: {step:?}");
+            assert_eq!(
+                got,
+                expected.clone().map(|r| r.admission),
+                "step {i}, backend {b}: {step:?}"
+            );
             if let (Ok(got), Ok(want)) = (&got, &expected) {
                 let (g, w) = (got.refund_token(), want.admission.refund_token());
                 assert_eq!(g.tat_before * 1_000, w.tat_before, "step {i}");
@@ -117,9 +123,8 @@ fn the_lua_step_agrees_with_gcra_reserve() {
         cases: 96,
         ..ProptestConfig::default()
     };
-    let strategy = (1u64..=2_000_000, 1u32..=6).prop_flat_map(|(t, burst)| {
-        (Just(t), Just(burst), steps(t, burst))
-    });
+    let strategy = (1u64..=2_000_000, 1u32..=6)
+        .prop_flat_map(|(t, burst)| (Just(t), Just(burst), steps(t, burst)));
     proptest!(config, |((interval_us, burst, steps) in strategy)| {
         let params = FreqLimitParams::new(1, Duration::from_micros(interval_us), burst);
         rt.block_on(async {
@@ -208,7 +213,9 @@ async fn keys_expire_when_their_tat_has_passed_and_none_is_not_the_string_none()
     let b = backend(&server).await;
     let p = FreqLimitParams::per_second(20); // T = 50 ms
     let now = Timestamp::now();
-    b.reserve(Some("None"), now, &p, Reserve::new()).await.unwrap();
+    b.reserve(Some("None"), now, &p, Reserve::new())
+        .await
+        .unwrap();
     b.reserve(None, now, &p, Reserve::new()).await.unwrap();
     let key = String::from_utf8(b.redis_key(Some("None"))).unwrap();
     let global = String::from_utf8(b.redis_key(None)).unwrap();
@@ -252,8 +259,14 @@ async fn waiting_callers_get_distinct_slots_in_order_never_early() {
     for (i, (delay, woke)) in results.iter().enumerate() {
         let slot = 50 * MS * i as u32;
         // The server's slot plus the round trip; woken no earlier than that.
-        assert!(*delay >= slot, "call {i}: delay {delay:?} before slot {slot:?}");
-        assert!(*delay < slot + Duration::from_secs(2), "call {i}: {delay:?}");
+        assert!(
+            *delay >= slot,
+            "call {i}: delay {delay:?} before slot {slot:?}"
+        );
+        assert!(
+            *delay < slot + Duration::from_secs(2),
+            "call {i}: {delay:?}"
+        );
         assert!(*woke >= slot, "call {i} woke at {woke:?}");
     }
 }
@@ -270,7 +283,9 @@ async fn clear_removes_this_prefix_only() {
             .await
             .unwrap();
     }
-    b.reserve(None, Timestamp::now(), &p, Reserve::new()).await.unwrap();
+    b.reserve(None, Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
     server.cmd(&["SET", "someone-else", "1"]);
     assert_eq!(server.int(&["DBSIZE"]), 2_502);
     b.clear().await.unwrap();
@@ -304,7 +319,10 @@ async fn flood(server: &RedisServer, cache: usize) -> (u64, u64) {
         }
     }
     assert_eq!(rejected, 1_000);
-    (server.script_calls() - calls_before, b.stats().cache_rejections)
+    (
+        server.script_calls() - calls_before,
+        b.stats().cache_rejections,
+    )
 }
 
 #[tokio::test]
@@ -326,7 +344,11 @@ async fn a_flood_costs_one_round_trip_per_retry_window_with_the_negative_cache()
 // Failures
 // ---------------------------------------------------------------------------
 
-async fn with_policy(server: &RedisServer, policy: FailurePolicy, timeout: Duration) -> RedisBackend<str> {
+async fn with_policy(
+    server: &RedisServer,
+    policy: FailurePolicy,
+    timeout: Duration,
+) -> RedisBackend<str> {
     RedisBackend::<str>::builder()
         .prefix(fresh_prefix())
         .failure_policy(policy)
@@ -348,7 +370,9 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
     let p = FreqLimitParams::per_minute(1);
     let no_wait = Reserve::new().no_wait();
     for b in [&closed, &open] {
-        b.reserve(Some("k"), Timestamp::now(), &p, no_wait).await.unwrap();
+        b.reserve(Some("k"), Timestamp::now(), &p, no_wait)
+            .await
+            .unwrap();
     }
 
     server.stop();
@@ -362,7 +386,10 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
             panic!("round {round}: expected a backend error, got {err:?}");
         };
         assert!(
-            matches!(err.kind(), BackendErrorKind::Unavailable | BackendErrorKind::Timeout),
+            matches!(
+                err.kind(),
+                BackendErrorKind::Unavailable | BackendErrorKind::Timeout
+            ),
             "round {round}: {err}"
         );
         let admitted = open
@@ -372,7 +399,11 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
         assert!(admitted.is_fail_open());
         assert_eq!(admitted.delay(), Duration::ZERO);
         // Generous: the timeout is 200 ms; a hang would be far longer.
-        assert!(started.elapsed() < Duration::from_secs(3), "round {round}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
     }
     assert_eq!(closed.stats().failures, 5);
     assert_eq!(open.stats().fail_open_admissions, 5);
@@ -434,7 +465,9 @@ async fn a_flushed_script_cache_is_reloaded_and_the_state_kept() {
     let b = backend(&server).await;
     let p = FreqLimitParams::per_minute(1);
     let no_wait = Reserve::new().no_wait();
-    b.reserve(Some("k"), Timestamp::now(), &p, no_wait).await.unwrap();
+    b.reserve(Some("k"), Timestamp::now(), &p, no_wait)
+        .await
+        .unwrap();
     // The first call loaded the script (EVALSHA, NOSCRIPT, EVAL).
     assert_eq!(b.stats().retries, 1);
     assert_eq!(server.cmd(&["SCRIPT", "FLUSH"]), "+OK");
@@ -443,7 +476,9 @@ async fn a_flushed_script_cache_is_reloaded_and_the_state_kept() {
         b.reserve(Some("k"), Timestamp::now(), &p, no_wait).await,
         Err(FreqLimitError::Rejected(_))
     ));
-    b.reserve(Some("other"), Timestamp::now(), &p, no_wait).await.unwrap();
+    b.reserve(Some("other"), Timestamp::now(), &p, no_wait)
+        .await
+        .unwrap();
     // One more EVAL after the flush, then EVALSHA works again.
     assert_eq!(b.stats().retries, 2);
     assert_eq!(b.stats().script_calls, 3);
@@ -461,7 +496,9 @@ async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
     let p = FreqLimitParams::per_minute(1);
     // Warm both connections (and the script cache) up.
     for b in [&closed, &open] {
-        b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new()).await.unwrap();
+        b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
+            .await
+            .unwrap();
     }
     let calls_before = server.script_calls();
     let retries_before = closed.stats().retries + open.stats().retries;
@@ -471,7 +508,8 @@ async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut s = std::io::BufWriter::new(s);
         use std::io::{Read, Write};
-        s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n2\r\n").unwrap();
+        s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n2\r\n")
+            .unwrap();
         s.flush().unwrap();
         let mut reply = [0u8; 5];
         s.get_mut().read_exact(&mut reply).unwrap();
@@ -497,16 +535,25 @@ async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
     let elapsed_open = started.elapsed();
     assert!(admitted.is_fail_open());
     // The server sleeps 2 s; the calls gave up long before.
-    assert!(elapsed_closed < Duration::from_secs(1), "{elapsed_closed:?}");
+    assert!(
+        elapsed_closed < Duration::from_secs(1),
+        "{elapsed_closed:?}"
+    );
     assert!(elapsed_open < Duration::from_secs(1), "{elapsed_open:?}");
 
     assert_eq!(&sleeper.join().unwrap(), b"+OK\r\n");
     // Each timed-out call reached the server exactly once: never retried.
     tokio::time::sleep(100 * MS).await;
     assert_eq!(server.script_calls() - calls_before, 2);
-    assert_eq!(closed.stats().retries + open.stats().retries, retries_before);
+    assert_eq!(
+        closed.stats().retries + open.stats().retries,
+        retries_before
+    );
     // And the connection serves again.
-    closed.reserve(Some("after"), Timestamp::now(), &p, Reserve::new()).await.unwrap();
+    closed
+        .reserve(Some("after"), Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -524,25 +571,37 @@ async fn unexpected_data_is_a_protocol_error_and_out_of_memory_is_full() {
         server.cmd(&["RPUSH", &list, "x"]);
     }
     for key in ["garbage", "list"] {
-        match closed.reserve(Some(key), Timestamp::now(), &p, Reserve::new()).await {
-            Err(FreqLimitError::Backend(e)) => assert_eq!(e.kind(), BackendErrorKind::Protocol, "{e}"),
-            other => panic!("{key}: {other:?}"),
-        }
-        assert!(open
+        match closed
             .reserve(Some(key), Timestamp::now(), &p, Reserve::new())
             .await
-            .unwrap()
-            .is_fail_open());
+        {
+            Err(FreqLimitError::Backend(e)) => {
+                assert_eq!(e.kind(), BackendErrorKind::Protocol, "{e}")
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        assert!(
+            open.reserve(Some(key), Timestamp::now(), &p, Reserve::new())
+                .await
+                .unwrap()
+                .is_fail_open()
+        );
     }
     // Out of memory with noeviction: the write is refused.
     server.cmd(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     server.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
-    match closed.reserve(Some("new"), Timestamp::now(), &p, Reserve::new()).await {
+    match closed
+        .reserve(Some("new"), Timestamp::now(), &p, Reserve::new())
+        .await
+    {
         Err(FreqLimitError::Backend(e)) => assert_eq!(e.kind(), BackendErrorKind::Full, "{e}"),
         other => panic!("{other:?}"),
     }
     server.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
-    closed.reserve(Some("new"), Timestamp::now(), &p, Reserve::new()).await.unwrap();
+    closed
+        .reserve(Some("new"), Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -555,12 +614,21 @@ const HAMMER_ENV: &str = "FREQLIMIT_HAMMER_URL";
 const HAMMER_TEST: &str = "several_processes_and_connections_share_one_limit";
 
 fn wall_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// Hammers the shared key from `connections` connections, 4 tasks each, for
 /// `run`; returns `(sent, replied, admitted)` per call, in wall-clock µs.
-async fn hammer(url: &str, prefix: &str, connections: usize, cache: usize, run: Duration) -> Vec<(u64, u64, bool)> {
+async fn hammer(
+    url: &str,
+    prefix: &str,
+    connections: usize,
+    cache: usize,
+    run: Duration,
+) -> Vec<(u64, u64, bool)> {
     let mut tasks = Vec::new();
     let until = Instant::now() + run;
     for _ in 0..connections {
@@ -578,7 +646,12 @@ async fn hammer(url: &str, prefix: &str, connections: usize, cache: usize, run: 
                 while Instant::now() < until {
                     let sent = wall_micros();
                     let r = b
-                        .reserve(Some("shared"), Timestamp::now(), &SHARED, Reserve::new().no_wait())
+                        .reserve(
+                            Some("shared"),
+                            Timestamp::now(),
+                            &SHARED,
+                            Reserve::new().no_wait(),
+                        )
                         .await;
                     let replied = wall_micros();
                     match r {
@@ -605,8 +678,13 @@ async fn hammer(url: &str, prefix: &str, connections: usize, cache: usize, run: 
 async fn several_processes_and_connections_share_one_limit() {
     // In a child process (started below), only hammer and print the events.
     if let Ok(url) = std::env::var(HAMMER_ENV) {
-        let cache: usize = std::env::var("FREQLIMIT_HAMMER_CACHE").unwrap().parse().unwrap();
-        for (sent, replied, admitted) in hammer(&url, "shared", 2, cache, Duration::from_millis(1500)).await {
+        let cache: usize = std::env::var("FREQLIMIT_HAMMER_CACHE")
+            .unwrap()
+            .parse()
+            .unwrap();
+        for (sent, replied, admitted) in
+            hammer(&url, "shared", 2, cache, Duration::from_millis(1500)).await
+        {
             println!("EVENT {sent} {replied} {admitted}");
         }
         return;
@@ -670,7 +748,10 @@ async fn several_processes_and_connections_share_one_limit() {
         for (n, &e) in ends.iter().enumerate() {
             let count = n as u64 + 1;
             let bound = burst + (e - a) / t;
-            assert!(count <= bound, "{count} admitted within [{a}, {e}] µs: the bound is {bound}");
+            assert!(
+                count <= bound,
+                "{count} admitted within [{a}, {e}] µs: the bound is {bound}"
+            );
             worst = worst.max(count as f64 / bound as f64);
         }
     }

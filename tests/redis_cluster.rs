@@ -51,7 +51,10 @@ async fn keys_spread_over_the_nodes_and_every_limit_holds() {
     }
     for key in &keys {
         assert!(
-            matches!(try_once(&b, Some(key)).await, Err(FreqLimitError::Rejected(_))),
+            matches!(
+                try_once(&b, Some(key)).await,
+                Err(FreqLimitError::Rejected(_))
+            ),
             "{key} passed a third time"
         );
     }
@@ -113,13 +116,23 @@ async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
     let port = target.port.to_string();
     assert_eq!(
         source.cmd(&[
-            "MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &name
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            &name
         ]),
         "+OK"
     );
     let retries = b.stats().retries;
     assert!(
-        matches!(try_once(&b, Some("k")).await, Err(FreqLimitError::Rejected(_))),
+        matches!(
+            try_once(&b, Some("k")).await,
+            Err(FreqLimitError::Rejected(_))
+        ),
         "the debt was lost or the ASK not followed"
     );
     assert!(b.stats().retries > retries, "no ASK was followed");
@@ -133,7 +146,10 @@ async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
     }
     let retries = b.stats().retries;
     assert!(
-        matches!(try_once(&b, Some("k")).await, Err(FreqLimitError::Rejected(_))),
+        matches!(
+            try_once(&b, Some("k")).await,
+            Err(FreqLimitError::Rejected(_))
+        ),
         "the debt was lost or the MOVED not followed"
     );
     assert!(b.stats().retries > retries, "no MOVED was followed");

@@ -28,7 +28,9 @@ pub fn available() -> bool {
             !required,
             "redis-server is not installed but FREQLIMIT_REQUIRE_REDIS=1: install it (apt-get install redis-server)"
         );
-        eprintln!("SKIPPED: redis-server is not installed (set FREQLIMIT_REQUIRE_REDIS=1 to fail instead)");
+        eprintln!(
+            "SKIPPED: redis-server is not installed (set FREQLIMIT_REQUIRE_REDIS=1 to fail instead)"
+        );
     }
     found
 }
@@ -122,9 +124,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
-                return Err(format!("redis-server exited at once ({status}): {}", self.log()));
+                return Err(format!(
+                    "redis-server exited at once ({status}): {}",
+                    self.log()
+                ));
             }
             if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
                 return Ok(());
@@ -234,7 +243,10 @@ impl RedisCluster {
             return None;
         }
         let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
@@ -259,7 +271,10 @@ impl RedisCluster {
             if ready {
                 return Some(cluster);
             }
-            assert!(Instant::now() < deadline, "the cluster did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ready"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -176,9 +176,7 @@ mod tests {
             .count();
         assert!((1..=4).contains(&held), "{held}");
         cache.clear();
-        assert!(
-            (0..100u32).all(|i| cache.check(&i.to_be_bytes(), 0, &micros(Some(0))).is_none())
-        );
+        assert!((0..100u32).all(|i| cache.check(&i.to_be_bytes(), 0, &micros(Some(0))).is_none()));
         cache.remember(b"k", 10_000);
         cache.forget(b"k");
         assert!(cache.check(b"k", 0, &micros(Some(0))).is_none());

@@ -54,12 +54,7 @@ impl Conn {
         let mut pipe = redis::pipe();
         pipe.cmd("ASKING").add_command(cmd.clone());
         let mut values = conn
-            .route_pipeline(
-                pipe,
-                0,
-                2,
-                SingleNodeRoutingInfo::ByAddress { host, port },
-            )
+            .route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::ByAddress { host, port })
             .await?;
         values
             .pop()
@@ -144,7 +139,9 @@ impl Conn {
                     host: host.clone(),
                     port: *port,
                 });
-                conn.route_command(cmd.clone(), route).await?.extract_error()
+                conn.route_command(cmd.clone(), route)
+                    .await?
+                    .extract_error()
             }
             (conn, _) => conn.query(cmd).await,
         }

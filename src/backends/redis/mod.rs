@@ -831,14 +831,17 @@ impl Inner {
             // reply's arrival: counting from `now` (when the caller asked), add
             // the round trip, so the caller never starts before its slot.
             let rtt = crate::gcra::duration_to_nanos(asked.elapsed());
-            admission = admission.with_delay(
-                crate::gcra::duration_to_nanos(admission.delay()).saturating_add(rtt),
-            );
+            admission = admission
+                .with_delay(crate::gcra::duration_to_nanos(admission.delay()).saturating_add(rtt));
         }
         Ok(admission)
     }
 
-    fn failed(&self, err: BackendError, params: &FreqLimitParams) -> Result<Admission, FreqLimitError> {
+    fn failed(
+        &self,
+        err: BackendError,
+        params: &FreqLimitParams,
+    ) -> Result<Admission, FreqLimitError> {
         bump(&self.counters.failures, 1);
         match self.policy {
             FailurePolicy::Closed => {
@@ -1062,6 +1065,9 @@ mod tests {
         assert_eq!(encode_key(p, Some(&-1i8)), b"freqlimit:k:-1");
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(encode_key(p, Some(&ip)), b"freqlimit:k:2001:db8::1");
-        assert_eq!(encode_key(p, Some(&b"\x00\xff"[..])), b"freqlimit:k:\x00\xff");
+        assert_eq!(
+            encode_key(p, Some(&b"\x00\xff"[..])),
+            b"freqlimit:k:\x00\xff"
+        );
     }
 }

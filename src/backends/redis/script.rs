@@ -82,8 +82,7 @@ impl Micros {
 
     /// The largest cost these figures admit within `max_wait`.
     fn max_cost(&self, burst: u32, max_wait: u64) -> u32 {
-        u32::try_from(u64::from(burst).saturating_add(max_wait / self.interval))
-            .unwrap_or(u32::MAX)
+        u32::try_from(u64::from(burst).saturating_add(max_wait / self.interval)).unwrap_or(u32::MAX)
     }
 }
 
