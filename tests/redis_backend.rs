@@ -359,11 +359,46 @@ async fn with_policy(
         .unwrap()
 }
 
+/// Counts the backend's `tracing` events by level.
+#[derive(Default)]
+struct Events {
+    warn: std::sync::atomic::AtomicUsize,
+    debug: std::sync::atomic::AtomicUsize,
+}
+
+struct Counting(Arc<Events>);
+
+impl tracing::Subscriber for Counting {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let meta = event.metadata();
+        if meta.target() == "tower_freqlimit::redis" {
+            match *meta.level() {
+                tracing::Level::WARN => self.0.warn.fetch_add(1, Ordering::Relaxed),
+                tracing::Level::DEBUG => self.0.debug.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[tokio::test]
 async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
+    // A current-thread test: every call below runs on this thread.
+    let events = Arc::new(Events::default());
+    let _log = tracing::subscriber::set_default(Counting(Arc::clone(&events)));
     let timeout = 200 * MS;
     let closed = with_policy(&server, FailurePolicy::Closed, timeout).await;
     let open = with_policy(&server, FailurePolicy::Open, timeout).await;
@@ -407,6 +442,12 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
     }
     assert_eq!(closed.stats().failures, 5);
     assert_eq!(open.stats().fail_open_admissions, 5);
+    // Said through tracing: an event per failed call, one warning for the burst.
+    assert_eq!(events.debug.load(Ordering::Relaxed), 10);
+    // (At most one a second; five calls bounded by a 200 ms timeout each span
+    // two seconds at worst.)
+    let warnings = events.warn.load(Ordering::Relaxed);
+    assert!((1..=3).contains(&warnings), "{warnings} warnings");
     // The HTTP layer answers 503 for a fail-closed backend error.
     assert_eq!(http_status(&server.url(), FailurePolicy::Closed).await, 503);
     assert_eq!(http_status(&server.url(), FailurePolicy::Open).await, 200);

@@ -29,6 +29,10 @@ pub(super) enum Arg {
 
 /// How many times a call is sent at most (the retries that are safe, below).
 const MAX_ATTEMPTS: u32 = 8;
+/// How many refused connections a call waits through (a few milliseconds in
+/// all) before it reports Redis unavailable: enough for a reconnection after a
+/// blip, short enough that an outage fails fast instead of at the deadline.
+const MAX_REFUSALS: u32 = 3;
 
 impl Conn {
     async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
@@ -82,6 +86,7 @@ impl Conn {
         let mut use_eval = false;
         let mut pause = Duration::from_millis(2);
         let mut attempt = 0;
+        let mut refusals = 0;
         loop {
             attempt += 1;
             let cmd = command(script, use_eval, key, args);
@@ -118,6 +123,10 @@ impl Conn {
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 _ if err.is_connection_refusal() => {
+                    refusals += 1;
+                    if refusals > MAX_REFUSALS {
+                        return Err(err);
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }

@@ -18,8 +18,8 @@
 //!   passed, so Redis holds nothing for idle keys and forgets no debt.
 //! * **A failure policy** ([`FailurePolicy`]): a per-call timeout, then either a
 //!   typed error (fail-closed, the default; `503` in HTTP) or the call let through
-//!   with a `tracing` warning (fail-open). Calls whose outcome is unknown are
-//!   never retried.
+//!   and reported through `tracing` (fail-open). Calls whose outcome is unknown
+//!   are never retried.
 //! * **A negative cache**: a key rejected by Redis is remembered locally until
 //!   its debt is due, so a flood from one client over its limit costs one round
 //!   trip per retry window instead of one per request.
@@ -232,10 +232,12 @@ pub enum FailurePolicy {
     /// Unavailable`). No call passes unchecked. The default.
     #[default]
     Closed,
-    /// Let the call through at once, as if its key were new, and say so: a
-    /// `tracing` warning (target `tower_freqlimit::redis`) and an admission whose
-    /// [`is_fail_open`](crate::Admission::is_fail_open) is `true`. Availability
-    /// over the limit: while Redis is down, nothing is limited.
+    /// Let the call through at once, as if its key were new, and say so: an
+    /// admission whose [`is_fail_open`](crate::Admission::is_fail_open) is
+    /// `true`, a `tracing` debug event per call and a warning at most once a
+    /// second with the number of calls let through since the last one (target
+    /// `tower_freqlimit::redis`; keys are never logged). Availability over the
+    /// limit: while Redis is down, nothing is limited.
     Open,
 }
 
@@ -364,6 +366,11 @@ struct Inner {
     counters: Counters,
     refunds_in_flight: AtomicUsize,
     refunds_done: Notify,
+    /// When the last fail-open warning was logged (ms since `created`), and how
+    /// many fail-open admissions it has not reported yet.
+    warned_at: AtomicU64,
+    unwarned: AtomicU64,
+    created: std::time::Instant,
 }
 
 impl<K: ?Sized> Clone for RedisBackend<K> {
@@ -624,12 +631,13 @@ impl<K: RedisKey + ?Sized> RedisBackendBuilder<K> {
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {
-        // Reconnect quickly and keep trying: a call waits at most its timeout
-        // for the connection, and the connection comes back soon after Redis.
+        // Reconnect quickly, a couple of tries per attempt: while Redis is down
+        // calls fail fast (refused), and each failed call starts a new attempt in
+        // the background, so the connection comes back soon after Redis does.
         ConnectionManagerConfig::new()
             .set_min_delay(Duration::from_millis(5))
-            .set_max_delay(Duration::from_millis(250))
-            .set_number_of_retries(usize::MAX)
+            .set_max_delay(Duration::from_millis(100))
+            .set_number_of_retries(2)
             .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(None)
     }
@@ -733,6 +741,9 @@ impl<K: RedisKey + ?Sized> RedisBackendBuilder<K> {
                 counters: Counters::default(),
                 refunds_in_flight: AtomicUsize::new(0),
                 refunds_done: Notify::new(),
+                warned_at: AtomicU64::new(0),
+                unwarned: AtomicU64::new(0),
+                created: std::time::Instant::now(),
             }),
             _key: PhantomData,
         }
@@ -855,12 +866,32 @@ impl Inner {
             }
             FailurePolicy::Open => {
                 bump(&self.counters.fail_open_admissions, 1);
-                tracing::warn!(
+                tracing::debug!(
                     target: "tower_freqlimit::redis",
                     kind = ?err.kind(),
                     error = %err,
                     "Redis could not decide a reservation; letting the call through unchecked (fail-open)"
                 );
+                // A warning at most once a second, counting the calls since the
+                // last one: an outage must be loud, not flood the logs.
+                self.unwarned.fetch_add(1, Ordering::Relaxed);
+                let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let last = self.warned_at.load(Ordering::Relaxed);
+                if (last == 0 || now.saturating_sub(last) >= 1_000)
+                    && self
+                        .warned_at
+                        .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let calls = self.unwarned.swap(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "tower_freqlimit::redis",
+                        kind = ?err.kind(),
+                        error = %err,
+                        calls,
+                        "Redis could not decide reservations; letting calls through unchecked (fail-open)"
+                    );
+                }
                 Ok(Admission::fail_open(params))
             }
         }
