@@ -785,8 +785,8 @@ impl Inner {
         params: FreqLimitParams,
         request: Reserve,
         m: Micros,
+        asked: std::time::Instant,
     ) -> Result<Admission, FreqLimitError> {
-        let asked = std::time::Instant::now();
         let args = [
             Arg::Num(m.interval),
             Arg::Num(m.tau),
@@ -1013,8 +1013,11 @@ impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
             }
         }
         let inner = Arc::clone(&self.inner);
+        let asked = std::time::Instant::now();
         RedisReserveFuture {
-            state: FutureState::Pending(Box::pin(inner.reserve(key, now, *params, request, m))),
+            state: FutureState::Pending(Box::pin(
+                inner.reserve(key, now, *params, request, m, asked),
+            )),
         }
     }
 
