@@ -798,3 +798,41 @@ async fn several_processes_and_connections_share_one_limit() {
     }
     println!("highest share of the bound reached in a window: {worst:.2}");
 }
+
+// ---------------------------------------------------------------------------
+// The client-clock option
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_client_clock_option_stores_wall_clock_tats_and_limits_the_same() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = RedisBackend::<str>::builder()
+        .prefix(fresh_prefix())
+        .clock(RedisClock::Client)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let p = FreqLimitParams::per_minute(1);
+    let no_wait = Reserve::new().no_wait();
+    let before = wall_micros();
+    b.reserve(Some("k"), Timestamp::now(), &p, no_wait)
+        .await
+        .unwrap();
+    let after = wall_micros();
+    match b.reserve(Some("k"), Timestamp::now(), &p, no_wait).await {
+        Err(FreqLimitError::Rejected(r)) => {
+            assert!(r.retry_after() > Duration::from_secs(55), "{r:?}");
+            assert!(r.retry_after() <= Duration::from_secs(60), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The TAT is this host's wall clock plus T, in microseconds.
+    let key = String::from_utf8(b.redis_key(Some("k"))).unwrap();
+    let tat: u64 = server.cmd(&["GET", &key]).parse().unwrap();
+    assert!(
+        tat >= before + 60_000_000 && tat <= after + 60_000_000,
+        "{tat}"
+    );
+}
