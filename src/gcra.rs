@@ -185,6 +185,8 @@ pub struct Admission {
     tau: u64,
     interval: u64,
     refund: RefundToken,
+    // Let through without a decision because the backend failed (fail-open).
+    fail_open: bool,
 }
 
 /// The key's TAT before and after a reservation, on the backend's scale: what a
@@ -203,6 +205,7 @@ impl PartialEq for Admission {
         self.delay == other.delay
             && self.reset_after == other.reset_after
             && self.remaining() == other.remaining()
+            && self.fail_open == other.fail_open
     }
 }
 
@@ -239,6 +242,70 @@ impl Admission {
     #[inline]
     pub const fn refund_token(&self) -> RefundToken {
         self.refund
+    }
+
+    /// Whether the call was let through *without* a decision: a remote backend
+    /// set to fail open could not be asked (see the Redis backend's
+    /// `FailurePolicy`). Its figures are those of a new key's first call (no
+    /// delay, `burst - 1` remaining), not the key's real state, and there is
+    /// nothing to refund. Always `false` for decided calls.
+    ///
+    /// ```
+    /// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+    ///
+    /// let params = FreqLimitParams::per_second(1);
+    /// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
+    /// assert!(!admission.is_fail_open());
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn is_fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// An admission decided elsewhere (on a Redis server): every figure in
+    /// nanoseconds, `tau` and `interval` as that backend rounded them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const fn from_parts(
+        delay: u64,
+        reset_after: u64,
+        tau: u64,
+        interval: u64,
+        refund: RefundToken,
+    ) -> Self {
+        Self {
+            delay,
+            reset_after,
+            tau,
+            interval,
+            refund,
+            fail_open: false,
+        }
+    }
+
+    /// The same admission with another delay (nanoseconds from when the call
+    /// asked): a remote backend adds the round trip.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const fn with_delay(mut self, delay: u64) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// A call let through undecided because the backend failed: the figures of
+    /// a new key's first call, nothing to refund.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) const fn fail_open(params: &FreqLimitParams) -> Self {
+        Self {
+            delay: 0,
+            reset_after: params.interval_nanos(),
+            tau: params.tau_nanos(),
+            interval: params.interval_nanos(),
+            refund: RefundToken {
+                tat_before: 0,
+                tat_after: None,
+            },
+            fail_open: true,
+        }
     }
 }
 
@@ -354,6 +421,7 @@ pub fn reserve(
                     tat_before: tat.unwrap_or(0),
                     tat_after: None,
                 },
+                fail_open: false,
             },
         });
     }
@@ -393,6 +461,7 @@ pub fn reserve(
                 tat_before: tat.unwrap_or(0),
                 tat_after: Some(new_tat),
             },
+            fail_open: false,
         },
     })
 }

@@ -8,7 +8,9 @@
 //! * [`FreqLimitParams`]: the limit (`FreqLimitParams::per_second(10).with_burst(5)`).
 //! * [`gcra`]: the algorithm, pure integer-nanosecond functions.
 //! * [`backends`]: where per-key state lives ([`FreqLimitBackend`]);
-//!   [`backends::memory::InMemoryBackend`] is the embedded default.
+//!   [`backends::memory::InMemoryBackend`] is the embedded default;
+//!   `backends::redis::RedisBackend` (feature `redis`) shares limits across
+//!   processes and hosts.
 //! * [`FreqLimit`]: await a slot for a key.
 //! * [`FreqLimitLayer`]: the Tower middleware, for servers (axum, tonic, hyper)
 //!   and clients.

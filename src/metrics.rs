@@ -121,6 +121,9 @@ impl Reporter {
         #[cfg(feature = "metrics")]
         {
             let handles = self.handles();
+            if admission.is_fail_open() {
+                handles.backend_errors.increment(1);
+            }
             let delay = admission.delay();
             if delay.is_zero() {
                 handles.allowed.increment(1);

@@ -5,8 +5,12 @@
 //! same everywhere, only the storage differs.
 //!
 //! * [`memory::InMemoryBackend`]: one process, lock-free per key, the default.
+//! * `redis::RedisBackend` (feature `redis`): one limit shared by processes and
+//!   hosts through Redis, Valkey or a Redis Cluster.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,327 @@
+//! Reservations per second through `RedisBackend` at concurrency 1, 16 and 64,
+//! against the raw throughput of the same Lua script from `redis-benchmark` at
+//! the same concurrency, interleaved in one run; then the flood case (Redis calls
+//! and time per 1 000 rejected requests, with and without the negative cache).
+//!
+//! ```sh
+//! bash bench/redis_load.sh                       # the full run, release build
+//! cargo bench --features redis --bench redis     # the same
+//! cargo bench --features redis --bench redis -- --test   # a quick smoke run
+//! ```
+//!
+//! It starts its own `redis-server` on a free loopback port (no persistence),
+//! unless `REDIS_BENCH_URL` names one (then `redis-benchmark` needs
+//! `REDIS_BENCH_PORT` too). Settings: `ROUNDS` (default 3), `DURATION` (seconds) per
+//! measurement (default 3).
+//!
+//! Both sides run the same script with the same arguments: a limit nothing
+//! exceeds (`T` = 1 µs, burst 10⁹), on 10 000 keys picked at random, the server's
+//! clock. Ours: `c` tasks on one current-thread Tokio runtime sharing one
+//! backend (one multiplexed connection, concurrent calls pipelined).
+//! `redis-benchmark`: `c` connections, one call in flight on each, one thread.
+//! The server and the client share the machine's cores.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tower_freqlimit::backends::FreqLimitBackend;
+use tower_freqlimit::backends::redis::RedisBackend;
+use tower_freqlimit::clock::Timestamp;
+use tower_freqlimit::{FreqLimit, FreqLimitParams, Reserve};
+
+const KEYS: u64 = 10_000;
+/// T = 1 µs, burst 10⁹: nothing is ever rejected or delayed.
+const OPEN: FreqLimitParams =
+    FreqLimitParams::new(1_000_000, Duration::from_secs(1), 1_000_000_000);
+
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = loop {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            if port != 6379 {
+                break port;
+            }
+        };
+        let dir =
+            std::env::temp_dir().join(format!("tower-freqlimit-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let server = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while command(port, &["PING"]).as_deref() != Some("+PONG") {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One command over a fresh connection; the first line (or bulk content).
+fn command(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(out.as_bytes()).ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let line = line.trim_end().to_owned();
+    if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<usize>().ok()) {
+        let mut body = vec![0; len + 2];
+        std::io::Read::read_exact(&mut r, &mut body).ok()?;
+        body.truncate(len);
+        return Some(String::from_utf8_lossy(&body).into_owned());
+    }
+    Some(line)
+}
+
+fn script_calls(port: u16) -> u64 {
+    let info = command(port, &["INFO", "commandstats"]).unwrap_or_default();
+    ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
+        .iter()
+        .filter_map(|tag| {
+            let rest = &info[info.find(tag)? + tag.len()..];
+            rest.split(',').next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Our reservations per second at `concurrency` for `run`.
+fn ours(url: &str, concurrency: usize, run: Duration) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = RedisBackend::<str>::builder()
+            .prefix("bench")
+            .timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .expect("connect");
+        // Warm up: load the script, open the connection.
+        backend
+            .reserve(Some("warm"), Timestamp::now(), &OPEN, Reserve::new())
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for task in 0..concurrency as u64 {
+            let (backend, done, stop) = (backend.clone(), done.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut key = String::with_capacity(16);
+                while !stop.load(Ordering::Relaxed) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    key.clear();
+                    use std::fmt::Write as _;
+                    let _ = write!(key, "k{:012}", rng % KEYS);
+                    backend
+                        .reserve(Some(&key), Timestamp::now(), &OPEN, Reserve::new())
+                        .await
+                        .expect("reservation");
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        let start = Instant::now();
+        let before = done.load(Ordering::Relaxed);
+        tokio::time::sleep(run).await;
+        let count = done.load(Ordering::Relaxed) - before;
+        let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        count as f64 / elapsed.as_secs_f64()
+    })
+}
+
+/// `redis-benchmark`'s requests per second for the same script and arguments.
+fn raw(port: u16, sha: &str, concurrency: usize, requests: u64) -> Option<f64> {
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-c", &concurrency.to_string()])
+        .args(["-n", &requests.to_string(), "-r", &KEYS.to_string(), "-q"])
+        .args(["EVALSHA", sha, "1", "bench:k:k__rand_int__"])
+        // T, tau, cost*T, (cost-1)*T, max_wait (none), now (server), slack
+        .args(["1", "999999999", "1", "0", "", "", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("requests per second"))?;
+    let before = line.split(" requests per second").next()?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Redis calls and microseconds per rejected request in a flood of 1 000 from
+/// one over-limit key.
+fn flood(url: &str, port: u16, cache: usize) -> (u64, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = RedisBackend::<str>::builder()
+            .prefix(format!("flood{cache}"))
+            .negative_cache(cache)
+            .connect(url)
+            .await
+            .unwrap();
+        let limiter = FreqLimit::new(FreqLimitParams::per_minute(1), backend);
+        limiter.try_acquire("flooder").await.unwrap();
+        let before = script_calls(port);
+        let start = Instant::now();
+        for _ in 0..1_000 {
+            assert!(limiter.try_acquire("flooder").await.is_err());
+        }
+        let per_call = start.elapsed().as_secs_f64() * 1e6 / 1_000.0;
+        (script_calls(port) - before, per_call)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes --bench; `-- --test` (or `cargo test --benches`)
+    // asks for a quick smoke run.
+    let smoke = args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench");
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rounds, seconds) = if smoke {
+        (1, 0.2)
+    } else {
+        (env("ROUNDS", 3), env("DURATION", 3) as f64)
+    };
+    let run = Duration::from_secs_f64(seconds);
+
+    let own;
+    let (url, port) = match std::env::var("REDIS_BENCH_URL") {
+        Ok(url) => (url, env("REDIS_BENCH_PORT", 6379) as u16),
+        Err(_) => {
+            own = Server::start();
+            (format!("redis://127.0.0.1:{}", own.port), own.port)
+        }
+    };
+    let script = include_str!("../src/backends/redis/reserve.lua");
+    let sha = command(port, &["SCRIPT", "LOAD", script]).expect("SCRIPT LOAD");
+    let have_raw = Command::new("redis-benchmark")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+
+    println!("# RedisBackend vs redis-benchmark, same Lua script (EVALSHA), server {url}");
+    println!(
+        "# {} rounds x {seconds} s per measurement, interleaved; medians; {} CPUs; {}",
+        rounds,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        String::from_utf8_lossy(
+            &Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default()
+        )
+        .trim()
+    );
+    println!(
+        "concurrency | ours (reservations/s) | redis-benchmark raw script (req/s) | ours / raw"
+    );
+    for concurrency in [1usize, 16, 64] {
+        let (mut us, mut them) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let mine = ours(&url, concurrency, run);
+            us.push(mine);
+            if have_raw {
+                let requests = ((mine * seconds) as u64).max(2_000);
+                if let Some(r) = raw(port, &sha, concurrency, requests) {
+                    them.push(r);
+                }
+            }
+        }
+        let mine = median(us);
+        if them.is_empty() {
+            println!(
+                "{concurrency:>11} | {mine:>21.0} | {:>34} | -",
+                "(redis-benchmark missing)"
+            );
+        } else {
+            let raw = median(them);
+            println!(
+                "{concurrency:>11} | {mine:>21.0} | {raw:>34.0} | {:>10.2}",
+                mine / raw
+            );
+        }
+    }
+
+    println!();
+    println!(
+        "flood: 1 000 rejected requests from one key over its limit (per_minute(1), try_acquire)"
+    );
+    for (label, cache) in [("with the negative cache", 4096), ("without", 0)] {
+        let (calls, micros) = flood(&url, port, cache);
+        println!(
+            "  {label:<24} {calls:>5} Redis calls per 1 000 rejected, {micros:>7.2} µs per rejected request"
+        );
+    }
+}

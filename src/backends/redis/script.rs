@@ -1,0 +1,262 @@
+//! The Lua scripts, their arguments in microseconds, and their replies.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
+use crate::gcra::{Admission, RefundToken, Reserve};
+use crate::params::FreqLimitParams;
+
+/// The GCRA step, run atomically on the server (see `reserve.lua`).
+pub(super) const RESERVE_LUA: &str = include_str!("reserve.lua");
+/// The refund's compare-and-swap (see `refund.lua`).
+pub(super) const REFUND_LUA: &str = include_str!("refund.lua");
+
+/// The largest number the scripts handle: 2^53 µs (about 285 years), below which
+/// Lua's doubles hold every integer exactly. Arguments are capped here and the
+/// scripts' sums saturate here.
+pub(super) const MAX_MICROS: u64 = 1 << 53;
+
+/// A script and its SHA-1, for `EVALSHA` with an `EVAL` fallback.
+pub(super) struct Script {
+    pub(super) source: &'static str,
+    pub(super) sha: String,
+}
+
+impl Script {
+    pub(super) fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            sha: redis::Script::new(source).get_hash().to_owned(),
+        }
+    }
+}
+
+/// A request's figures in whole microseconds, as the server computes with them.
+///
+/// `T` is rounded **up** to the microsecond and `tau` is `(burst - 1) * T` of
+/// that rounded `T`: the server applies the same `burst` at a rate at most the
+/// asked one, so it never admits more than the in-memory backend's guarantee
+/// (at most `burst + w / T` calls in any window `w`). When `T` is a whole number
+/// of microseconds (every `per_second(n)` with `n` dividing 10^6, every
+/// `per_minute`/`per_hour` up to a million) nothing is rounded and the decisions
+/// equal the in-memory backend's to the nanosecond. `max_wait` is rounded
+/// **down**: a call never waits longer than it allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Micros {
+    pub(super) interval: u64,
+    pub(super) tau: u64,
+    /// `cost * T`.
+    pub(super) incr: u64,
+    /// `(cost - 1) * T`: how far past the TAT the last unit of the cost lands.
+    pub(super) last: u64,
+    pub(super) max_wait: Option<u64>,
+}
+
+impl Micros {
+    pub(super) fn new(params: &FreqLimitParams, request: &Reserve) -> Self {
+        let interval = params.interval_nanos().div_ceil(1_000).clamp(1, MAX_MICROS);
+        let cap = |v: u64| v.min(MAX_MICROS);
+        let cost = u64::from(request.get_cost());
+        Self {
+            interval,
+            tau: cap(interval.saturating_mul(u64::from(params.burst() - 1))),
+            incr: cap(interval.saturating_mul(cost)),
+            last: cap(interval.saturating_mul(cost.saturating_sub(1))),
+            max_wait: request
+                .get_max_wait()
+                .map(|w| cap(crate::gcra::duration_to_nanos(w) / 1_000)),
+        }
+    }
+
+    /// Unit calls that pass at once for a key owing `owed` µs (see
+    /// [`Admission::remaining`]).
+    pub(super) fn remaining(&self, owed: u64) -> u32 {
+        if owed > self.tau {
+            0
+        } else {
+            u32::try_from((self.tau - owed) / self.interval + 1).unwrap_or(u32::MAX)
+        }
+    }
+
+    /// The largest cost these figures admit within `max_wait`.
+    fn max_cost(&self, burst: u32, max_wait: u64) -> u32 {
+        u32::try_from(u64::from(burst).saturating_add(max_wait / self.interval)).unwrap_or(u32::MAX)
+    }
+}
+
+/// What the reservation script decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    Admitted {
+        delay: u64,
+        reset_after: u64,
+        tat_before: u64,
+        tat_after: Option<u64>,
+    },
+    Rejected {
+        retry_after: u64,
+        reset_after: u64,
+    },
+    CostExceedsCapacity,
+}
+
+fn protocol(what: &str) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Protocol,
+        format!("unexpected reply from the reservation script: {what}"),
+    )
+}
+
+fn int(value: &Value) -> Result<i64, BackendError> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        other => Err(protocol(&format!("{other:?} instead of an integer"))),
+    }
+}
+
+fn micros(value: &Value) -> Result<u64, BackendError> {
+    let n = int(value)?;
+    u64::try_from(n)
+        .ok()
+        .filter(|&n| n <= MAX_MICROS)
+        .ok_or_else(|| protocol(&format!("{n} is out of range")))
+}
+
+impl Decision {
+    /// Reads the script's reply; anything unexpected is a `Protocol` error, never a
+    /// panic.
+    pub(super) fn parse(reply: &Value) -> Result<Self, BackendError> {
+        let Value::Array(items) = reply else {
+            return Err(protocol(&format!("{reply:?} instead of an array")));
+        };
+        match (items.first().map(int).transpose()?, items.len()) {
+            (Some(0), 5) => Ok(Self::Admitted {
+                delay: micros(&items[1])?,
+                reset_after: micros(&items[2])?,
+                tat_before: micros(&items[3])?,
+                tat_after: match int(&items[4])? {
+                    -1 => None,
+                    _ => Some(micros(&items[4])?),
+                },
+            }),
+            (Some(1), 3) => Ok(Self::Rejected {
+                retry_after: micros(&items[1])?,
+                reset_after: micros(&items[2])?,
+            }),
+            (Some(2), 1) => Ok(Self::CostExceedsCapacity),
+            _ => Err(protocol(&format!("{reply:?}"))),
+        }
+    }
+
+    /// The decision as the limiter sees it, in nanoseconds (µs × 1000).
+    pub(super) fn into_result(
+        self,
+        m: &Micros,
+        params: &FreqLimitParams,
+        request: &Reserve,
+    ) -> Result<Admission, FreqLimitError> {
+        const NS: u64 = 1_000;
+        match self {
+            Self::Admitted {
+                delay,
+                reset_after,
+                tat_before,
+                tat_after,
+            } => Ok(Admission::from_parts(
+                delay * NS,
+                reset_after * NS,
+                m.tau * NS,
+                m.interval * NS,
+                RefundToken {
+                    tat_before,
+                    tat_after,
+                },
+            )),
+            Self::Rejected {
+                retry_after,
+                reset_after,
+            } => Err(FreqLimitError::Rejected(Rejection {
+                retry_after: Duration::from_micros(retry_after),
+                remaining: m.remaining(reset_after),
+                reset_after: Duration::from_micros(reset_after),
+            })),
+            Self::CostExceedsCapacity => Err(FreqLimitError::CostExceedsCapacity {
+                cost: request.get_cost(),
+                max_cost: m.max_cost(params.burst(), m.max_wait.unwrap_or(MAX_MICROS)),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_t_up_and_max_wait_down() {
+        let params = FreqLimitParams::per_second(3).with_burst(2);
+        let m = Micros::new(
+            &params,
+            &Reserve::new().cost(2).max_wait(Duration::from_nanos(1_999)),
+        );
+        assert_eq!(
+            m,
+            Micros {
+                interval: 333_334,
+                tau: 333_334,
+                incr: 666_668,
+                last: 333_334,
+                max_wait: Some(1),
+            }
+        );
+        // A sub-microsecond interval is one microsecond.
+        let fast = FreqLimitParams::new(1, Duration::from_nanos(10), 1);
+        assert_eq!(Micros::new(&fast, &Reserve::new()).interval, 1);
+        // Huge figures are capped where Lua's doubles are still exact.
+        let slow = FreqLimitParams::new(1, Duration::from_secs(3_600), 1);
+        let m = Micros::new(&slow, &Reserve::new().cost(u32::MAX));
+        assert_eq!(m.incr, MAX_MICROS);
+    }
+
+    #[test]
+    fn bad_replies_are_protocol_errors() {
+        let bad = [
+            Value::Nil,
+            Value::Int(0),
+            Value::Array(vec![]),
+            Value::Array(vec![Value::Int(0), Value::Int(1)]),
+            Value::Array(vec![Value::Int(7)]),
+            Value::Array(vec![Value::Int(1), Value::Int(-5), Value::Int(0)]),
+            Value::Array(vec![Value::Int(1), Value::Okay, Value::Int(0)]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(0),
+                Value::Int(0),
+                Value::Int(0),
+                Value::Int(i64::MAX),
+            ]),
+        ];
+        for reply in &bad {
+            let err = Decision::parse(reply).unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::Protocol, "{reply:?}");
+        }
+        let ok = Value::Array(vec![
+            Value::Int(0),
+            Value::Int(10),
+            Value::Int(20),
+            Value::Int(0),
+            Value::Int(-1),
+        ]);
+        assert_eq!(
+            Decision::parse(&ok).unwrap(),
+            Decision::Admitted {
+                delay: 10,
+                reset_after: 20,
+                tat_before: 0,
+                tat_after: None
+            }
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! One behavioural suite, written once, run against every backend: the
+//! in-memory backend and (feature `redis`) the Redis backend on a real
+//! `redis-server`.
+//!
+//! Times are explicit timestamps, so the expectations are exact: the Redis
+//! backend runs with `RedisClock::Caller` (the script uses the `now` passed in,
+//! in microseconds), and every interval here is a whole number of microseconds,
+//! where the Redis backend's decisions equal the in-memory backend's.
+
+#[cfg(feature = "redis")]
+mod support {
+    pub mod redis_server;
+}
+
+use std::time::Duration;
+
+use tower_freqlimit::backends::FreqLimitBackend;
+use tower_freqlimit::clock::Timestamp;
+use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, Reserve};
+
+const MS: Duration = Duration::from_millis(1);
+/// An arbitrary origin, far from zero.
+const T0: Timestamp = Timestamp::from_nanos(1_000_000_000_000_000);
+
+/// A backend under test.
+trait Subject: FreqLimitBackend<Key = String> {
+    /// Waits until refunds sent so far have taken effect.
+    async fn settle(&self) {}
+}
+
+impl Subject for tower_freqlimit::backends::memory::InMemoryBackend<String> {}
+
+#[cfg(feature = "redis")]
+impl Subject for tower_freqlimit::backends::redis::RedisBackend<String> {
+    async fn settle(&self) {
+        self.refunds_settled().await;
+    }
+}
+
+async fn ask<B: Subject>(
+    b: &B,
+    key: Option<&str>,
+    at: Duration,
+    params: &FreqLimitParams,
+    request: Reserve,
+) -> Result<Admission, FreqLimitError> {
+    let key = key.map(str::to_owned);
+    b.reserve(key.as_ref(), T0 + at, params, request).await
+}
+
+fn rejected(result: Result<Admission, FreqLimitError>) -> tower_freqlimit::Rejection {
+    match result {
+        Err(FreqLimitError::Rejected(r)) => r,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn burst_then_pace<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(10).with_burst(3);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let a = ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+                .await
+                .unwrap();
+            seen.push((a.delay(), a.remaining(), a.reset_after()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (Duration::ZERO, 2, 100 * MS),
+                (Duration::ZERO, 1, 200 * MS),
+                (Duration::ZERO, 0, 300 * MS),
+                (100 * MS, 0, 400 * MS),
+                (200 * MS, 0, 500 * MS),
+            ]
+        );
+    }
+
+    pub async fn bounded_wait_rejects_without_consuming<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(1);
+        ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+            .await
+            .unwrap();
+        let r = rejected(
+            ask(
+                &b,
+                Some("k"),
+                200 * MS,
+                &p,
+                Reserve::new().max_wait(300 * MS),
+            )
+            .await,
+        );
+        assert_eq!(r.retry_after(), 500 * MS);
+        assert_eq!(r.reset_after(), 800 * MS);
+        assert_eq!(r.remaining(), 0);
+        // Nothing consumed: a waiting call still gets the slot at 1 s.
+        let a = ask(&b, Some("k"), 200 * MS, &p, Reserve::new())
+            .await
+            .unwrap();
+        assert_eq!(a.delay(), 800 * MS);
+    }
+
+    pub async fn reject_only_then_retry_after<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(2);
+        let no_wait = Reserve::new().no_wait();
+        ask(&b, Some("k"), Duration::ZERO, &p, no_wait)
+            .await
+            .unwrap();
+        let r = rejected(ask(&b, Some("k"), Duration::ZERO, &p, no_wait).await);
+        assert_eq!(r.retry_after(), 500 * MS);
+        rejected(ask(&b, Some("k"), 499 * MS, &p, no_wait).await);
+        let a = ask(&b, Some("k"), r.retry_after(), &p, no_wait)
+            .await
+            .unwrap();
+        assert_eq!(a.delay(), Duration::ZERO);
+        assert_eq!(a.remaining(), 0);
+    }
+
+    pub async fn cost_and_peek<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(10).with_burst(10);
+        let at = Duration::ZERO;
+        let batch = ask(&b, Some("k"), at, &p, Reserve::new().cost(8).no_wait())
+            .await
+            .unwrap();
+        assert_eq!(batch.remaining(), 2);
+        assert_eq!(batch.reset_after(), 800 * MS);
+        let r = rejected(ask(&b, Some("k"), at, &p, Reserve::new().cost(3).no_wait()).await);
+        assert_eq!(
+            (r.retry_after(), r.remaining(), r.reset_after()),
+            (100 * MS, 2, 800 * MS)
+        );
+        let two = ask(&b, Some("k"), at, &p, Reserve::new().cost(2).no_wait())
+            .await
+            .unwrap();
+        assert_eq!(two.remaining(), 0);
+        let peek = ask(&b, Some("k"), at, &p, Reserve::new().cost(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            (peek.delay(), peek.remaining(), peek.reset_after()),
+            (Duration::ZERO, 0, 1000 * MS)
+        );
+        // The peek consumed nothing; a cost that can never fit is its own error.
+        assert_eq!(
+            ask(&b, Some("k"), at, &p, Reserve::new().cost(11).no_wait()).await,
+            Err(FreqLimitError::CostExceedsCapacity {
+                cost: 11,
+                max_cost: 10
+            })
+        );
+        let waited = ask(&b, Some("k"), at, &p, Reserve::new().cost(2))
+            .await
+            .unwrap();
+        assert_eq!(waited.delay(), 200 * MS);
+    }
+
+    pub async fn keys_are_independent_and_the_global_bucket_apart<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_minute(1);
+        let no_wait = Reserve::new().no_wait();
+        let at = Duration::ZERO;
+        for key in [Some("None"), None, Some(""), Some("g"), Some("k:x")] {
+            ask(&b, key, at, &p, no_wait)
+                .await
+                .unwrap_or_else(|e| panic!("first call on {key:?}: {e}"));
+        }
+        for key in [Some("None"), None, Some(""), Some("g"), Some("k:x")] {
+            rejected(ask(&b, key, at, &p, no_wait).await);
+        }
+        ask(&b, Some("x"), at, &p, no_wait).await.unwrap();
+    }
+
+    pub async fn refund_gives_back_only_the_last_slot<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(1);
+        let at = Duration::ZERO;
+        let key = Some("k".to_owned());
+        let first = ask(&b, Some("k"), at, &p, Reserve::new()).await.unwrap();
+        let second = ask(&b, Some("k"), at, &p, Reserve::new()).await.unwrap();
+        assert_eq!(second.delay(), 1000 * MS);
+        assert!(b.supports_refund());
+        assert!(b.refund(key.as_ref(), &second));
+        b.settle().await;
+        // The slot at 1 s is free again.
+        let again = ask(&b, Some("k"), at, &p, Reserve::new()).await.unwrap();
+        assert_eq!(again.delay(), 1000 * MS);
+        // `first` is not the last reservation any more: its refund changes nothing.
+        b.refund(key.as_ref(), &first);
+        b.settle().await;
+        let next = ask(&b, Some("k"), at, &p, Reserve::new()).await.unwrap();
+        assert_eq!(next.delay(), 2000 * MS);
+        // Refunding the first reservation of a key empties it again.
+        let other = ask(&b, Some("o"), at, &p, Reserve::new()).await.unwrap();
+        assert!(b.refund(Some(&"o".to_owned()), &other));
+        b.settle().await;
+        let fresh = ask(&b, Some("o"), at, &p, Reserve::new().no_wait())
+            .await
+            .unwrap();
+        assert_eq!(fresh.delay(), Duration::ZERO);
+    }
+
+    pub async fn clear_forgets_every_key<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_hour(1);
+        let no_wait = Reserve::new().no_wait();
+        let keys: Vec<String> = (0..50).map(|i| format!("user:{i}")).collect();
+        for key in &keys {
+            ask(&b, Some(key), Duration::ZERO, &p, no_wait)
+                .await
+                .unwrap();
+        }
+        ask(&b, None, Duration::ZERO, &p, no_wait).await.unwrap();
+        rejected(ask(&b, Some("user:7"), Duration::ZERO, &p, no_wait).await);
+        b.clear().await.unwrap();
+        for key in &keys {
+            ask(&b, Some(key), Duration::ZERO, &p, no_wait)
+                .await
+                .unwrap();
+        }
+        ask(&b, None, Duration::ZERO, &p, no_wait).await.unwrap();
+    }
+
+    pub async fn time_going_back_admits_no_burst<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(10).with_burst(3);
+        let no_wait = Reserve::new().no_wait();
+        let later = Duration::from_secs(10);
+        for _ in 0..3 {
+            ask(&b, Some("k"), later, &p, no_wait).await.unwrap();
+        }
+        // The clock goes 10 s back: the debt looks larger, nothing passes.
+        for _ in 0..3 {
+            let r = rejected(ask(&b, Some("k"), Duration::ZERO, &p, no_wait).await);
+            assert_eq!(r.retry_after(), later + 100 * MS);
+            assert_eq!(r.reset_after(), later + 300 * MS);
+        }
+        // A waiting call is scheduled after the debt, not at once.
+        let a = ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+            .await
+            .unwrap();
+        assert_eq!(a.delay(), later + 100 * MS);
+    }
+
+    pub async fn a_drained_key_is_as_good_as_new<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(2).with_burst(2);
+        let new_key = ask(
+            &b,
+            Some("fresh"),
+            Duration::from_secs(5),
+            &p,
+            Reserve::new(),
+        )
+        .await
+        .unwrap();
+        ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+            .await
+            .unwrap();
+        ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+            .await
+            .unwrap();
+        let later = ask(&b, Some("k"), Duration::from_secs(5), &p, Reserve::new())
+            .await
+            .unwrap();
+        assert_eq!(later, new_key);
+    }
+
+    pub async fn no_drift_over_many_slots<B: Subject>(b: B) {
+        // 2 000 waiting calls at one instant: the last waits exactly 1999 T.
+        let p = FreqLimitParams::per_second(1000);
+        let mut last = None;
+        for _ in 0..2_000 {
+            last = Some(
+                ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        assert_eq!(last.delay(), 1999 * MS);
+        assert_eq!(last.reset_after(), 2000 * MS);
+        // Half-way through the debt, 1000 slots are still owed.
+        let peek = ask(&b, Some("k"), 1000 * MS, &p, Reserve::new().cost(0))
+            .await
+            .unwrap();
+        assert_eq!(peek.reset_after(), 1000 * MS);
+    }
+}
+
+/// One `#[tokio::test]` per case for a backend made by `$make` (an async block).
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use tower_freqlimit::backends::memory::InMemoryBackend;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::cases::$case(InMemoryBackend::<String>::new()).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "redis")]
+        mod redis {
+            use tower_freqlimit::backends::redis::{RedisBackend, RedisClock};
+            use crate::support::redis_server::RedisServer;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(server) = RedisServer::start() else { return };
+                    let backend = RedisBackend::<String>::builder()
+                        .clock(RedisClock::Caller)
+                        .timeout(std::time::Duration::from_secs(5))
+                        .connect(&server.url())
+                        .await
+                        .expect("connect to the test server");
+                    super::cases::$case(backend.clone()).await;
+                    // Every decision was made by Redis.
+                    assert!(backend.stats().script_calls > 0);
+                    assert_eq!(backend.stats().failures, 0);
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    burst_then_pace,
+    bounded_wait_rejects_without_consuming,
+    reject_only_then_retry_after,
+    cost_and_peek,
+    keys_are_independent_and_the_global_bucket_apart,
+    refund_gives_back_only_the_last_slot,
+    clear_forgets_every_key,
+    time_going_back_admits_no_burst,
+    a_drained_key_is_as_good_as_new,
+    no_drift_over_many_slots,
+);

@@ -1,0 +1,159 @@
+//! The Redis backend on a three-node Redis Cluster started by the test on
+//! loopback ports (`redis-server --cluster-enabled yes`, `redis-cli --cluster
+//! create`): keys spread over the nodes and every limit holds, and a slot
+//! migrated under the backend's feet (`ASK`, then `MOVED`) keeps its debts.
+
+mod support {
+    pub mod redis_server;
+}
+
+use std::time::Duration;
+
+use support::redis_server::{RedisCluster, RedisServer};
+use tower_freqlimit::backends::FreqLimitBackend;
+use tower_freqlimit::backends::redis::RedisBackend;
+use tower_freqlimit::clock::Timestamp;
+use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
+
+/// Two per hour, both at once: nothing refills while the test runs.
+const TWICE: FreqLimitParams = FreqLimitParams::per_hour(2).with_burst(2);
+
+async fn cluster_backend(cluster: &RedisCluster, prefix: &str) -> RedisBackend<str> {
+    RedisBackend::<str>::builder()
+        .prefix(prefix)
+        .timeout(Duration::from_secs(5))
+        .without_negative_cache()
+        .connect_cluster(cluster.urls())
+        .await
+        .expect("connect to the test cluster")
+}
+
+async fn try_once(b: &RedisBackend<str>, key: Option<&str>) -> Result<(), FreqLimitError> {
+    b.reserve(key, Timestamp::now(), &TWICE, Reserve::new().no_wait())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_the_nodes_and_every_limit_holds() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let b = cluster_backend(&cluster, "spread").await;
+    let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    for round in 0..2 {
+        for key in &keys {
+            try_once(&b, Some(key))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {key}: {e}"));
+        }
+        try_once(&b, None).await.unwrap();
+    }
+    for key in &keys {
+        assert!(
+            matches!(
+                try_once(&b, Some(key)).await,
+                Err(FreqLimitError::Rejected(_))
+            ),
+            "{key} passed a third time"
+        );
+    }
+    assert!(matches!(
+        try_once(&b, None).await,
+        Err(FreqLimitError::Rejected(_))
+    ));
+    // Every node holds some of the keys; together exactly all of them.
+    let sizes: Vec<i64> = cluster.nodes.iter().map(|n| n.int(&["DBSIZE"])).collect();
+    assert!(sizes.iter().all(|&n| n > 0), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<i64>(), 301, "{sizes:?}");
+    assert_eq!(b.stats().failures, 0);
+
+    b.clear().await.unwrap();
+    let sizes: Vec<i64> = cluster.nodes.iter().map(|n| n.int(&["DBSIZE"])).collect();
+    assert_eq!(sizes, [0, 0, 0]);
+    try_once(&b, Some("user:1")).await.unwrap();
+}
+
+/// The node holding the keys of `slot`, and its id.
+fn owner(cluster: &RedisCluster, slot: i64) -> (&RedisServer, String) {
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.int(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]) > 0)
+        .expect("some node holds the key");
+    (node, node.cmd(&["CLUSTER", "MYID"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let b = cluster_backend(&cluster, "moving").await;
+    try_once(&b, Some("k")).await.unwrap();
+    try_once(&b, Some("k")).await.unwrap();
+    let name = String::from_utf8(b.redis_key(Some("k"))).unwrap();
+    let any = &cluster.nodes[0];
+    let slot = any.int(&["CLUSTER", "KEYSLOT", &name]);
+    let (source, source_id) = owner(&cluster, slot);
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|n| n.port != source.port)
+        .unwrap();
+    let target_id = target.cmd(&["CLUSTER", "MYID"]);
+    let slot_s = slot.to_string();
+
+    // Migrate the slot, moving the key: the source now answers ASK for it.
+    assert_eq!(
+        target.cmd(&["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &source_id]),
+        "+OK"
+    );
+    assert_eq!(
+        source.cmd(&["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &target_id]),
+        "+OK"
+    );
+    let port = target.port.to_string();
+    assert_eq!(
+        source.cmd(&[
+            "MIGRATE",
+            "127.0.0.1",
+            &port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+            &name
+        ]),
+        "+OK"
+    );
+    let retries = b.stats().retries;
+    assert!(
+        matches!(
+            try_once(&b, Some("k")).await,
+            Err(FreqLimitError::Rejected(_))
+        ),
+        "the debt was lost or the ASK not followed"
+    );
+    assert!(b.stats().retries > retries, "no ASK was followed");
+
+    // Finish the migration: the source now answers MOVED.
+    for node in &cluster.nodes {
+        assert_eq!(
+            node.cmd(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id]),
+            "+OK"
+        );
+    }
+    let retries = b.stats().retries;
+    assert!(
+        matches!(
+            try_once(&b, Some("k")).await,
+            Err(FreqLimitError::Rejected(_))
+        ),
+        "the debt was lost or the MOVED not followed"
+    );
+    assert!(b.stats().retries > retries, "no MOVED was followed");
+    assert_eq!(target.int(&["EXISTS", &name]), 1);
+    assert_eq!(source.int(&["CLUSTER", "COUNTKEYSINSLOT", &slot_s]), 0);
+    assert_eq!(b.stats().failures, 0);
+}
