@@ -1,36 +1,38 @@
-//! Exact rate limiting for async Rust with the Generic Cell Rate Algorithm (GCRA).
-//!
-//! `tower-freqlimit` is the Rust successor of the Python library `aiofreqlimit`:
-//! `limit` events per `period` per key, with a `burst`, where a call over the limit
-//! **waits for its slot** (or, if you ask, is rejected at once or after a bounded
-//! wait, consuming nothing).
-//!
-//! * [`FreqLimitParams`]: the limit (`FreqLimitParams::per_second(10).with_burst(5)`).
-//! * [`gcra`]: the algorithm, pure integer-nanosecond functions.
-//! * [`backends`]: where per-key state lives ([`FreqLimitBackend`]);
-//!   [`backends::memory::InMemoryBackend`] is the embedded default;
-//!   `backends::redis::RedisBackend` (feature `redis`) shares limits across
-//!   processes and hosts.
-//! * [`FreqLimit`]: await a slot for a key.
-//! * [`FreqLimitLayer`]: the Tower middleware, for servers (axum, tonic, hyper)
-//!   and clients.
-//! * [`clock`]: where the time comes from (Tokio's clock, or the TSC).
+//! Exact rate limiting for async Rust with the Generic Cell Rate Algorithm (GCRA):
+//! `limit` events per `period` per key, with a `burst`, where a call over the
+//! limit **waits for its slot**, or, if you ask, is rejected at once or after a
+//! bounded wait, consuming nothing. Standalone ([`FreqLimit`]) or as Tower
+//! middleware ([`FreqLimitLayer`]) for axum, tonic and hyper servers and
+//! clients; in memory or shared by every process through Redis.
+//! It is the Rust successor of the Python library `aiofreqlimit` and keeps its
+//! vocabulary.
 //!
 //! # The model
 //!
-//! Each key has a theoretical arrival time (TAT): when its next event would be
-//! due if events came exactly every `T = period / limit`. An event at `now` waits
-//! `max(0, TAT - tau - now)`, where `tau = (burst - 1) * T` is how far ahead of
-//! schedule a key may run, and pushes the TAT to `max(now, TAT) + T`.
+//! A limit ([`FreqLimitParams`]) gives two durations: the emission interval
+//! `T = period / limit`, the spacing of events in the long run, and the
+//! tolerance `tau = (burst - 1) * T`, how far ahead of that schedule a key may
+//! run. Each key keeps one number, its theoretical arrival time (TAT): when its
+//! next event would be due had events come exactly every `T`. An event at `now`
+//! waits `delay = max(0, TAT - tau - now)` and moves the TAT to
+//! `max(now, TAT) + T`. A new key starts with `TAT = now`. That is all the state
+//! and all the arithmetic (pure integer-nanosecond functions in [`gcra`], no
+//! clock inside), which is why the limiter is exact, a key costs a few dozen
+//! bytes, and a shared store needs one atomic update per call.
 //!
-//! With one event per second and a burst of 3, five events asked for at t = 0 run
-//! at 0, 0, 0, 1 s and 2 s; a sixth asked for at 10 s runs at once, the bucket
-//! having refilled.
+//! With one event per second and a burst of 3 (`T` = 1 s, `tau` = 2 s), six
+//! calls on one key:
 //!
-//! # Example
+//! | call at | TAT before | delay | runs at | TAT after |
+//! |---|---|---|---|---|
+//! | 0 s | (new) 0 s | 0 | 0 s | 1 s |
+//! | 0 s | 1 s | 0 | 0 s | 2 s |
+//! | 0 s | 2 s | 0 | 0 s | 3 s |
+//! | 0 s | 3 s | 1 s | 1 s | 4 s |
+//! | 0 s | 4 s | 2 s | 2 s | 5 s |
+//! | 10 s | 5 s | 0 | 10 s | 11 s (the bucket refilled while idle) |
 //!
 //! ```
-//! use std::time::Duration;
 //! use tokio::time::Instant;
 //! use tower_freqlimit::backends::memory::InMemoryBackend;
 //! use tower_freqlimit::{FreqLimit, FreqLimitParams};
@@ -50,6 +52,80 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Wait or reject
+//!
+//! * **Wait** (the default; [`FreqLimit::acquire`], a layer without `max_wait`):
+//!   for work that must happen, only not too fast: outbound calls to a rate
+//!   limited API, messages to a chat. The call sleeps until its slot; a call
+//!   dropped while it waits gives its slot back.
+//! * **Reject** ([`FreqLimit::try_acquire`], `.max_wait(Duration::ZERO)`): for
+//!   servers protecting themselves: a `429` with `Retry-After` is cheaper than a
+//!   queue of sleeping requests. A rejection consumes nothing.
+//! * **Wait a little** ([`FreqLimit::acquire_within`], `.max_wait(d)`): smooths
+//!   bursts up to `d` of waiting, rejects beyond.
+//!
+//! A [`Reserve`] gives a call a cost (a batch of `n` is `n` events at once) and
+//! its own bound on waiting; every decision reports `remaining` and
+//! `reset_after` ([`Admission`], [`Rejection`]).
+//!
+//! # Choosing a backend
+//!
+//! A [`FreqLimitBackend`] stores the TATs:
+//!
+//! * [`backends::memory::InMemoryBackend`] (the default): one process, a
+//!   lock-free update per call, idle keys swept in the background (lossless: a
+//!   key goes only once it owes nothing) and `max_keys` bounding the table
+//!   against floods of new keys.
+//! * `backends::redis::RedisBackend` (feature `redis`): one limit shared by
+//!   every replica behind a load balancer. The GCRA step runs in a Lua script on
+//!   the server's clock (one round trip, integer microseconds), keys expire once
+//!   drained, Redis Cluster works, and a failure policy says what happens when
+//!   Redis is down (fail closed: `503`; or fail open). Use it when the limit is
+//!   a contract with someone else (an API quota, abuse protection across a
+//!   fleet); keep limits that protect one process in memory.
+//! * Your own: the trait is one `reserve` method (see its example).
+//!
+//! # In a Tower stack
+//!
+//! ```
+//! # #[cfg(feature = "http")] {
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//! use axum::{Router, extract::ConnectInfo, routing::get};
+//! use tower_freqlimit::backends::memory::InMemoryBackend;
+//! use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+//!
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     FreqLimitLayer::new(FreqLimitParams::per_second(10).with_burst(5), InMemoryBackend::new())
+//!         .key(|req: &axum::extract::Request| {
+//!             req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
+//!         })
+//!         .max_wait(Duration::ZERO)
+//!         .http_responses(), // 429 + Retry-After + RateLimit headers
+//! );
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! The `key` module's ready-made extractors read client addresses behind
+//! trusted proxies without trusting what clients can forge.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `http` | yes | `429`/`500`/`503` responses with `Retry-After` and the IETF `RateLimit` headers ([`http`]); the key extractors for `http::Request` |
+//! | `axum` | | `IntoResponse` for [`FreqLimitError`], axum's `ConnectInfo` and `MatchedPath` in the key extractors |
+//! | `tonic` | | `tonic::Status` (`RESOURCE_EXHAUSTED`) for refusals |
+//! | `redis` | | the Redis backend |
+//! | `serde` | | `FreqLimitParams` from config files (`{ limit = 20, period = "1m", burst = 3 }`); see [`config`] |
+//! | `metrics` | | counters and a delay histogram through the `metrics` facade ([`metrics`]) |
+//! | `tracing` | | debug events for delayed and refused requests (keys never logged) |
+//!
+//! Time comes from Tokio's clock ([`clock`]), so `tokio::time::pause()` makes
+//! tests exact; [`clock::Clock::fast`] reads the CPU's time-stamp counter
+//! instead where the clock read matters.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
