@@ -13,6 +13,8 @@
 //! * [`FreqLimitLayer`]: the Tower middleware, for servers (axum, tonic, hyper)
 //!   and clients.
 //! * [`clock`]: where the time comes from (Tokio's clock, or the TSC).
+//! * [`key`] (feature `http`): ready key extractors for HTTP requests: the
+//!   client IP behind trusted proxies, IPv6 prefixes, a header, the route.
 //!
 //! # The model
 //!
@@ -59,6 +61,8 @@ pub mod gcra;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod key;
 pub mod layer;
 mod limiter;
 mod params;
