@@ -516,13 +516,14 @@ where
     /// the table full first drops drained keys, which is lossless; if none has
     /// drained, [`when_full`](Self::when_full) decides. The bound is exact, even
     /// under concurrent calls, and costs nothing to keys already held; making
-    /// room costs about 64 entries visited per new key when the table is full
+    /// room costs about 16 entries visited per new key when the table is full
     /// (see [`WhenFull`]). The global bucket does not count. `max_keys(0)` holds
     /// no key at all: every keyed call that would store a TAT is refused.
     ///
     /// Size it above the number of distinct keys active within one refill
-    /// period (`burst × period / limit`) of your real traffic; memory is about
-    /// `max_keys × (size of a key + 24 bytes)` plus the map's spare capacity.
+    /// period (`burst × period / limit`) of your real traffic. Memory is then
+    /// about `max_keys` entries of the map: for `IpAddr` keys, 40 to 80 bytes a
+    /// key with the hash table's slack.
     ///
     /// ```
     /// use std::net::IpAddr;
