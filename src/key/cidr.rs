@@ -191,6 +191,7 @@ const fn max_prefix_len(addr: IpAddr) -> u8 {
 
 /// `addr` with all but its first `prefix_len` bits zeroed (`prefix_len` at or
 /// above the address's length keeps it whole).
+#[inline]
 pub(crate) fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & mask_v4(prefix_len))),
@@ -198,6 +199,7 @@ pub(crate) fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
     }
 }
 
+#[inline]
 pub(crate) const fn mask_v4(prefix_len: u8) -> u32 {
     match prefix_len {
         0 => 0,
@@ -206,6 +208,7 @@ pub(crate) const fn mask_v4(prefix_len: u8) -> u32 {
     }
 }
 
+#[inline]
 pub(crate) const fn mask_v6(prefix_len: u8) -> u128 {
     match prefix_len {
         0 => 0,

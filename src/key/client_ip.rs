@@ -38,6 +38,7 @@ pub type PeerFn = fn(&Extensions) -> Option<IpAddr>;
 /// assert_eq!(peer_addr(req.extensions()), Some("192.0.2.1".parse::<IpAddr>().unwrap()));
 /// ```
 #[must_use]
+#[inline]
 pub fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(addr)) =
@@ -397,25 +398,27 @@ impl ClientIp {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
+    #[inline]
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if self.trusted.is_empty() || !self.trusted.contains(peer) {
             return peer;
         }
-        let header = self
-            .headers
-            .iter()
-            .flatten()
-            .find(|header| headers.contains_key(header.name()));
-        match header {
-            Some(header) => proxy::walk(headers, *header, peer, &self.trusted),
-            None => peer,
+        // The first of the headers read that the request has (absent
+        // ones have no fields).
+        for header in self.headers.iter().flatten() {
+            let fields = headers.get_all(header.name());
+            if fields.iter().next().is_some() {
+                return proxy::walk(fields, *header, peer, &self.trusted);
+            }
         }
+        peer
     }
 
     /// The client's address for `req` (see [`resolve`](Self::resolve)); `None`
     /// when the request carries no peer address.
     #[must_use]
+    #[inline]
     pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let peer = (self.peer)(req.extensions())?;
         Some(self.resolve(peer, req.headers()))
@@ -424,8 +427,13 @@ impl ClientIp {
     /// The key of `ip`: IPv4-mapped IPv6 as IPv4, host bits beyond the prefix
     /// cleared.
     #[must_use]
+    #[inline]
     pub fn mask(&self, ip: IpAddr) -> IpAddr {
-        let ip = ip.to_canonical();
+        self.mask_canonical(ip.to_canonical())
+    }
+
+    #[inline]
+    fn mask_canonical(&self, ip: IpAddr) -> IpAddr {
         match ip {
             IpAddr::V4(_) => mask(ip, self.prefix_v4),
             IpAddr::V6(_) => mask(ip, self.prefix_v6),
@@ -435,8 +443,10 @@ impl ClientIp {
     /// The key for `req`: its client's address, grouped by prefix; `None` when
     /// the request carries no peer address.
     #[must_use]
+    #[inline]
     pub fn key<B>(&self, req: &Request<B>) -> Option<IpAddr> {
-        self.client_ip(req).map(|ip| self.mask(ip))
+        // `client_ip` is canonical already.
+        self.client_ip(req).map(|ip| self.mask_canonical(ip))
     }
 }
 

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use http::HeaderMap;
-use http::header::{FORWARDED, HeaderName};
+use http::HeaderValue;
+use http::header::{FORWARDED, GetAll, HeaderName};
 
 use super::cidr::{mask_v4, mask_v6};
 
@@ -141,12 +141,13 @@ pub(crate) enum Hop {
     Unusable,
 }
 
-/// The client behind a trusted `peer` (canonical), from `header`'s fields:
-/// walking from the right, the first address that is not trusted; or, when
-/// the walk ends (an unusable hop, the start of the list, the limits), the
-/// last trusted address it reached (the peer itself if none).
+/// The client behind a trusted `peer` (canonical), from the `fields` of
+/// `header`: walking from the right, the first address that is not trusted;
+/// or, when the walk ends (an unusable hop, the start of the list, the
+/// limits), the last trusted address it reached (the peer itself if none).
+#[inline]
 pub(crate) fn walk(
-    headers: &HeaderMap,
+    fields: GetAll<'_, HeaderValue>,
     header: ProxyHeader,
     peer: IpAddr,
     trusted: &Trusted,
@@ -154,7 +155,7 @@ pub(crate) fn walk(
     let mut last_trusted = peer;
     let mut hops = 0usize;
     let mut budget = MAX_BYTES;
-    for value in headers.get_all(header.name()).iter().rev() {
+    for value in fields.iter().rev() {
         let mut rest = value.as_bytes();
         loop {
             let Some((element, before)) = split_last(rest, header, budget) else {
