@@ -416,6 +416,20 @@ fn forwarded_forms() {
             &["for=\"6.6.6.6, for=203.0.113.7"],
             "203.0.113.7",
         ),
+        // An unbalanced quote at the right end shifts where a split from the
+        // right falls: the piece must not parse as the element before it.
+        fwd(
+            "an unbalanced quote at the right end (found by proptest)",
+            PROXY,
+            &["\tfor=\"0.0.0.0\";proto=https;by=\"[2001:db8::1]\" ,for=\"garbage"],
+            PROXY,
+        ),
+        fwd(
+            "an unbalanced quote pairing with a quoted comma",
+            PROXY,
+            &["for=203.0.113.9;host=\"a, for=6.6.6.6;\", for=\"garbage"],
+            PROXY,
+        ),
         fwd(
             "unknown at the right end: the peer",
             PROXY,

@@ -229,6 +229,13 @@ pub(crate) fn parse_element(element: &[u8], header: ProxyHeader) -> Hop {
 
 /// The `for=` value of a `Forwarded` element, unquoted; `None` if the element
 /// is malformed, has no `for`, or has two.
+///
+/// The element must be well-formed as a whole, read from the left: `;`-separated
+/// `name=value` pairs, each name a token and each value a token or one
+/// complete quoted string. Elements are split from the right, and a malformed
+/// one (an unbalanced quote) can shift where that split falls; checking the
+/// whole element from the left makes such a piece unusable rather than a
+/// different, well-formed-looking element.
 fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
     let mut found = None;
     let mut rest = element;
@@ -239,7 +246,7 @@ fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
             let eq = pair.iter().position(|&b| b == b'=')?;
             let name = trim(&pair[..eq]);
             let value = trim(&pair[eq + 1..]);
-            if name.is_empty() || value.is_empty() {
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) || !valid_value(value) {
                 return None;
             }
             if name.eq_ignore_ascii_case(b"for") {
@@ -258,14 +265,44 @@ fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
     match value.strip_prefix(b"\"") {
         Some(quoted) => {
             let inner = quoted.strip_suffix(b"\"")?;
-            // An address needs no escapes; a quote or backslash inside is not one.
-            if inner.iter().any(|&b| b == b'"' || b == b'\\') {
+            // An address needs no escapes; a backslash inside is not one.
+            if inner.contains(&b'\\') {
                 return None;
             }
             Some(inner)
         }
         None => Some(value),
     }
+}
+
+/// A `Forwarded` value: a token (with `:`, `[` and `]` allowed, for unquoted
+/// addresses that should have been quoted), or exactly one quoted string.
+fn valid_value(value: &[u8]) -> bool {
+    match value.split_first() {
+        None => false,
+        Some((b'"', rest)) => {
+            let mut escape = false;
+            for (i, &b) in rest.iter().enumerate() {
+                if escape {
+                    escape = false;
+                } else if b == b'\\' {
+                    escape = true;
+                } else if b == b'"' {
+                    // The closing quote must end the value.
+                    return i + 1 == rest.len();
+                }
+            }
+            false
+        }
+        Some(_) => value
+            .iter()
+            .all(|&b| is_tchar(b) || matches!(b, b':' | b'[' | b']')),
+    }
+}
+
+/// A token character (RFC 9110).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Splits a `Forwarded` element at its first `;` outside quoted strings.
@@ -441,6 +478,13 @@ mod tests {
             ("for=\"\"", Hop::Unusable),
             ("for=\"", Hop::Unusable),
             ("for=2001:db8::7", addr("2001:db8::7")),
+            ("for=\"\\\"\"", Hop::Unusable),
+            ("by=\"a\\\"b\";for=203.0.113.7", addr("203.0.113.7")),
+            ("for=\"203.0.113.7\"x", Hop::Unusable),
+            ("for=203.0.113.7 x", Hop::Unusable),
+            ("for=\"203.0.113.7\";by=\"a\" ,for=\"x", Hop::Unusable),
+            ("for=6.6.6.6;\", for=\"x", Hop::Unusable),
+            ("f\"r=1.2.3.4", Hop::Unusable),
             ("", Hop::Empty),
         ];
         for (element, expected) in cases {
