@@ -205,7 +205,7 @@ fn write_hop(header: ProxyHeader, hop: &Hop) -> String {
             let element = match style % 3 {
                 0 => format!("{name}={node}"),
                 1 => format!("{name}={node};proto=https;by=\"[2001:db8::1]\""),
-                _ => format!("host=\"a, b;c\";{name}={node}"),
+                _ => format!("host=\"a, b;c\\\"d\";{name}={node}"),
             };
             pad(*style / 3, element)
         }
@@ -220,12 +220,14 @@ fn write_hop(header: ProxyHeader, hop: &Hop) -> String {
             };
             pad(*style / 4, node)
         }
-        (ProxyHeader::Forwarded, Hop::Unusable(kind)) => match kind % 5 {
+        (ProxyHeader::Forwarded, Hop::Unusable(kind)) => match kind % 7 {
             0 => "for=unknown".into(),
             1 => "for=\"_hidden\"".into(),
             2 => "proto=https;by=10.0.0.1".into(),
             3 => "for=1.2.3.4;for=5.6.7.8".into(),
-            _ => "for=\"garbage".into(),
+            4 => "for=\"garbage".into(),
+            5 => "host=\"x, for=6.6.6.6;\"".into(),
+            _ => "for=203.0.113.1\"".into(),
         },
         (_, Hop::Unusable(kind)) => match kind % 4 {
             0 => "unknown".into(),
@@ -277,7 +279,7 @@ fn write_chain(header: ProxyHeader, hops: &[Hop], cuts: &[usize]) -> Vec<Vec<u8>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(6_000))]
 
     #[test]
     fn well_formed_chains_agree_with_the_model(
