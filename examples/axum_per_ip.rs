@@ -1,9 +1,15 @@
 //! An axum server rate-limited per client IP with `tower-freqlimit`.
 //!
 //! Two routes, each with its own [`FreqLimitLayer`] keyed by the client's IP
-//! address (axum's `ConnectInfo<SocketAddr>`, which the server puts in every
-//! request's extensions when it is served with
-//! `into_make_service_with_connect_info::<SocketAddr>()`):
+//! address with [`ClientIp`]: the peer address from axum's
+//! `ConnectInfo<SocketAddr>`, which the server puts in every request's
+//! extensions when it is served with
+//! `into_make_service_with_connect_info::<SocketAddr>()` (IPv6 clients are
+//! keyed per /64). Each backend holds at most 100 000 clients (`max_keys`).
+//! Behind a reverse proxy, key with
+//! `ClientIp::try_behind_proxies(["10.0.0.0/8"])?` instead (your proxies'
+//! networks), and the client is read from `X-Forwarded-For` (see the README's
+//! "Security: keying clients").
 //!
 //! * `GET /`: 10 requests per second per IP, 5 of them at once, **rejected**
 //!   beyond that (`max_wait` 0) with `429 Too Many Requests`, `Retry-After`
@@ -14,8 +20,8 @@
 //!   back paced 0.5 s apart.
 //!
 //! ```sh
-//! cargo run --example axum_per_ip                 # serve on 127.0.0.1:3000 (env PORT)
-//! cargo run --example axum_per_ip -- --demo       # or DEMO=1: serve, call itself, exit
+//! cargo run --example axum_per_ip --features axum            # serve on 127.0.0.1:3000 (env PORT)
+//! cargo run --example axum_per_ip --features axum -- --demo  # or DEMO=1: serve, call itself, exit
 //! ```
 //!
 //! With `--demo` the example starts the server, sends 50 quick requests to `/`
@@ -29,9 +35,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -43,6 +49,7 @@ use tokio::time::Instant;
 use tower_freqlimit::FreqLimitParams;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::http::HttpResponses;
+use tower_freqlimit::key::ClientIp;
 use tower_freqlimit::layer::FreqLimitLayer;
 
 /// `GET /`: 10 per second per IP, 5 at once.
@@ -53,24 +60,29 @@ const PACED: FreqLimitParams = FreqLimitParams::per_second(2);
 type BoxError = Box<dyn Error + Send + Sync>;
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// The rate-limit key: the peer's IP address. `None` (no `ConnectInfo`, the
-/// server was not started with it) is refused with a `500` by default, which
-/// makes the misconfiguration visible instead of pooling every client together.
-fn client_ip(req: &Request<Body>) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+/// At most this many clients are held per route; beyond, new clients get a
+/// `503` until others drain (`WhenFull::RefuseNewKeys`, the default).
+const MAX_CLIENTS: usize = 100_000;
+
+/// The backend of one route: per-IP keys, bounded.
+fn backend() -> InMemoryBackend<IpAddr> {
+    InMemoryBackend::builder().max_keys(MAX_CLIENTS).build()
 }
 
 fn app() -> Router {
+    // The rate-limit key: the peer's IP address. A request without
+    // `ConnectInfo` (the server was not started with it) has no key and is
+    // refused with a `500` by default, which makes the misconfiguration
+    // visible instead of pooling every client together.
+    let client_ip = ClientIp::peer();
     // Rejects at once beyond the limit; `RateLimit` headers on every response.
-    let reject = FreqLimitLayer::new(API, InMemoryBackend::<IpAddr>::new())
-        .key(client_ip)
+    let reject = FreqLimitLayer::new(API, backend())
+        .key(client_ip.clone())
         .max_wait(Duration::ZERO)
         .on_refusal(HttpResponses::new().with_headers_on_success());
     // Waits for the slot (no `max_wait`); only backend failures and missing keys
     // would be refused.
-    let pace = FreqLimitLayer::new(PACED, InMemoryBackend::<IpAddr>::new())
+    let pace = FreqLimitLayer::new(PACED, backend())
         .key(client_ip)
         .http_responses();
 

@@ -150,6 +150,9 @@ pub fn insert_admission_headers(
 /// | [`FreqLimitError::KeyNotFound`] | `500 Internal Server Error` | |
 /// | [`FreqLimitError::Backend`] | `503 Service Unavailable` | |
 ///
+/// (A backend of kind [`Full`](crate::BackendErrorKind::Full), a bounded
+/// in-memory backend refusing a new key, says so in its body.)
+///
 /// The body is a fixed one-line plain-text explanation (the figures are in the
 /// headers). `params` gives the policy
 /// header; pass `None` where it is not known.
@@ -185,6 +188,9 @@ pub fn refusal_response<B: From<&'static str>>(
             "Too Many Requests: this request costs more than the limit ever admits at once\n"
         }
         FreqLimitError::KeyNotFound => "the request carries no rate-limit key\n",
+        FreqLimitError::Backend(err) if err.kind() == crate::BackendErrorKind::Full => {
+            "rate-limit backend is full\n"
+        }
         FreqLimitError::Backend(_) => "rate-limit backend unavailable\n",
     };
     let mut response = Response::new(B::from(body));

@@ -90,26 +90,25 @@
 //!
 //! ```
 //! # #[cfg(feature = "http")] {
-//! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use axum::{Router, extract::ConnectInfo, routing::get};
+//! use axum::{Router, routing::get};
 //! use tower_freqlimit::backends::memory::InMemoryBackend;
+//! use tower_freqlimit::key::ClientIp;
 //! use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
 //!
 //! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
 //!     FreqLimitLayer::new(FreqLimitParams::per_second(10).with_burst(5), InMemoryBackend::new())
-//!         .key(|req: &axum::extract::Request| {
-//!             req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip())
-//!         })
-//!         .max_wait(Duration::ZERO)
+//!         .key(ClientIp::peer()) // per client address (IPv6 per /64)
+//!         .max_wait(Duration::ZERO) // reject, do not queue
 //!         .http_responses(), // 429 + Retry-After + RateLimit headers
 //! );
 //! # let _ = app;
 //! # }
 //! ```
 //!
-//! The `key` module's ready-made extractors read client addresses behind
-//! trusted proxies without trusting what clients can forge.
+//! The [`key`] module's extractors also read the client's address behind
+//! trusted proxies, from the right, so that what a client writes in
+//! `X-Forwarded-For` cannot pick its bucket.
 //!
 //! # Features
 //!
@@ -139,6 +138,8 @@ pub mod gcra;
 pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod key;
 pub mod layer;
 mod limiter;
 pub mod metrics;

@@ -1,5 +1,9 @@
 //! The embedded backend: per-key TATs in a sharded concurrent map.
 
+mod bound;
+
+pub use bound::WhenFull;
+
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hash::Hash;
@@ -12,6 +16,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::task::AbortHandle;
 
+use self::bound::Bound;
 use super::FreqLimitBackend;
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{self, Admission, Reserve};
@@ -40,6 +45,13 @@ const DEFAULT_SWEEPER_INTERVAL: Duration = Duration::from_secs(60);
 ///   stopped when the last clone of the backend is dropped.
 /// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
 ///   `None` is one global bucket, distinct from every key.
+/// * **Bounded, if you ask.** [`max_keys`](InMemoryBackendBuilder::max_keys)
+///   caps the number of keys held, exactly, whatever the traffic (a flood of
+///   unique keys included). A new key that finds the table full first drops
+///   drained keys (losslessly); if none has drained, [`WhenFull`] decides:
+///   refuse the new key (the default) or evict the key closest to draining.
+///   Known keys pay nothing for the bound. Without `max_keys` the table grows
+///   with the number of keys active within a sweep period.
 ///
 /// Clones share the same state.
 ///
@@ -71,6 +83,7 @@ pub struct InMemoryBackend<K> {
 struct Inner<K> {
     tats: DashMap<K, AtomicU64, foldhash::fast::RandomState>,
     global: AtomicU64,
+    bound: Option<Bound<K>>,
     idle_ttl: u64,
     sweeper_interval: Option<Duration>,
     sweeper_started: AtomicBool,
@@ -101,6 +114,7 @@ impl<K: Hash + Eq> fmt::Debug for InMemoryBackend<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryBackend")
             .field("keys", &self.inner.tats.len())
+            .field("max_keys", &self.inner.bound.as_ref().map(Bound::max_keys))
             .field("idle_ttl", &Duration::from_nanos(self.inner.idle_ttl))
             .field("sweeper_interval", &self.inner.sweeper_interval)
             .finish()
@@ -152,11 +166,18 @@ where
         InMemoryBackendBuilder {
             idle_ttl: Duration::ZERO,
             sweeper_interval: Some(DEFAULT_SWEEPER_INTERVAL),
+            max_keys: None,
+            when_full: WhenFull::default(),
             _key: std::marker::PhantomData,
         }
     }
 
     /// The number of keys held (the global bucket is not counted).
+    ///
+    /// It reads the map's shards one after another: while other threads insert
+    /// and remove keys it may be off by the calls in flight (a key moving out
+    /// of one shard as another goes into a second may be counted twice). The
+    /// [`max_keys`](InMemoryBackendBuilder::max_keys) bound itself is exact.
     ///
     /// ```
     /// # use tower_freqlimit::clock::Timestamp;
@@ -196,8 +217,37 @@ where
     /// assert!(backend.is_empty());
     /// ```
     pub fn clear_now(&self) {
-        self.inner.tats.clear();
+        match &self.inner.bound {
+            None => self.inner.tats.clear(),
+            Some(bound) => bound.clear(&self.inner.tats),
+        }
         self.inner.global.store(0, Ordering::Relaxed);
+    }
+
+    /// The bound set with [`max_keys`](InMemoryBackendBuilder::max_keys), if any.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// assert_eq!(InMemoryBackend::<u64>::new().max_keys(), None);
+    /// let bounded = InMemoryBackend::<u64>::builder().max_keys(10_000).build();
+    /// assert_eq!(bounded.max_keys(), Some(10_000));
+    /// ```
+    #[must_use]
+    pub fn max_keys(&self) -> Option<usize> {
+        self.inner.bound.as_ref().map(Bound::max_keys)
+    }
+
+    /// What a full table does with a new key (see [`WhenFull`]); `None` when
+    /// the backend is unbounded.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
+    /// let bounded = InMemoryBackend::<u64>::builder().max_keys(10).build();
+    /// assert_eq!(bounded.when_full(), Some(WhenFull::RefuseNewKeys));
+    /// ```
+    #[must_use]
+    pub fn when_full(&self) -> Option<WhenFull> {
+        self.inner.bound.as_ref().map(Bound::when_full)
     }
 
     /// Drops every key whose TAT is `idle_ttl` or more in the past at `now`, and
@@ -229,7 +279,11 @@ where
     /// # Errors
     ///
     /// [`FreqLimitError::Rejected`] and [`FreqLimitError::CostExceedsCapacity`] as
-    /// [`gcra::reserve`] decides them. This backend itself never fails.
+    /// [`gcra::reserve`] decides them. The backend itself fails only when it is
+    /// bounded ([`max_keys`](InMemoryBackendBuilder::max_keys)) with
+    /// [`WhenFull::RefuseNewKeys`], for a new key that finds the table full:
+    /// [`FreqLimitError::Backend`] of kind
+    /// [`Full`](crate::BackendErrorKind::Full).
     ///
     /// ```
     /// # use tower_freqlimit::clock::Timestamp;
@@ -260,6 +314,9 @@ where
         };
         if let Some(tat) = inner.tats.get(key) {
             return update(&tat, now, params, &request);
+        }
+        if let Some(bound) = &inner.bound {
+            return bound.insert(&inner.tats, key, now, params, &request);
         }
         // A new key: decide before inserting, so a refusal stores nothing.
         match inner.tats.entry(key.clone()) {
@@ -313,10 +370,16 @@ where
 {
     fn sweep(&self, now: Timestamp) -> usize {
         let now = now.as_nanos();
-        let before = self.tats.len();
-        self.tats
-            .retain(|_, tat| tat.get_mut().saturating_add(self.idle_ttl) > now);
-        before.saturating_sub(self.tats.len())
+        let mut removed = 0;
+        self.tats.retain(|_, tat| {
+            let keep = tat.get_mut().saturating_add(self.idle_ttl) > now;
+            removed += usize::from(!keep);
+            keep
+        });
+        if let Some(bound) = &self.bound {
+            bound.removed(removed);
+        }
+        removed
     }
 }
 
@@ -398,7 +461,15 @@ where
         match key {
             None => give_back(&self.inner.global),
             // A key that was swept since has no reservation left to give back.
-            Some(key) => self.inner.tats.get(key).is_some_and(|tat| give_back(&tat)),
+            Some(key) => {
+                let given_back = self.inner.tats.get(key).is_some_and(|tat| give_back(&tat));
+                if given_back {
+                    if let Some(bound) = &self.inner.bound {
+                        bound.lowered(token.tat_before);
+                    }
+                }
+                given_back
+            }
         }
     }
 }
@@ -420,6 +491,8 @@ where
 pub struct InMemoryBackendBuilder<K> {
     idle_ttl: Duration,
     sweeper_interval: Option<Duration>,
+    max_keys: Option<usize>,
+    when_full: WhenFull,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -449,6 +522,42 @@ where
         self
     }
 
+    /// Hold at most `max_keys` keys (default: no bound). A new key that finds
+    /// the table full first drops drained keys, which is lossless; if none has
+    /// drained, [`when_full`](Self::when_full) decides. The bound is exact, even
+    /// under concurrent calls, and costs nothing to keys already held; making
+    /// room costs about 16 entries visited per new key when the table is full
+    /// (see [`WhenFull`]). The global bucket does not count. `max_keys(0)` holds
+    /// no key at all: every keyed call that would store a TAT is refused.
+    ///
+    /// Size it above the number of distinct keys active within one refill
+    /// period (`burst × period / limit`) of your real traffic. Memory is then
+    /// about `max_keys` entries of the map: for `IpAddr` keys, 40 to 80 bytes a
+    /// key with the hash table's slack.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
+    ///
+    /// let backend = InMemoryBackend::<IpAddr>::builder()
+    ///     .max_keys(100_000)
+    ///     .when_full(WhenFull::RefuseNewKeys)
+    ///     .build();
+    /// assert_eq!(backend.max_keys(), Some(100_000));
+    /// ```
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = Some(max_keys);
+        self
+    }
+
+    /// What a full table does with a new key when nothing has drained (default
+    /// [`WhenFull::RefuseNewKeys`]); only meaningful with
+    /// [`max_keys`](Self::max_keys).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
     /// The backend.
     #[must_use]
     pub fn build(self) -> InMemoryBackend<K> {
@@ -456,6 +565,9 @@ where
             inner: Arc::new(Inner {
                 tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 global: AtomicU64::new(0),
+                bound: self
+                    .max_keys
+                    .map(|max_keys| Bound::new(max_keys, self.when_full)),
                 idle_ttl: gcra::duration_to_nanos(self.idle_ttl),
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),

@@ -1,0 +1,87 @@
+//! A flood of unique client keys against the in-memory backend, with and
+//! without `max_keys`: what bounds memory, and what each `WhenFull` policy
+//! does with the flood.
+//!
+//! 1 000 000 requests, each from a new IPv6 /64 (keyed as `ClientIp` keys
+//! them: an `IpAddr` grouped per /64), all within one second, at one request
+//! per minute per client: no key drains during the flood, the worst case for
+//! a bound.
+//!
+//! ```sh
+//! cargo build --release --example key_flood
+//! /usr/bin/time -v target/release/examples/key_flood            # unbounded
+//! /usr/bin/time -v target/release/examples/key_flood 10000      # max_keys 10 000, refuse new keys
+//! /usr/bin/time -v target/release/examples/key_flood 10000 evict
+//! ```
+//!
+//! Arguments: `[MAX_KEYS] [refuse|evict] [REQUESTS]`. Prints what was admitted
+//! and refused and the keys held; `/usr/bin/time -v` gives the peak RSS
+//! ("Maximum resident set size").
+
+use std::error::Error;
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
+use tower_freqlimit::clock::Timestamp;
+use tower_freqlimit::key::ClientIp;
+use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let max_keys: Option<usize> = args.next().map(|n| n.parse()).transpose()?;
+    let when_full = match args.next().as_deref() {
+        None | Some("refuse") => WhenFull::RefuseNewKeys,
+        Some("evict") => WhenFull::EvictClosestToDraining,
+        Some(other) => return Err(format!("unknown policy {other:?}: refuse or evict").into()),
+    };
+    let requests: u64 = args
+        .next()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+
+    let mut builder = InMemoryBackend::<IpAddr>::builder().without_sweeper();
+    if let Some(max_keys) = max_keys {
+        builder = builder.max_keys(max_keys).when_full(when_full);
+    }
+    let backend = builder.build();
+    let params = FreqLimitParams::per_minute(1);
+    let keys = ClientIp::peer(); // IPv6 per /64
+
+    let start = Timestamp::now();
+    let clock = Instant::now();
+    let (mut admitted, mut refused, mut max_len) = (0u64, 0u64, 0usize);
+    for n in 0..requests {
+        // A new /64 for every request, and a random-looking host part.
+        let addr = Ipv6Addr::from_bits((0x2001_0db8_u128 << 96) | (u128::from(n) << 64) | 0x1234);
+        let key = keys.mask(IpAddr::V6(addr));
+        // Spread over one second.
+        let now = start + Duration::from_nanos(n * 1_000_000_000 / requests);
+        match backend.reserve_now(Some(&key), now, &params, Reserve::new().no_wait()) {
+            Ok(_) => admitted += 1,
+            Err(FreqLimitError::Backend(_)) => refused += 1,
+            Err(other) => return Err(other.into()),
+        }
+        if n % 4096 == 0 {
+            max_len = max_len.max(backend.len());
+        }
+    }
+    max_len = max_len.max(backend.len());
+    let bound = match max_keys {
+        Some(n) => format!("max_keys {n}, {when_full:?}"),
+        None => "unbounded".to_owned(),
+    };
+    println!(
+        "{bound}: {requests} unique keys in {:.2} s: {admitted} admitted, {refused} refused; \
+         {} keys held at the end, at most {max_len} seen",
+        clock.elapsed().as_secs_f64(),
+        backend.len(),
+    );
+    if let Some(max_keys) = max_keys {
+        if max_len > max_keys {
+            return Err(format!("the bound was exceeded: {max_len} > {max_keys}").into());
+        }
+    }
+    Ok(())
+}
