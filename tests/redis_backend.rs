@@ -419,14 +419,28 @@ async fn with_policy(
         .unwrap()
 }
 
-/// Counts the backend's `tracing` events by level.
-#[derive(Default)]
-struct Events {
-    warn: std::sync::atomic::AtomicUsize,
-    debug: std::sync::atomic::AtomicUsize,
+/// Counts the backend's `tracing` events by level, per thread.
+///
+/// One global subscriber for the whole test binary, installed once: with a
+/// per-test `set_default`, a callsite first reached by another test's thread
+/// (no subscriber there) could have its interest cached as "never" and this
+/// test would miss events (seen under load). The counts are thread-local, and a
+/// current-thread test polls every call on its own thread.
+struct Counting;
+
+thread_local! {
+    static WARNINGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static DEBUGS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-struct Counting(Arc<Events>);
+fn count_events() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Counting).expect("no other global subscriber");
+    });
+    WARNINGS.with(|w| w.set(0));
+    DEBUGS.with(|d| d.set(0));
+}
 
 impl tracing::Subscriber for Counting {
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
@@ -441,10 +455,10 @@ impl tracing::Subscriber for Counting {
         let meta = event.metadata();
         if meta.target() == "tower_freqlimit::redis" {
             match *meta.level() {
-                tracing::Level::WARN => self.0.warn.fetch_add(1, Ordering::Relaxed),
-                tracing::Level::DEBUG => self.0.debug.fetch_add(1, Ordering::Relaxed),
-                _ => 0,
-            };
+                tracing::Level::WARN => WARNINGS.with(|w| w.set(w.get() + 1)),
+                tracing::Level::DEBUG => DEBUGS.with(|d| d.set(d.get() + 1)),
+                _ => {}
+            }
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
@@ -457,8 +471,7 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
         return;
     };
     // A current-thread test: every call below runs on this thread.
-    let events = Arc::new(Events::default());
-    let _log = tracing::subscriber::set_default(Counting(Arc::clone(&events)));
+    count_events();
     let timeout = 200 * MS;
     let closed = with_policy(&server, FailurePolicy::Closed, timeout).await;
     let open = with_policy(&server, FailurePolicy::Open, timeout).await;
@@ -503,10 +516,10 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
     assert_eq!(closed.stats().failures, 5);
     assert_eq!(open.stats().fail_open_admissions, 5);
     // Said through tracing: an event per failed call, one warning for the burst.
-    assert_eq!(events.debug.load(Ordering::Relaxed), 10);
+    assert_eq!(DEBUGS.with(std::cell::Cell::get), 10);
     // (At most one a second; five calls bounded by a 200 ms timeout each span
     // two seconds at worst.)
-    let warnings = events.warn.load(Ordering::Relaxed);
+    let warnings = WARNINGS.with(std::cell::Cell::get);
     assert!((1..=3).contains(&warnings), "{warnings} warnings");
     // The HTTP layer answers 503 for a fail-closed backend error.
     assert_eq!(http_status(&server.url(), FailurePolicy::Closed).await, 503);
