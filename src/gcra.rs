@@ -92,9 +92,7 @@ pub fn step(tat: Option<u64>, now: u64, params: &FreqLimitParams) -> Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Reserve {
     cost: u32,
-    /// In nanoseconds (saturating at `u64::MAX`, 584 years), as the step
-    /// compares it, so the request path converts nothing.
-    max_wait: Option<u64>,
+    max_wait: Option<Duration>,
 }
 
 impl Default for Reserve {
@@ -126,7 +124,7 @@ impl Reserve {
     #[must_use]
     #[inline]
     pub const fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(duration_to_nanos(max_wait));
+        self.max_wait = Some(max_wait);
         self
     }
 
@@ -152,15 +150,11 @@ impl Reserve {
         self.cost
     }
 
-    /// The longest acceptable wait; `None` when unbounded. Kept in whole
-    /// nanoseconds: a wait beyond `u64::MAX` ns (584 years) reads back as that.
+    /// The longest acceptable wait; `None` when unbounded.
     #[must_use]
     #[inline]
     pub const fn get_max_wait(&self) -> Option<Duration> {
-        match self.max_wait {
-            Some(nanos) => Some(Duration::from_nanos(nanos)),
-            None => None,
-        }
+        self.max_wait
     }
 }
 
@@ -362,7 +356,7 @@ impl Reserve {
         if self.cost <= params.burst() {
             return None;
         }
-        let max_cost = params.max_cost(self.get_max_wait());
+        let max_cost = params.max_cost(self.max_wait);
         (self.cost > max_cost).then_some(FreqLimitError::CostExceedsCapacity {
             cost: self.cost,
             max_cost,
@@ -437,6 +431,7 @@ pub fn reserve(
     let delay = last_unit_tat.saturating_sub(tau).saturating_sub(now);
 
     if let Some(max_wait) = request.max_wait {
+        let max_wait = duration_to_nanos(max_wait);
         if delay > max_wait {
             // Even a full bucket would make this cost wait longer than allowed.
             let best_case = ((cost - 1).saturating_mul(interval)).saturating_sub(tau);
