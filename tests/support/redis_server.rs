@@ -5,6 +5,11 @@
 //! Without `redis-server` on the `PATH` the tests that need it are skipped with a
 //! message, unless `FREQLIMIT_REQUIRE_REDIS=1` (set by `.ci/run` in CI), which
 //! makes a missing server a failure.
+//!
+//! The only waits here are bounded polls of a real process (PING until it
+//! answers, CLUSTER INFO until the cluster is ok): a server runs on real time,
+//! which `tokio::time::pause()` cannot reach, and no test asserts on how long
+//! they take.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
