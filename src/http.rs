@@ -292,7 +292,7 @@ impl axum_core::response::IntoResponse for FreqLimitError {
     }
 }
 
-impl<B, P> crate::layer::FreqLimitLayer<B, P, crate::layer::RefuseWithError> {
+impl<B: Clone, P: Clone> crate::layer::FreqLimitLayer<B, P, crate::layer::RefuseWithError> {
     /// Refusals become HTTP responses: `429` with `Retry-After` and `RateLimit`
     /// headers (see [`HttpResponses`]).
     pub fn http_responses(self) -> crate::layer::FreqLimitLayer<B, P, HttpResponses> {

@@ -101,7 +101,11 @@ pub use service::FreqLimitService;
 /// remote API counts strictly, give it a margin (a slightly lower limit).
 #[must_use]
 pub struct FreqLimitLayer<B, P = Policy, H = RefuseWithError> {
-    config: Config<B, P, H>,
+    // Shared with every service the layer makes. axum clones a route's layers
+    // and applies them on every request to a `Router` used as a service without
+    // `with_state`, so cloning the layer and `layer` must be an `Arc` clone,
+    // not a copy of the config and an allocation.
+    config: Arc<Config<B, P, H>>,
 }
 
 /// What a layer and its services share.
@@ -117,10 +121,10 @@ pub(crate) struct Config<B, P, H> {
     pub(crate) reporter: Reporter,
 }
 
-impl<B: Clone, P: Clone, H: Clone> Clone for FreqLimitLayer<B, P, H> {
+impl<B, P, H> Clone for FreqLimitLayer<B, P, H> {
     fn clone(&self) -> Self {
         Self {
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
         }
     }
 }
@@ -150,7 +154,7 @@ impl<B: FreqLimitBackend> FreqLimitLayer<B> {
     /// ```
     pub fn new(params: FreqLimitParams, backend: B) -> Self {
         Self {
-            config: Config {
+            config: Arc::new(Config {
                 backend,
                 params,
                 max_wait: None,
@@ -159,12 +163,21 @@ impl<B: FreqLimitBackend> FreqLimitLayer<B> {
                 on_refusal: RefuseWithError,
                 clock: Clock::tokio(),
                 reporter: Reporter::default(),
-            },
+            }),
         }
     }
 }
 
-impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H> {
+/// The builder methods need the parts to be `Clone`: a layer cloned before them
+/// keeps its own config.
+impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H>
+where
+    B: Clone,
+    K: Clone,
+    P: Clone,
+    C: Clone,
+    H: Clone,
+{
     /// Puts each request in the bucket `key` returns; `None` means the request
     /// has no key, and [`on_missing_key`](Self::on_missing_key) decides.
     ///
@@ -206,16 +219,22 @@ impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H> {
     }
 }
 
-impl<B, P, H> FreqLimitLayer<B, P, H> {
+impl<B, P, H> FreqLimitLayer<B, P, H>
+where
+    B: Clone,
+    P: Clone,
+    H: Clone,
+{
     /// Rebuilds the layer with a new policy or refusal handler, keeping the rest.
     fn map_config<P2, H2>(
         self,
         policy: impl FnOnce(P) -> P2,
         on_refusal: impl FnOnce(H) -> H2,
     ) -> FreqLimitLayer<B, P2, H2> {
-        let config = self.config;
+        // Moves the config out unless the layer was cloned.
+        let config = Arc::unwrap_or_clone(self.config);
         FreqLimitLayer {
-            config: Config {
+            config: Arc::new(Config {
                 backend: config.backend,
                 params: config.params,
                 max_wait: config.max_wait,
@@ -224,28 +243,32 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
                 on_refusal: on_refusal(config.on_refusal),
                 clock: config.clock,
                 reporter: config.reporter,
-            },
+            }),
         }
+    }
+
+    /// Changes the config in place unless the layer was cloned: services made
+    /// before keep the config they were made with.
+    fn edit(mut self, change: impl FnOnce(&mut Config<B, P, H>)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
     }
 
     /// Rejects a request instead of making it wait longer than `max_wait`;
     /// `Duration::ZERO` rejects at once (reject-only, like `governor`).
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = Some(max_wait);
-        self
+    pub fn max_wait(self, max_wait: Duration) -> Self {
+        self.edit(|config| config.max_wait = Some(max_wait))
     }
 
     /// Waits as long as a slot takes (the default).
-    pub fn wait_forever(mut self) -> Self {
-        self.config.max_wait = None;
-        self
+    pub fn wait_forever(self) -> Self {
+        self.edit(|config| config.max_wait = None)
     }
 
     /// What to do with requests whose key cannot be found (default:
     /// [`MissingKey::Refuse`]).
-    pub fn on_missing_key(mut self, missing_key: MissingKey) -> Self {
-        self.config.missing_key = missing_key;
-        self
+    pub fn on_missing_key(self, missing_key: MissingKey) -> Self {
+        self.edit(|config| config.missing_key = missing_key)
     }
 
     /// Turns refusals into responses or errors with `on_refusal` (see
@@ -256,9 +279,8 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
 
     /// Reads the time from `clock` instead of [`Clock::tokio`] (see
     /// [`crate::clock`] for when [`Clock::fast`] is worth it).
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.config.clock = clock;
-        self
+    pub fn clock(self, clock: Clock) -> Self {
+        self.edit(|config| config.clock = clock)
     }
 
     /// Names the limiter: the `limiter` label of its metrics (feature
@@ -272,11 +294,13 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
     ///     .name("api");
     /// assert_eq!(layer.get_name(), "api");
     /// ```
-    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.config.reporter = Reporter::named(name.into());
-        self
+    pub fn name(self, name: impl Into<Cow<'static, str>>) -> Self {
+        let reporter = Reporter::named(name.into());
+        self.edit(|config| config.reporter = reporter)
     }
+}
 
+impl<B, P, H> FreqLimitLayer<B, P, H> {
     /// The limiter's name (see [`name`](Self::name)).
     pub fn get_name(&self) -> &str {
         self.config.reporter.name()
@@ -293,15 +317,57 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
     }
 }
 
-impl<S, B, P, H> Layer<S> for FreqLimitLayer<B, P, H>
-where
-    B: Clone,
-    P: Clone,
-    H: Clone,
-{
+impl<S, B, P, H> Layer<S> for FreqLimitLayer<B, P, H> {
     type Service = FreqLimitService<S, B, P, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        FreqLimitService::new(inner, Arc::new(self.config.clone()))
+        FreqLimitService::new(inner, Arc::clone(&self.config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::memory::InMemoryBackend;
+
+    #[derive(Clone)]
+    struct Inner;
+
+    fn layer() -> FreqLimitLayer<InMemoryBackend<u8>> {
+        FreqLimitLayer::new(FreqLimitParams::per_second(1), InMemoryBackend::new())
+    }
+
+    #[test]
+    fn services_of_one_layer_share_one_config() {
+        let layer = layer();
+        let (a, b) = (layer.layer(Inner), layer.layer(Inner));
+        assert!(Arc::ptr_eq(a.config(), b.config()));
+        // A clone of the layer hands out the same config too.
+        assert!(Arc::ptr_eq(a.config(), layer.clone().layer(Inner).config()));
+    }
+
+    #[test]
+    fn a_change_after_layer_reaches_only_later_services() {
+        let layer = layer();
+        let before = layer.layer(Inner);
+        let layer = layer.max_wait(Duration::ZERO).name("after");
+        let after = layer.layer(Inner);
+        assert!(!Arc::ptr_eq(before.config(), after.config()));
+        assert_eq!(before.config().max_wait, None);
+        assert_eq!(after.config().max_wait, Some(Duration::ZERO));
+        assert_eq!(before.config().reporter.name(), "default");
+        assert_eq!(after.config().reporter.name(), "after");
+        // Both still limit through the one backend.
+        let params = FreqLimitParams::per_second(1);
+        let now = crate::clock::Timestamp::from_nanos(1);
+        let reserve = crate::gcra::Reserve::new();
+        assert!(
+            before
+                .config()
+                .backend
+                .reserve_now(Some(&7), now, &params, reserve)
+                .is_ok()
+        );
+        assert_eq!(after.config().backend.len(), 1);
     }
 }

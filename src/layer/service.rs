@@ -53,6 +53,11 @@ impl<S, B, P, H> FreqLimitService<S, B, P, H> {
         Self { inner, config }
     }
 
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Arc<Config<B, P, H>> {
+        &self.config
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
