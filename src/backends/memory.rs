@@ -385,7 +385,7 @@ where
 
 /// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
 /// another thread got there first.
-#[inline]
+#[inline(always)]
 fn update(
     tat: &AtomicU64,
     now: u64,
