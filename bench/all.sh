@@ -3,7 +3,7 @@
 # one sitting on this machine, with the machine, the versions and the command
 # behind each table.
 #
-#   bash bench/all.sh            # about 25 minutes on 2 cores; writes BENCHMARKS.md
+#   bash bench/all.sh            # about 8 minutes on 2 cores; writes BENCHMARKS.md
 #   OUT=/tmp/b.md bash bench/all.sh
 #
 # Each table comes from its own script or bench binary, which interleaves ours
@@ -58,7 +58,7 @@ section "Tower layer: instructions per request (callgrind)" \
   "Instructions per request counted by valgrind, which do not move with the machine's load: the tie-breaker when times are within the noise. Rejection rows count instructions only: governor's 429 path spends its time in \`cpuid\` traps, which valgrind does not count."
 section "HTTP load: axum hello-world under wrk" \
   "bash bench/http_load.sh 2>/dev/null | sed -n '/^mode /,\$p'" \
-  "Requests per second over loopback, wrk with 2 threads and 50 connections, a fresh server per run, modes rotated; wrk and the server share the machine's 2 cores."
+  "Requests per second over loopback, medians of 5 rounds of 5 s, a fresh server per run, modes rotated. The server runs on CPU 0 with one Tokio worker and wrk (1 thread, 50 connections) on CPU 1, so the server's core is the bottleneck and the figures measure its CPU cost per request."
 if cargo metadata --format-version 1 --no-deps 2>/dev/null | grep -q '"redis"'; then
   section "Redis backend: ours vs the raw script" \
     "bash bench/redis_load.sh 2>/dev/null" \

@@ -10,16 +10,19 @@
 #   bash bench/http_load.sh
 #
 # Settings, through the environment (defaults in brackets):
-#   ROUNDS [3]       rounds; every round runs every mode once, in a rotated order
+#   ROUNDS [5]       rounds; every round runs every mode once, in a rotated order
 #   DURATION [5]     seconds of each measured wrk run
 #   WARMUP [1]       seconds of an unmeasured wrk run before each measured one
-#   THREADS [2]      wrk threads
+#   PIN [1]          1: the server gets CPU 0 and one Tokio worker, wrk gets
+#                    CPU 1 (taskset), so the load generator does not compete
+#                    with the server for a core; 0: both float over all cores
+#   THREADS [1 with PIN=1, else 2]  wrk threads
 #   CONNECTIONS [50] wrk connections
 #   PORT [3917]      loopback port of the server
 #
 # Everything runs on 127.0.0.1; each wrk run is bounded by -d (and by
 # `timeout`), so the whole script takes about ROUNDS * 6 * (DURATION + WARMUP + 1)
-# seconds after the build (about 2 minutes with the defaults).
+# seconds after the build (about 4 minutes with the defaults).
 #
 # It builds examples/bench_server.rs in release mode, installs wrk from the
 # Debian packages if it is missing (apt-get, as root or through sudo), starts a
@@ -28,10 +31,23 @@
 
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-THREADS=${THREADS:-2}
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ] && ! { command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; }; then
+    echo "PIN=1 needs taskset and 2 CPUs; running unpinned" >&2
+    PIN=0
+fi
+if [ "$PIN" = 1 ]; then
+    THREADS=${THREADS:-1}
+    SERVER_CPU=(taskset -c 0 env TOKIO_WORKER_THREADS=1)
+    WRK_CPU=(taskset -c 1)
+else
+    THREADS=${THREADS:-2}
+    SERVER_CPU=()
+    WRK_CPU=()
+fi
 CONNECTIONS=${CONNECTIONS:-50}
 PORT=${PORT:-3917}
 MODES=(none ours governor ours-reject governor-reject ours-fast)
@@ -70,12 +86,17 @@ lock_version() {
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 log "# HTTP load: axum hello-world, no limiter vs tower-freqlimit vs tower_governor"
 log "date:        $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-log "command:     ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNECTIONS=$CONNECTIONS PORT=$PORT bash bench/http_load.sh"
+log "command:     ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PIN=$PIN THREADS=$THREADS CONNECTIONS=$CONNECTIONS PORT=$PORT bash bench/http_load.sh"
 log "wrk command: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s $URL   (after an unmeasured ${WARMUP}s run; a fresh server per run)"
 log "machine:     $(nproc) CPUs, $cpu_model; $(uname -sr)"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-log "NOTE:        wrk and the server share these $(nproc) cores (server: multi-threaded Tokio, one worker per core; wrk: $THREADS threads),"
-log "             so a limiter's CPU cost also slows the load generator; figures are for comparing modes on this machine only."
+if [ "$PIN" = 1 ]; then
+    log "NOTE:        the server runs on CPU 0 (one Tokio worker), wrk on CPU 1 ($THREADS thread): the server's core is the bottleneck,"
+    log "             so requests/s measure its CPU cost per request, limiter included; figures are for comparing modes on this machine only."
+else
+    log "NOTE:        wrk and the server share these $(nproc) cores (server: multi-threaded Tokio, one worker per core; wrk: $THREADS threads),"
+    log "             so a limiter's CPU cost also slows the load generator; figures are for comparing modes on this machine only."
+fi
 log "toolchain:   $(rustc --version)"
 log "wrk:         $(wrk -v 2>&1 | head -n 1)"
 log "crates:      tower-freqlimit $(lock_version tower-freqlimit), tower_governor $(lock_version tower_governor), governor $(lock_version governor), axum $(lock_version axum), hyper $(lock_version hyper), tokio $(lock_version tokio)"
@@ -96,7 +117,7 @@ stop_server() {
 trap stop_server EXIT
 
 start_server() {
-    PORT=$PORT "$SERVER" "$1" 2>/dev/null &
+    PORT=$PORT "${SERVER_CPU[@]}" "$SERVER" "$1" 2>/dev/null &
     server_pid=$!
     for _ in $(seq 100); do
         if curl -s -o /dev/null "$URL" 2>/dev/null; then return 0; fi
@@ -113,8 +134,8 @@ for ((round = 0; round < ROUNDS; round++)); do
     for ((i = 0; i < ${#MODES[@]}; i++)); do
         mode=${MODES[$(((i + round) % ${#MODES[@]}))]}
         start_server "$mode"
-        timeout $((WARMUP + 10)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$URL" >/dev/null
-        out=$(timeout $((DURATION + 10)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "$URL")
+        timeout $((WARMUP + 10)) "${WRK_CPU[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$URL" >/dev/null
+        out=$(timeout $((DURATION + 10)) "${WRK_CPU[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "$URL")
         stop_server
         rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
         total=$(awk '/requests in/ { print $1 }' <<<"$out")
