@@ -135,7 +135,7 @@ fn ours(url: &str, concurrency: usize, run: Duration) -> f64 {
         .build()
         .unwrap();
     rt.block_on(async {
-        let backend = RedisBackend::<str>::builder()
+        let backend = RedisBackend::<String>::builder()
             .prefix("bench")
             .timeout(Duration::from_secs(5))
             .connect(url)
@@ -215,7 +215,7 @@ fn flood(url: &str, port: u16, cache: usize) -> (u64, f64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let backend = RedisBackend::<str>::builder()
+        let backend = RedisBackend::<String>::builder()
             .prefix(format!("flood{cache}"))
             .negative_cache(cache)
             .connect(url)

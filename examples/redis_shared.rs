@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Two backends, two connections: what two servers would have.
     let mut replicas = Vec::new();
     for name in ["replica A", "replica B"] {
-        let backend = RedisBackend::<str>::builder()
+        let backend = RedisBackend::<String>::builder()
             .prefix(prefix.clone())
             .timeout(Duration::from_millis(500))
             .connect(&url)

@@ -40,7 +40,9 @@ pub enum FreqLimitError {
     Backend(BackendError),
     /// The layer's key extractor found no key in the request and the layer is set
     /// to refuse such requests ([`MissingKey::Refuse`](crate::layer::MissingKey::Refuse)).
-    KeyNotFound,
+    /// [`KeyNotFound`] says why, and whether the client or the server's setup
+    /// is at fault.
+    KeyNotFound(KeyNotFound),
 }
 
 impl fmt::Display for FreqLimitError {
@@ -52,7 +54,7 @@ impl fmt::Display for FreqLimitError {
                 "cost {cost} can never be admitted: at most {max_cost} fits within the allowed wait"
             ),
             Self::Backend(err) => err.fmt(f),
-            Self::KeyNotFound => f.write_str("the request carries no rate-limit key"),
+            Self::KeyNotFound(missing) => missing.fmt(f),
         }
     }
 }
@@ -72,11 +74,89 @@ impl From<BackendError> for FreqLimitError {
     }
 }
 
+impl From<KeyNotFound> for FreqLimitError {
+    fn from(missing: KeyNotFound) -> Self {
+        Self::KeyNotFound(missing)
+    }
+}
+
 impl From<Rejection> for FreqLimitError {
     fn from(rejection: Rejection) -> Self {
         Self::Rejected(rejection)
     }
 }
+
+/// Why a request has no rate-limit key, and whose fault that is.
+///
+/// * [`server_setup`](Self::server_setup): the server did not record what the
+///   extractor reads (no peer address: axum served without
+///   `into_make_service_with_connect_info`, or the `axum` feature off). Over
+///   HTTP a `500`, whose body is the message, so the fix is one look away.
+/// * [`client_omitted`](Self::client_omitted): the client left out what the
+///   key is made from (an API-key header). Over HTTP a `400 Bad Request`; to
+///   let such requests on to an authentication layer instead (which answers
+///   `401`), set [`MissingKey::Allow`](crate::layer::MissingKey::Allow).
+///
+/// The message is a fixed text (no allocation on the request path).
+///
+/// ```
+/// use tower_freqlimit::{FreqLimitError, KeyNotFound};
+///
+/// const NO_TOKEN: KeyNotFound = KeyNotFound::client_omitted("the request has no API token");
+/// assert!(NO_TOKEN.is_client_error());
+/// assert_eq!(FreqLimitError::from(NO_TOKEN).to_string(), "the request has no API token");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyNotFound {
+    client_error: bool,
+    message: &'static str,
+}
+
+impl KeyNotFound {
+    /// What a key extractor that says nothing more reports (a closure that
+    /// returned `None`): a server-side fault, `500` over HTTP.
+    pub const UNSPECIFIED: Self = Self::server_setup(
+        "the request carries no rate-limit key: the layer's key extractor found none",
+    );
+
+    /// The server's setup left out what the extractor reads: a `500`.
+    #[must_use]
+    pub const fn server_setup(message: &'static str) -> Self {
+        Self {
+            client_error: false,
+            message,
+        }
+    }
+
+    /// The client left out what its key is made from: a `400`.
+    #[must_use]
+    pub const fn client_omitted(message: &'static str) -> Self {
+        Self {
+            client_error: true,
+            message,
+        }
+    }
+
+    /// Whether the client is at fault (`400`) rather than the server (`500`).
+    #[must_use]
+    pub const fn is_client_error(&self) -> bool {
+        self.client_error
+    }
+
+    /// What is missing and what to do about it.
+    #[must_use]
+    pub const fn message(&self) -> &'static str {
+        self.message
+    }
+}
+
+impl fmt::Display for KeyNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+
+impl StdError for KeyNotFound {}
 
 /// A rejected call: when to retry, and the state of its bucket.
 ///

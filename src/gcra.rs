@@ -85,14 +85,17 @@ pub fn step(tat: Option<u64>, now: u64, params: &FreqLimitParams) -> Step {
 /// use tower_freqlimit::Reserve;
 ///
 /// let ask = Reserve::new().cost(3).max_wait(Duration::from_millis(250));
-/// assert_eq!(ask.get_cost(), 3);
-/// assert_eq!(ask.get_max_wait(), Some(Duration::from_millis(250)));
-/// assert_eq!(Reserve::new().no_wait().get_max_wait(), Some(Duration::ZERO));
+/// assert_eq!(ask.cost, 3);
+/// assert_eq!(ask.max_wait, Some(Duration::from_millis(250)));
+/// assert_eq!(Reserve::new().no_wait().max_wait, Some(Duration::ZERO));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Reserve {
-    cost: u32,
-    max_wait: Option<Duration>,
+    /// The units asked for: a call of cost `n` is `n` unit calls at one
+    /// instant. Cost 0 asks for nothing and is always admitted at once.
+    pub cost: u32,
+    /// The longest acceptable wait; `None` waits as long as needed.
+    pub max_wait: Option<Duration>,
 }
 
 impl Default for Reserve {
@@ -141,20 +144,6 @@ impl Reserve {
     pub const fn wait_forever(mut self) -> Self {
         self.max_wait = None;
         self
-    }
-
-    /// The cost asked for.
-    #[must_use]
-    #[inline]
-    pub const fn get_cost(&self) -> u32 {
-        self.cost
-    }
-
-    /// The longest acceptable wait; `None` when unbounded.
-    #[must_use]
-    #[inline]
-    pub const fn get_max_wait(&self) -> Option<Duration> {
-        self.max_wait
     }
 }
 

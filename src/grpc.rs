@@ -4,7 +4,8 @@
 //! |---|---|
 //! | [`FreqLimitError::Rejected`] | `RESOURCE_EXHAUSTED`, with `retry-after` metadata in whole seconds (rounded up) and `grpc-retry-pushback-ms` (gRFC A6, rounded up) |
 //! | [`FreqLimitError::CostExceedsCapacity`] | `RESOURCE_EXHAUSTED` |
-//! | [`FreqLimitError::KeyNotFound`] | `INTERNAL` |
+//! | [`FreqLimitError::KeyNotFound`], the client's omission | `INVALID_ARGUMENT` |
+//! | [`FreqLimitError::KeyNotFound`], the server's setup | `INTERNAL` |
 //! | [`FreqLimitError::Backend`] | `UNAVAILABLE` |
 
 use tonic::metadata::MetadataValue;
@@ -31,7 +32,10 @@ impl From<FreqLimitError> for Status {
             FreqLimitError::Rejected(_) | FreqLimitError::CostExceedsCapacity { .. } => {
                 Code::ResourceExhausted
             }
-            FreqLimitError::KeyNotFound => Code::Internal,
+            FreqLimitError::KeyNotFound(missing) if missing.is_client_error() => {
+                Code::InvalidArgument
+            }
+            FreqLimitError::KeyNotFound(_) => Code::Internal,
             FreqLimitError::Backend(_) => Code::Unavailable,
         };
         let mut status = Status::new(code, refusal.to_string());
@@ -61,7 +65,7 @@ impl From<FreqLimitError> for Status {
 /// use tower_freqlimit::grpc::GrpcStatus;
 /// use tower_freqlimit::layer::FreqLimitLayer;
 ///
-/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::global())
 ///     .on_refusal(GrpcStatus);
 /// # let _ = layer;
 /// ```

@@ -147,14 +147,16 @@ pub fn insert_admission_headers(
 /// |---|---|---|
 /// | [`FreqLimitError::Rejected`] | `429 Too Many Requests` | `Retry-After`, `RateLimit-Policy`, `RateLimit` |
 /// | [`FreqLimitError::CostExceedsCapacity`] | `429 Too Many Requests` | `RateLimit-Policy` (no `Retry-After`: retrying cannot help) |
-/// | [`FreqLimitError::KeyNotFound`] | `500 Internal Server Error` | |
+/// | [`FreqLimitError::KeyNotFound`], the client's omission ([`KeyNotFound::client_omitted`](crate::KeyNotFound::client_omitted)) | `400 Bad Request` | |
+/// | [`FreqLimitError::KeyNotFound`], the server's setup ([`KeyNotFound::server_setup`](crate::KeyNotFound::server_setup)) | `500 Internal Server Error` | |
 /// | [`FreqLimitError::Backend`] | `503 Service Unavailable` | |
 ///
 /// (A backend of kind [`Full`](crate::BackendErrorKind::Full), a bounded
 /// in-memory backend refusing a new key, says so in its body.)
 ///
 /// The body is a fixed one-line plain-text explanation (the figures are in the
-/// headers). `params` gives the policy
+/// headers); for a missing key, the [`KeyNotFound`](crate::KeyNotFound) message, which says what
+/// to do. `params` gives the policy
 /// header; pass `None` where it is not known.
 ///
 /// ```
@@ -178,7 +180,10 @@ pub fn refusal_response<B: From<&'static str>>(
         FreqLimitError::Rejected(_) | FreqLimitError::CostExceedsCapacity { .. } => {
             StatusCode::TOO_MANY_REQUESTS
         }
-        FreqLimitError::KeyNotFound => StatusCode::INTERNAL_SERVER_ERROR,
+        FreqLimitError::KeyNotFound(missing) if missing.is_client_error() => {
+            StatusCode::BAD_REQUEST
+        }
+        FreqLimitError::KeyNotFound(_) => StatusCode::INTERNAL_SERVER_ERROR,
         FreqLimitError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     // Fixed texts: the figures are in the headers, and the 429 path must be cheap.
@@ -187,7 +192,7 @@ pub fn refusal_response<B: From<&'static str>>(
         FreqLimitError::CostExceedsCapacity { .. } => {
             "Too Many Requests: this request costs more than the limit ever admits at once\n"
         }
-        FreqLimitError::KeyNotFound => "the request carries no rate-limit key\n",
+        FreqLimitError::KeyNotFound(missing) => missing.message(),
         FreqLimitError::Backend(err) if err.kind() == crate::BackendErrorKind::Full => {
             "rate-limit backend is full\n"
         }
@@ -228,7 +233,7 @@ pub fn refusal_response<B: From<&'static str>>(
 /// use tower_freqlimit::http::HttpResponses;
 /// use tower_freqlimit::layer::FreqLimitLayer;
 ///
-/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+/// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::global())
 ///     .on_refusal(HttpResponses::new().with_headers_on_success());
 /// # let _ = layer;
 /// ```
@@ -289,6 +294,46 @@ impl axum_core::response::IntoResponse for FreqLimitError {
     /// its params).
     fn into_response(self) -> axum_core::response::Response {
         refusal_response(&self, None)
+    }
+}
+
+impl<B: crate::backends::FreqLimitBackend>
+    crate::layer::FreqLimitLayer<B, crate::layer::Policy, HttpResponses>
+{
+    /// The server limiter: requests over the limit are **rejected at once**
+    /// (nothing queues) with `429 Too Many Requests`, `Retry-After` and the
+    /// IETF `RateLimit` headers ([`HttpResponses`]); one global bucket until
+    /// [`key`](crate::layer::FreqLimitLayer::key) says otherwise. The inner
+    /// service's error type is kept, so an axum `Router` takes it as it is.
+    ///
+    /// It is [`FreqLimitLayer::new`](crate::layer::FreqLimitLayer::new) (the
+    /// pacing limiter, for clients) with
+    /// [`no_wait`](crate::layer::FreqLimitLayer::no_wait) and
+    /// [`http_responses`](crate::layer::FreqLimitLayer::http_responses).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::{Router, routing::get};
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::key::ClientIp;
+    /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+    ///
+    /// # async fn serve() -> std::io::Result<()> {
+    /// let limit = FreqLimitLayer::server(FreqLimitParams::per_second(2).with_burst(5), InMemoryBackend::new())
+    ///     .key(ClientIp::peer());
+    /// let app = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    /// # }
+    /// ```
+    pub fn server(params: FreqLimitParams, backend: B) -> Self {
+        Self::with_parts(
+            params,
+            backend,
+            Some(std::time::Duration::ZERO),
+            HttpResponses::new(),
+        )
     }
 }
 

@@ -147,10 +147,10 @@ mod params;
 
 pub use backends::FreqLimitBackend;
 pub use config::ParseParamsError;
-pub use error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
+pub use error::{BackendError, BackendErrorKind, FreqLimitError, KeyNotFound, Rejection};
 pub use gcra::{Admission, Reserve};
 pub use layer::{FreqLimitLayer, FreqLimitService};
-pub use limiter::FreqLimit;
+pub use limiter::{FreqLimit, KeyArg};
 pub use params::{FreqLimitParams, ParamsError};
 
 /// The README's examples, compiled as doctests so they cannot rot.

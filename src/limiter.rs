@@ -1,8 +1,9 @@
 //! [`FreqLimit`]: await a slot for a key, outside of any Tower stack.
 
+use std::borrow::Borrow;
 use std::time::Duration;
 
-use crate::backends::FreqLimitBackend;
+use crate::backends::{BorrowedKey, FreqLimitBackend};
 use crate::clock::Clock;
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{Admission, Reserve};
@@ -94,11 +95,11 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
     ///
     /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1000), InMemoryBackend::<u64>::new())
-    ///     .with_clock(Clock::fast());
+    ///     .clock(Clock::fast());
     /// # let _ = limiter;
     /// ```
     #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
@@ -110,18 +111,13 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// # use tower_freqlimit::backends::memory::InMemoryBackend;
     /// # use tower_freqlimit::{FreqLimit, FreqLimitParams};
     /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u8>::new())
-    ///     .with_name("per-chat");
-    /// assert_eq!(limiter.name(), "per-chat");
+    ///     .name("per-chat");
+    /// assert!(format!("{limiter:?}").contains("per-chat"));
     /// ```
     #[must_use]
-    pub fn with_name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+    pub fn name(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
         self.reporter = Reporter::named(name.into());
         self
-    }
-
-    /// The limiter's name (see [`with_name`](Self::with_name)).
-    pub fn name(&self) -> &str {
-        self.reporter.name()
     }
 
     /// The params applied to every key.
@@ -153,12 +149,10 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// assert_eq!(second.delay().as_millis(), 500);
     /// # }
     /// ```
-    pub async fn acquire<'k>(
-        &self,
-        key: impl Into<Option<&'k B::Key>>,
-    ) -> Result<Admission, FreqLimitError>
+    pub async fn acquire<A>(&self, key: A) -> Result<Admission, FreqLimitError>
     where
-        B::Key: 'k,
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
     {
         self.acquire_with(key, Reserve::new()).await
     }
@@ -186,12 +180,10 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// assert!(limiter.try_acquire(&2).await.is_ok()); // keys are independent
     /// # }
     /// ```
-    pub async fn try_acquire<'k>(
-        &self,
-        key: impl Into<Option<&'k B::Key>>,
-    ) -> Result<Admission, FreqLimitError>
+    pub async fn try_acquire<A>(&self, key: A) -> Result<Admission, FreqLimitError>
     where
-        B::Key: 'k,
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
     {
         self.acquire_with(key, Reserve::new().no_wait()).await
     }
@@ -220,13 +212,14 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// assert!(matches!(err, FreqLimitError::Rejected(_)));
     /// # }
     /// ```
-    pub async fn acquire_within<'k>(
+    pub async fn acquire_within<A>(
         &self,
-        key: impl Into<Option<&'k B::Key>>,
+        key: A,
         max_wait: Duration,
     ) -> Result<Admission, FreqLimitError>
     where
-        B::Key: 'k,
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
     {
         self.acquire_with(key, Reserve::new().max_wait(max_wait))
             .await
@@ -260,19 +253,20 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// assert_eq!(err, FreqLimitError::CostExceedsCapacity { cost: 11, max_cost: 10 });
     /// # }
     /// ```
-    pub async fn acquire_with<'k>(
+    pub async fn acquire_with<A>(
         &self,
-        key: impl Into<Option<&'k B::Key>>,
+        key: A,
         request: Reserve,
     ) -> Result<Admission, FreqLimitError>
     where
-        B::Key: 'k,
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
     {
         if let Some(refusal) = request.impossible_under(&self.params) {
             self.reporter.refused(&refusal);
             return Err(refusal);
         }
-        let key = key.into();
+        let key = key.lookup();
         let now = self.clock.now();
         let reserved = self.backend.reserve(key, now, &self.params, request).await;
         let admission = match reserved {
@@ -320,22 +314,97 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
 }
 
 /// Gives an unused reservation back when the waiting future is dropped.
-struct RefundOnDrop<'a, B: FreqLimitBackend> {
+struct RefundOnDrop<'a, B, Q>
+where
+    B: FreqLimitBackend,
+    B::Key: Borrow<Q>,
+    Q: BorrowedKey<B::Key> + ?Sized,
+{
     backend: &'a B,
-    key: Option<&'a B::Key>,
+    key: Option<&'a Q>,
     admission: Option<Admission>,
 }
 
-impl<B: FreqLimitBackend> RefundOnDrop<'_, B> {
+impl<B, Q> RefundOnDrop<'_, B, Q>
+where
+    B: FreqLimitBackend,
+    B::Key: Borrow<Q>,
+    Q: BorrowedKey<B::Key> + ?Sized,
+{
     fn used(mut self) {
         self.admission = None;
     }
 }
 
-impl<B: FreqLimitBackend> Drop for RefundOnDrop<'_, B> {
+impl<B, Q> Drop for RefundOnDrop<'_, B, Q>
+where
+    B: FreqLimitBackend,
+    B::Key: Borrow<Q>,
+    Q: BorrowedKey<B::Key> + ?Sized,
+{
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
             self.backend.refund(self.key, &admission);
         }
+    }
+}
+
+/// A key as [`FreqLimit`]'s methods take it: `&key`, a borrowed form of the
+/// backend's key (`"chat:42"` for `String` keys, `&b"id"[..]` for `Vec<u8>`:
+/// no allocation to look a known key up), or `None` for the global bucket.
+///
+/// Implemented for `&Q` where the key borrows as `Q` ([`BorrowedKey`]), and for
+/// `Option<&K>`; there is nothing to implement.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+/// let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<String>::new());
+/// let owned = String::from("chat:42");
+/// limiter.acquire("chat:1").await?; // &str for a String key
+/// limiter.acquire(&owned).await?; // &String
+/// limiter.acquire(Some(&owned)).await?; // Option<&String>
+/// limiter.acquire(None).await?; // the global bucket
+/// # Ok(())
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a key of a limiter whose keys are `{K}`",
+    label = "not a key of this limiter",
+    note = "pass `&key` (a `&{K}`), what `{K}` borrows as (`&str` for `String`, `&[u8]` for `Vec<u8>`), or `None` for the global bucket"
+)]
+pub trait KeyArg<K> {
+    /// The form the backend is asked with.
+    type Lookup: BorrowedKey<K> + ?Sized;
+
+    /// The key to look up; `None` is the global bucket.
+    fn lookup(&self) -> Option<&Self::Lookup>;
+}
+
+impl<K, Q> KeyArg<K> for &Q
+where
+    K: Borrow<Q>,
+    Q: BorrowedKey<K> + ?Sized,
+{
+    type Lookup = Q;
+
+    #[inline]
+    fn lookup(&self) -> Option<&Q> {
+        Some(*self)
+    }
+}
+
+impl<K> KeyArg<K> for Option<&K>
+where
+    K: BorrowedKey<K>,
+{
+    type Lookup = K;
+
+    #[inline]
+    fn lookup(&self) -> Option<&K> {
+        *self
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! Every series has one label, `limiter`: the name given with
 //! [`FreqLimitLayer::name`](crate::layer::FreqLimitLayer::name) or
-//! [`FreqLimit::with_name`](crate::FreqLimit::with_name) (`"default"` if none).
+//! [`FreqLimit::name`](crate::FreqLimit::name) (`"default"` if none).
 //! Keys are never labels: they may be personal data, and one series per key
 //! would flood the recorder.
 //!
@@ -33,7 +33,7 @@
 //!     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
 //!     runtime.block_on(async {
 //!         let limiter = FreqLimit::new(FreqLimitParams::per_second(1), InMemoryBackend::<u8>::new())
-//!             .with_name("chat");
+//!             .name("chat");
 //!         limiter.try_acquire(&1).await.unwrap();
 //!         limiter.try_acquire(&1).await.unwrap_err();
 //!     });

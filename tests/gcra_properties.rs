@@ -152,7 +152,7 @@ proptest! {
                 prop_assert_eq!(nanos(r.admission.delay()), last_delay);
             }
             Err(FreqLimitError::Rejected(rejection)) => {
-                let max_wait = nanos(request.get_max_wait().unwrap());
+                let max_wait = nanos(request.max_wait.unwrap());
                 prop_assert!(last_delay > max_wait);
                 // Retrying after `retry_after` is admitted, waiting exactly max_wait.
                 let later = now + nanos(rejection.retry_after());
@@ -163,7 +163,7 @@ proptest! {
                 prop_assert_eq!(c, cost);
                 prop_assert!(cost > max_cost);
                 // Not even a full bucket admits it.
-                let max_wait = nanos(request.get_max_wait().unwrap());
+                let max_wait = nanos(request.max_wait.unwrap());
                 let mut fresh = None;
                 let mut delay = 0;
                 for _ in 0..cost {

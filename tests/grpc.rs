@@ -26,7 +26,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower_freqlimit::FreqLimitParams;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::grpc::GrpcStatus;
-use tower_freqlimit::layer::{FreqLimitLayer, Policy};
+use tower_freqlimit::layer::{ExtractKey, FreqLimitLayer, Policy};
 
 /// One call a minute, three at once: nothing refills during a test.
 const SLOW: FreqLimitParams = FreqLimitParams::per_hour(60).with_burst(3);
@@ -48,7 +48,7 @@ impl Harness {
     async fn start<K, F>(layer: GrpcLayer<K, F>) -> Self
     where
         K: Hash + Eq + Clone + Send + Sync + 'static,
-        F: Fn(&Request<Body>) -> Option<K> + Clone + Send + Sync + 'static,
+        F: ExtractKey<Request<Body>, K> + Clone + Send + Sync + 'static,
     {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let incoming = TcpIncoming::bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
@@ -165,6 +165,39 @@ async fn per_peer_limit_refuses_with_resource_exhausted_and_retry_after() {
     harness.shutdown().await;
 }
 
+/// `ClientIp::peer()` reads the peer from tonic's `TcpConnectInfo` (feature
+/// `tonic`): no hand-written reader needed.
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn client_ip_reads_tonics_connect_info() {
+    let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::new())
+        .key(tower_freqlimit::key::ClientIp::peer())
+        .no_wait()
+        .on_refusal(GrpcStatus);
+    let backend = layer.backend().clone();
+    let mut harness = Harness::start(layer).await;
+
+    // A missing peer would be INTERNAL on the first call.
+    for n in 1..=3 {
+        assert_serving(harness.check(None).await, &format!("call {n}"));
+    }
+    assert_exhausted(harness.check(None).await, "call 4");
+    // One bucket: the loopback peer's, keyed by its address.
+    assert_eq!(backend.len(), 1);
+    assert!(
+        backend
+            .reserve_now(
+                Some(&IpAddr::from(Ipv4Addr::LOCALHOST)),
+                tower_freqlimit::clock::Timestamp::now(),
+                &SLOW,
+                tower_freqlimit::Reserve::new().no_wait(),
+            )
+            .is_err(),
+        "the loopback peer's bucket is the one that was used"
+    );
+    harness.shutdown().await;
+}
+
 #[tokio::test]
 async fn tenants_have_buckets_of_their_own() {
     let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::<String>::new())
@@ -196,7 +229,10 @@ async fn tenants_have_buckets_of_their_own() {
     let status = harness.check(None).await.expect_err("no tenant");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(status.metadata().get("retry-after").is_none());
-    assert_eq!(status.message(), "the request carries no rate-limit key");
+    assert_eq!(
+        status.message(),
+        tower_freqlimit::KeyNotFound::UNSPECIFIED.message()
+    );
 
     assert_eq!(backend.len(), 2);
     harness.shutdown().await;

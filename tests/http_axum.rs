@@ -318,16 +318,18 @@ async fn headers_on_success_count_down_the_burst() {
     assert_eq!(other.header("ratelimit"), Some(r#""default";r=4;t=60"#));
 }
 
-/// The default `MissingKey::Refuse`: a request without the key header is a
-/// `500` (a misconfiguration, not the client's fault), consumes nothing, and
-/// carries no rate-limit headers. So is every request to a server started
-/// without `ConnectInfo` whose layer keys on the IP.
+/// The default `MissingKey::Refuse`: a request without a key is refused,
+/// consumes nothing, and carries no rate-limit headers. Whose fault it is sets
+/// the status: a closure that found nothing is the server's (`500`), a
+/// `HeaderKey` header the client left out is the client's (`400`), and a
+/// server started without `ConnectInfo` whose layer keys on the IP gets a `500`
+/// whose body says how to serve it.
 #[tokio::test]
-async fn missing_key_is_refused_with_500_by_default() {
+async fn missing_key_is_refused_by_whose_fault_it_is() {
     let backend = InMemoryBackend::<String>::new();
     let layer = FreqLimitLayer::new(HOURLY, backend.clone())
         .key(api_key)
-        .max_wait(Duration::ZERO)
+        .no_wait()
         .on_refusal(HttpResponses::new().with_headers_on_success());
     let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
     let client = client();
@@ -335,7 +337,10 @@ async fn missing_key_is_refused_with_500_by_default() {
     for _ in 0..3 {
         let reply = get_from(&client, addr, "/", None).await;
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(reply.body, "the request carries no rate-limit key\n");
+        assert_eq!(
+            reply.body,
+            tower_freqlimit::KeyNotFound::UNSPECIFIED.message()
+        );
         assert_eq!(reply.header("retry-after"), None);
         assert_eq!(reply.header("ratelimit"), None);
         assert_eq!(reply.header("ratelimit-policy"), None);
@@ -347,13 +352,44 @@ async fn missing_key_is_refused_with_500_by_default() {
         ok_then_429(5, 1)
     );
 
-    // Keyed on the IP, but served without `ConnectInfo`.
-    let layer = FreqLimitLayer::new(HOURLY, InMemoryBackend::<IpAddr>::new())
-        .key(client_ip)
-        .max_wait(Duration::ZERO)
-        .http_responses();
+    // The client's own key, left out: 400, never a 5xx.
+    let backend = InMemoryBackend::<String>::new();
+    let layer = FreqLimitLayer::server(HOURLY, backend.clone())
+        .key(tower_freqlimit::key::HeaderKey::named("x-api-key").unwrap());
+    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    for _ in 0..3 {
+        let reply = get_from(&client, addr, "/", None).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+        assert!(reply.body.contains("header"), "{reply:?}");
+        assert_eq!(reply.header("retry-after"), None);
+    }
+    assert!(backend.is_empty());
+    assert_eq!(
+        statuses(&client, addr, "/", Some("k"), 6).await,
+        ok_then_429(5, 1)
+    );
+
+    // Keyed on the IP, but served without `ConnectInfo`: the body says what to do.
+    let layer = FreqLimitLayer::server(HOURLY, InMemoryBackend::new())
+        .key(tower_freqlimit::key::ClientIp::peer());
     let addr = serve_without_connect_info(Router::new().route("/", get(ok).layer(layer))).await;
-    assert_eq!(statuses(&client, addr, "/", None, 2).await, [500, 500]);
+    for _ in 0..2 {
+        let reply = get_from(&client, addr, "/", None).await;
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            reply
+                .body
+                .contains("into_make_service_with_connect_info::<SocketAddr>()"),
+            "{reply:?}"
+        );
+        // Without the `axum` feature, axum's `ConnectInfo` cannot be read at
+        // all: the body names the feature too.
+        assert_eq!(
+            reply.body.contains("`axum` feature"),
+            cfg!(not(feature = "axum")),
+            "{reply:?}"
+        );
+    }
 }
 
 /// `MissingKey::Global`: requests without a key share the one global bucket,
@@ -771,7 +807,7 @@ async fn headers_on_a_waited_response_count_from_its_send_time() {
         .layer(
             tower_freqlimit::FreqLimitLayer::new(
                 tower_freqlimit::FreqLimitParams::per_second(1),
-                tower_freqlimit::backends::memory::InMemoryBackend::<()>::new(),
+                tower_freqlimit::backends::memory::InMemoryBackend::global(),
             )
             .on_refusal(tower_freqlimit::http::HttpResponses::new().with_headers_on_success()),
         );

@@ -603,10 +603,17 @@ fn keys_group_ipv6_by_prefix_and_map_ipv4() {
             "{extractor:?} {peer}"
         );
     }
-    // No peer recorded: no key.
-    assert_eq!(
-        ClientIp::peer().extract_key(&Request::new(())),
-        KeyLookup::NotFound
+    // No peer recorded: no key, the server's setup at fault, and the message
+    // says how to record the peer.
+    let KeyLookup::NotFound(missing) = ClientIp::peer().extract_key(&Request::new(())) else {
+        panic!("a key without a peer");
+    };
+    assert!(!missing.is_client_error());
+    assert!(
+        missing
+            .message()
+            .contains("into_make_service_with_connect_info::<SocketAddr>()"),
+        "{missing}"
     );
     // An `IpAddr` in the extensions is read as well.
     let mut req = Request::new(());
@@ -626,9 +633,16 @@ fn tuples_combine_extractors() {
     assert_eq!((addr, route.as_str()), (ip("192.0.2.1"), "/a"));
     // Either missing: no key.
     let with_api_key = (ClientIp::peer(), HeaderKey::named("x-api-key").unwrap());
-    assert_eq!(with_api_key.extract_key(&req), KeyLookup::NotFound);
+    // The header is the client's to send: its omission is the client's error.
+    let KeyLookup::NotFound(missing) = with_api_key.extract_key(&req) else {
+        panic!("a key without the header");
+    };
+    assert!(missing.is_client_error(), "{missing}");
     let no_peer = Request::get("/a").body(()).unwrap();
-    assert_eq!(pair.extract_key(&no_peer), KeyLookup::NotFound);
+    let KeyLookup::NotFound(missing) = pair.extract_key(&no_peer) else {
+        panic!("a key without a peer");
+    };
+    assert!(!missing.is_client_error(), "{missing}");
     // Global in either: the global bucket.
     let global = (ClientIp::peer(), tower_freqlimit::layer::Global);
     assert_eq!(

@@ -470,7 +470,7 @@ async fn fast_clock_limits_like_the_tokio_clock() {
         FreqLimitParams::per_hour(1).with_burst(2),
         InMemoryBackend::<u8>::new(),
     )
-    .with_clock(Clock::fast());
+    .clock(Clock::fast());
     assert!(limiter.try_acquire(&1).await.is_ok());
     assert!(limiter.try_acquire(&1).await.is_ok());
     let err = limiter.try_acquire(&1).await.unwrap_err();

@@ -134,13 +134,17 @@ impl FreqLimitBackend for Down {
     type Key = u32;
     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        _: Option<&u32>,
+        _: Option<&Q>,
         _: Timestamp,
         _: &FreqLimitParams,
         _: Reserve,
-    ) -> Self::ReserveFuture {
+    ) -> Self::ReserveFuture
+    where
+        u32: std::borrow::Borrow<Q>,
+        Q: tower_freqlimit::backends::BorrowedKey<u32> + ?Sized,
+    {
         ready(Err(FreqLimitError::Backend(BackendError::new(
             BackendErrorKind::Unavailable,
             "connection refused",
@@ -160,7 +164,7 @@ fn backend_errors_are_counted_apart() {
             echo(),
         );
         assert!(svc.ready().await.unwrap().call(1).await.is_err());
-        let limiter = FreqLimit::new(FreqLimitParams::per_second(1), Down).with_name("direct");
+        let limiter = FreqLimit::new(FreqLimitParams::per_second(1), Down).name("direct");
         assert!(limiter.acquire(&1).await.is_err());
     });
     assert_eq!(
@@ -178,7 +182,7 @@ fn backend_errors_are_counted_apart() {
 fn freq_limit_counts_too() {
     let metrics = recorded(|| async {
         let limiter = FreqLimit::new(FreqLimitParams::per_second(2), InMemoryBackend::<u8>::new())
-            .with_name("chat");
+            .name("chat");
         limiter.acquire(&1).await.unwrap(); // at once
         limiter.acquire(&1).await.unwrap(); // after 0.5 s
         assert!(limiter.try_acquire(&1).await.is_err()); // 0.5 s away: rejected

@@ -4,7 +4,7 @@
 //! flushed, slow, out of memory, bad data), several connections and several OS
 //! processes on one key, and the Tower layer's `503`.
 //!
-//! Exact comparisons use `RedisClock::Caller` (explicit times, in whole
+//! Exact comparisons use `RedisClock::LimiterTimestamp` (explicit times, in whole
 //! microseconds); the rest use the server's clock and assert counts, order and
 //! generous bounds only.
 
@@ -34,8 +34,8 @@ fn fresh_prefix() -> String {
     format!("t{}", PREFIXES.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn backend(server: &RedisServer) -> RedisBackend<str> {
-    RedisBackend::<str>::builder()
+async fn backend(server: &RedisServer) -> RedisBackend<String> {
+    RedisBackend::<String>::builder()
         .prefix(fresh_prefix())
         .timeout(Duration::from_secs(5))
         .connect(&server.url())
@@ -79,7 +79,7 @@ fn request(step: &Step) -> Reserve {
 
 /// Runs `steps` on one key of each backend and on `gcra::reserve`, asserting
 /// that every answer (and every refund token) agrees.
-async fn agree(backends: &[RedisBackend<str>], params: FreqLimitParams, steps: &[Step]) {
+async fn agree(backends: &[RedisBackend<String>], params: FreqLimitParams, steps: &[Step]) {
     let mut tat: Option<u64> = None;
     let mut now = 1_000_000_000_000_000u64; // ns, a whole number of µs
     for (i, step) in steps.iter().enumerate() {
@@ -129,9 +129,9 @@ fn the_lua_step_agrees_with_gcra_reserve() {
         let params = FreqLimitParams::new(1, Duration::from_micros(interval_us), burst);
         rt.block_on(async {
             let make = |cache: usize| {
-                RedisBackend::<str>::builder()
+                RedisBackend::<String>::builder()
                     .prefix(fresh_prefix())
-                    .clock(RedisClock::Caller)
+                    .clock(RedisClock::LimiterTimestamp)
                     .negative_cache(cache)
                     .timeout(Duration::from_secs(5))
                     .connect(&url)
@@ -170,9 +170,9 @@ fn rounding_never_admits_more_than_the_nanosecond_limit() {
     proptest!(config, |((interval_ns, burst, gaps) in strategy)| {
         let params = FreqLimitParams::new(1, Duration::from_nanos(interval_ns), burst);
         let admitted: Vec<u64> = rt.block_on(async {
-            let b = RedisBackend::<str>::builder()
+            let b = RedisBackend::<String>::builder()
                 .prefix(fresh_prefix())
-                .clock(RedisClock::Caller)
+                .clock(RedisClock::LimiterTimestamp)
                 .connect(&url)
                 .await
                 .unwrap();
@@ -216,9 +216,11 @@ async fn keys_expire_when_their_tat_has_passed_and_none_is_not_the_string_none()
     b.reserve(Some("None"), now, &p, Reserve::new())
         .await
         .unwrap();
-    b.reserve(None, now, &p, Reserve::new()).await.unwrap();
+    b.reserve(None::<&str>, now, &p, Reserve::new())
+        .await
+        .unwrap();
     let key = String::from_utf8(b.redis_key(Some("None"))).unwrap();
-    let global = String::from_utf8(b.redis_key(None)).unwrap();
+    let global = String::from_utf8(b.redis_key(None::<&str>)).unwrap();
     assert_ne!(key, global);
     assert!(key.ends_with(":k:None") && global.ends_with(":g"));
     assert_eq!(server.int(&["EXISTS", &key, &global]), 2);
@@ -287,7 +289,7 @@ async fn clear_removes_this_prefix_only() {
             .await
             .unwrap();
     }
-    b.reserve(None, Timestamp::now(), &p, Reserve::new())
+    b.reserve(None::<&str>, Timestamp::now(), &p, Reserve::new())
         .await
         .unwrap();
     server.cmd(&["SET", "someone-else", "1"]);
@@ -303,7 +305,7 @@ async fn clear_removes_this_prefix_only() {
 
 /// Redis calls made for 1 000 rejected requests from one over-limit key.
 async fn flood(server: &RedisServer, cache: usize) -> (u64, u64) {
-    let b = RedisBackend::<str>::builder()
+    let b = RedisBackend::<String>::builder()
         .prefix(fresh_prefix())
         .negative_cache(cache)
         .connect(&server.url())
@@ -412,8 +414,8 @@ async fn with_policy(
     server: &RedisServer,
     policy: FailurePolicy,
     timeout: Duration,
-) -> RedisBackend<str> {
-    RedisBackend::<str>::builder()
+) -> RedisBackend<String> {
+    RedisBackend::<String>::builder()
         .prefix(fresh_prefix())
         .failure_policy(policy)
         .timeout(timeout)
@@ -750,7 +752,7 @@ async fn hammer(
     let mut tasks = Vec::new();
     let until = Instant::now() + run;
     for _ in 0..connections {
-        let b = RedisBackend::<str>::builder()
+        let b = RedisBackend::<String>::builder()
             .prefix(prefix)
             .negative_cache(cache)
             .timeout(Duration::from_secs(5))
@@ -885,9 +887,9 @@ async fn the_client_clock_option_stores_wall_clock_tats_and_limits_the_same() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let b = RedisBackend::<str>::builder()
+    let b = RedisBackend::<String>::builder()
         .prefix(fresh_prefix())
-        .clock(RedisClock::Client)
+        .clock(RedisClock::HostWallClock)
         .connect(&server.url())
         .await
         .unwrap();

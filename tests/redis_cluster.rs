@@ -18,8 +18,8 @@ use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
 /// Two per hour, both at once: nothing refills while the test runs.
 const TWICE: FreqLimitParams = FreqLimitParams::per_hour(2).with_burst(2);
 
-async fn cluster_backend(cluster: &RedisCluster, prefix: &str) -> RedisBackend<str> {
-    RedisBackend::<str>::builder()
+async fn cluster_backend(cluster: &RedisCluster, prefix: &str) -> RedisBackend<String> {
+    RedisBackend::<String>::builder()
         .prefix(prefix)
         .timeout(Duration::from_secs(5))
         .without_negative_cache()
@@ -28,7 +28,7 @@ async fn cluster_backend(cluster: &RedisCluster, prefix: &str) -> RedisBackend<s
         .expect("connect to the test cluster")
 }
 
-async fn try_once(b: &RedisBackend<str>, key: Option<&str>) -> Result<(), FreqLimitError> {
+async fn try_once(b: &RedisBackend<String>, key: Option<&str>) -> Result<(), FreqLimitError> {
     b.reserve(key, Timestamp::now(), &TWICE, Reserve::new().no_wait())
         .await
         .map(|_| ())

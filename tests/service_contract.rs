@@ -182,13 +182,17 @@ impl FreqLimitBackend for DownBackend {
     type Key = u8;
     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        _: Option<&u8>,
+        _: Option<&Q>,
         _: tower_freqlimit::clock::Timestamp,
         _: &FreqLimitParams,
         _: Reserve,
-    ) -> Self::ReserveFuture {
+    ) -> Self::ReserveFuture
+    where
+        u8: std::borrow::Borrow<Q>,
+        Q: tower_freqlimit::backends::BorrowedKey<u8> + ?Sized,
+    {
         ready(Err(
             BackendError::from_kind(BackendErrorKind::Unavailable).into()
         ))
@@ -231,7 +235,10 @@ async fn missing_keys_follow_the_policy() {
     // Default: refused with KeyNotFound.
     let mut svc = keyed(params).layer_for(echo);
     let err = svc.ready().await.unwrap().call((0, 1)).await.unwrap_err();
-    assert_eq!(refusal(&err), &FreqLimitError::KeyNotFound);
+    assert_eq!(
+        refusal(&err),
+        &FreqLimitError::KeyNotFound(tower_freqlimit::KeyNotFound::UNSPECIFIED)
+    );
 
     // Global: keyless requests share one bucket, apart from keyed ones.
     let mut svc = keyed(params)

@@ -4,6 +4,7 @@ mod bound;
 
 pub use bound::WhenFull;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hash::Hash;
@@ -17,7 +18,7 @@ use dashmap::mapref::entry::Entry;
 use tokio::task::AbortHandle;
 
 use self::bound::Bound;
-use super::FreqLimitBackend;
+use super::{BorrowedKey, FreqLimitBackend, NoKey};
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::{self, Admission, Reserve};
 use crate::params::FreqLimitParams;
@@ -127,6 +128,33 @@ where
 {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl InMemoryBackend<NoKey> {
+    /// A backend with only the global bucket: for one limit over everything
+    /// (a bot's 30 messages per second, a worker pool's API quota), with no
+    /// key type to choose. Its limiter takes the key `None`; there is no map
+    /// and no sweeper.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitLayer, FreqLimitParams};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(30), InMemoryBackend::global());
+    /// limiter.acquire(None).await?;
+    ///
+    /// // The same for a layer: every request shares one bucket.
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(30), InMemoryBackend::global());
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn global() -> Self {
+        Self::builder().without_sweeper().build()
     }
 }
 
@@ -297,13 +325,17 @@ where
     /// assert_eq!(first.delay().as_millis(), 0);
     /// assert_eq!(second.delay().as_millis(), 500);
     /// ```
-    pub fn reserve_now(
+    pub fn reserve_now<Q>(
         &self,
-        key: Option<&K>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Result<Admission, FreqLimitError> {
+    ) -> Result<Admission, FreqLimitError>
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         if !self.inner.sweeper_started.load(Ordering::Relaxed) {
             self.start_sweeper();
         }
@@ -319,7 +351,7 @@ where
             return bound.insert(&inner.tats, key, now, params, &request);
         }
         // A new key: decide before inserting, so a refusal stores nothing.
-        match inner.tats.entry(key.clone()) {
+        match inner.tats.entry(key.to_key()) {
             Entry::Occupied(tat) => update(tat.get(), now, params, &request),
             Entry::Vacant(slot) => {
                 let reserved = gcra::reserve(None, now, params, &request)?;
@@ -415,23 +447,31 @@ where
     type Key = K;
     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        key: Option<&K>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Self::ReserveFuture {
+    ) -> Self::ReserveFuture
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         ready(self.reserve_now(key, now, params, request))
     }
 
-    fn reserve_sync(
+    fn reserve_sync<Q>(
         &self,
-        key: Option<&K>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>> {
+    ) -> Option<Result<Admission, FreqLimitError>>
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         Some(self.reserve_now(key, now, params, request))
     }
 
@@ -440,11 +480,11 @@ where
         ready(Ok(()))
     }
 
-    fn supports_refund(&self) -> bool {
-        true
-    }
-
-    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
+    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         let token = admission.refund_token();
         let Some(tat_after) = token.tat_after else {
             return false;

@@ -12,7 +12,9 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+use std::borrow::Borrow;
 use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
@@ -37,35 +39,47 @@ use crate::params::FreqLimitParams;
 /// # Example: a backend of one's own
 ///
 /// ```
+/// use std::borrow::Borrow;
 /// use std::collections::HashMap;
 /// use std::future::{ready, Future, Ready};
 /// use std::sync::Mutex;
-/// use tower_freqlimit::backends::FreqLimitBackend;
+/// use tower_freqlimit::backends::{BorrowedKey, FreqLimitBackend};
 /// use tower_freqlimit::clock::Timestamp;
 /// use tower_freqlimit::{gcra, Admission, BackendError, FreqLimitError, FreqLimitParams, Reserve};
 ///
-/// /// A deliberately simple backend: one mutex around a map.
+/// /// A deliberately simple backend: one mutex around a map (`None`: the global bucket).
 /// struct MutexBackend {
-///     tats: Mutex<HashMap<Option<String>, u64>>,
+///     tats: Mutex<HashMap<String, u64>>,
+///     global: Mutex<Option<u64>>,
 /// }
 ///
 /// impl FreqLimitBackend for MutexBackend {
 ///     type Key = String;
 ///     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 ///
-///     fn reserve(
+///     fn reserve<Q>(
 ///         &self,
-///         key: Option<&String>,
+///         key: Option<&Q>,
 ///         now: Timestamp,
 ///         params: &FreqLimitParams,
 ///         request: Reserve,
-///     ) -> Self::ReserveFuture {
+///     ) -> Self::ReserveFuture
+///     where
+///         String: Borrow<Q>,
+///         Q: BorrowedKey<String> + ?Sized,
+///     {
 ///         let now = now.as_nanos();
+///         let Some(key) = key else {
+///             let mut global = self.global.lock().unwrap();
+///             return ready(gcra::reserve(*global, now, params, &request).map(|r| {
+///                 *global = r.new_tat.or(*global);
+///                 r.admission
+///             }));
+///         };
 ///         let mut tats = self.tats.lock().unwrap();
-///         let key = key.cloned();
-///         let result = gcra::reserve(tats.get(&key).copied(), now, params, &request).map(|r| {
+///         let result = gcra::reserve(tats.get(key).copied(), now, params, &request).map(|r| {
 ///             if let Some(tat) = r.new_tat {
-///                 tats.insert(key, tat);
+///                 tats.insert(key.to_key(), tat);
 ///             }
 ///             r.admission
 ///         });
@@ -74,6 +88,7 @@ use crate::params::FreqLimitParams;
 ///
 ///     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
 ///         self.tats.lock().unwrap().clear();
+///         *self.global.lock().unwrap() = None;
 ///         ready(Ok(()))
 ///     }
 /// }
@@ -82,21 +97,32 @@ use crate::params::FreqLimitParams;
 /// # async fn main() {
 /// let limiter = tower_freqlimit::FreqLimit::new(
 ///     FreqLimitParams::per_second(1),
-///     MutexBackend { tats: Mutex::default() },
+///     MutexBackend { tats: Mutex::default(), global: Mutex::default() },
 /// );
-/// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_ok());
-/// assert!(limiter.try_acquire(&"chat:42".to_string()).await.is_err());
+/// assert!(limiter.try_acquire("chat:42").await.is_ok());
+/// assert!(limiter.try_acquire("chat:42").await.is_err());
+/// assert!(limiter.try_acquire(None).await.is_ok());
 /// # }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a rate-limit backend",
+    label = "not a `FreqLimitBackend`",
+    note = "use `InMemoryBackend::new()` (keys of any `Hash + Eq + Clone` type), `InMemoryBackend::global()` (one global bucket), or `RedisBackend` (feature `redis`)"
+)]
 pub trait FreqLimitBackend: Send + Sync {
     /// The key type; `None` in [`reserve`](Self::reserve) names the one global
-    /// bucket, which is distinct from every key.
-    type Key: ?Sized + Send + Sync;
+    /// bucket, which is distinct from every key. Lookups take the key or any
+    /// form it [borrows](Borrow) as ([`BorrowedKey`]): `&str` for `String`.
+    type Key: Hash + Eq + Clone + Send + Sync;
 
     /// What [`reserve`](Self::reserve) returns.
     type ReserveFuture: Future<Output = Result<Admission, FreqLimitError>> + Send + 'static;
 
     /// Reserves `request.cost` units for `key` at `now` under `params`.
+    ///
+    /// `key` is the key itself or a borrowed form of it (`&str` for a `String`
+    /// key), as `HashMap::get` takes; a backend makes an owned key
+    /// ([`BorrowedKey::to_key`]) only when it must store a new one.
     ///
     /// `now` is on the process-wide [`Timestamp`] scale; a backend with a clock
     /// of its own (a server's) may use that instead.
@@ -109,13 +135,16 @@ pub trait FreqLimitBackend: Send + Sync {
     /// [`FreqLimitError::Rejected`] and [`FreqLimitError::CostExceedsCapacity`] as
     /// [`gcra::reserve`](crate::gcra::reserve) decides them (nothing is stored);
     /// [`FreqLimitError::Backend`] when the store fails.
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        key: Option<&Self::Key>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Self::ReserveFuture;
+    ) -> Self::ReserveFuture
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized;
 
     /// Decides a reservation at once, without a future, when the backend can
     /// (its state is in this process); `None` means "ask [`reserve`](Self::reserve)".
@@ -125,13 +154,17 @@ pub trait FreqLimitBackend: Send + Sync {
     /// service's. When it returns `Some`, it must have done exactly what
     /// [`reserve`](Self::reserve) would have done. The default returns `None`, which
     /// is right for every remote backend.
-    fn reserve_sync(
+    fn reserve_sync<Q>(
         &self,
-        key: Option<&Self::Key>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>> {
+    ) -> Option<Result<Admission, FreqLimitError>>
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
         let _ = (key, now, params, request);
         None
     }
@@ -143,12 +176,6 @@ pub trait FreqLimitBackend: Send + Sync {
     /// [`BackendError`] when the store fails.
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// Whether [`refund`](Self::refund) can give slots back. `false` unless the
-    /// backend says otherwise.
-    fn supports_refund(&self) -> bool {
-        false
-    }
-
     /// Gives back the slot of a reservation whose caller went away before using
     /// it (a waiting request that was dropped), so it does not delay the next
     /// caller. It must act only if no later reservation was made on `key` since:
@@ -158,35 +185,101 @@ pub trait FreqLimitBackend: Send + Sync {
     /// slot was given back.
     ///
     /// It is called from `Drop`, so it must not block; a remote backend sends the
-    /// refund in the background. The default does nothing.
-    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
+    /// refund in the background. The default does nothing: a backend without
+    /// refunds keeps abandoned slots used.
+    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
         let _ = (key, admission);
         false
     }
 }
+
+/// A form a backend's key `K` can be looked up by: `K` itself, or what `K`
+/// [borrows](Borrow) as (`str` for `String`, `[u8]` for `Vec<u8>`), exactly as
+/// `HashMap::get` accepts. Implemented for every such type; there is nothing
+/// to implement.
+///
+/// ```
+/// use tower_freqlimit::backends::BorrowedKey;
+///
+/// // A `String` key looked up by `&str`: the owned key is made only to store a new key.
+/// assert_eq!(BorrowedKey::<String>::to_key("chat:42"), String::from("chat:42"));
+/// assert_eq!(BorrowedKey::<Vec<u8>>::to_key(&b"id"[..]), b"id".to_vec());
+/// assert_eq!(BorrowedKey::<u64>::to_key(&7u64), 7);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a key of type `{K}` cannot be looked up by `{Self}`",
+    label = "not a key of this limiter's backend",
+    note = "a backend of `{K}` keys is looked up by `&{K}` or by what `{K}` borrows as (`&str` for `String`, `&[u8]` for `Vec<u8>`); `None` is the global bucket"
+)]
+pub trait BorrowedKey<K>: Hash + Eq {
+    /// The owned key, made when a new key is stored.
+    #[must_use]
+    fn to_key(&self) -> K;
+}
+
+impl<K, Q> BorrowedKey<K> for Q
+where
+    K: Borrow<Q>,
+    Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    #[inline]
+    fn to_key(&self) -> K {
+        self.to_owned()
+    }
+}
+
+/// The key of a backend that has only the global bucket
+/// ([`InMemoryBackend::global`](memory::InMemoryBackend::global)): it has no
+/// values, so the only key such a limiter takes is `None`.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+/// let limiter = FreqLimit::new(FreqLimitParams::per_second(30), InMemoryBackend::global());
+/// limiter.acquire(None).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NoKey {}
 
 /// A shared backend is a backend.
 impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
     type Key = B::Key;
     type ReserveFuture = B::ReserveFuture;
 
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        key: Option<&Self::Key>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Self::ReserveFuture {
+    ) -> Self::ReserveFuture
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
         (**self).reserve(key, now, params, request)
     }
 
-    fn reserve_sync(
+    fn reserve_sync<Q>(
         &self,
-        key: Option<&Self::Key>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>> {
+    ) -> Option<Result<Admission, FreqLimitError>>
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
         (**self).reserve_sync(key, now, params, request)
     }
 
@@ -194,11 +287,11 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         (**self).clear()
     }
 
-    fn supports_refund(&self) -> bool {
-        (**self).supports_refund()
-    }
-
-    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
+    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
         (**self).refund(key, admission)
     }
 }

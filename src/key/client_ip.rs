@@ -8,6 +8,7 @@ use http::{Extensions, HeaderMap, Request};
 
 use super::cidr::{Cidr, CidrError, mask};
 use super::proxy::{self, ProxyHeader, Trusted};
+use crate::error::KeyNotFound;
 use crate::layer::{ExtractKey, KeyLookup};
 
 /// Where the peer's address is read from: a function of the request's
@@ -20,9 +21,11 @@ pub type PeerFn = fn(&Extensions) -> Option<IpAddr>;
 /// 1. axum's `ConnectInfo<SocketAddr>` (with the `axum` feature), which
 ///    `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`
 ///    inserts, or its `MockConnectInfo<SocketAddr>` in tests;
-/// 2. a [`SocketAddr`], which a plain hyper server inserts itself (hyper does
+/// 2. tonic's `TcpConnectInfo` (with the `tonic` feature), which a tonic
+///    server inserts for every request on a plain TCP connection;
+/// 3. a [`SocketAddr`], which a plain hyper server inserts itself (hyper does
 ///    not record the peer: see the [module docs](super) for the three lines);
-/// 3. an [`IpAddr`].
+/// 4. an [`IpAddr`].
 ///
 /// `None` when none is there (a server started without them): the layer's
 /// [`MissingKey`](crate::layer::MissingKey) setting then decides, and refuses
@@ -49,6 +52,13 @@ pub fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
     if let Some(axum::extract::connect_info::MockConnectInfo(addr)) =
         extensions.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(addr) = extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
     {
         return Some(addr.ip());
     }
@@ -450,12 +460,28 @@ impl ClientIp {
     }
 }
 
+/// No peer address in the request: the server's setup, a `500` whose body says
+/// what to change.
+#[cfg(feature = "axum")]
+const NO_PEER: KeyNotFound = KeyNotFound::server_setup(
+    "rate limiting by client IP: the request carries no peer address. \
+     With axum, serve with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`; \
+     with hyper, insert the peer's `SocketAddr` into the request's extensions.",
+);
+#[cfg(not(feature = "axum"))]
+const NO_PEER: KeyNotFound = KeyNotFound::server_setup(
+    "rate limiting by client IP: the request carries no peer address. \
+     With axum, enable tower-freqlimit's `axum` feature (which reads axum's `ConnectInfo`) \
+     and serve with `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`; \
+     with tonic, enable the `tonic` feature; with hyper, insert the peer's `SocketAddr` into the request's extensions.",
+);
+
 impl<B> ExtractKey<Request<B>, IpAddr> for ClientIp {
     #[inline]
     fn extract_key(&self, req: &Request<B>) -> KeyLookup<IpAddr> {
         match self.key(req) {
             Some(ip) => KeyLookup::Key(ip),
-            None => KeyLookup::NotFound,
+            None => KeyLookup::NotFound(NO_PEER),
         }
     }
 }

@@ -3,6 +3,7 @@
 use http::Request;
 use http::header::{HeaderName, InvalidHeaderName};
 
+use crate::error::KeyNotFound;
 use crate::layer::{ExtractKey, KeyLookup};
 
 /// Keys each request by the value of one header: an API key, a user or tenant
@@ -12,7 +13,10 @@ use crate::layer::{ExtractKey, KeyLookup};
 ///   handlers) reads it.
 /// * An absent or empty header is no key: the layer's
 ///   [`MissingKey`](crate::layer::MissingKey) setting decides (refuse, pool in
-///   the global bucket, or let through).
+///   the global bucket, or let through). Refused, it is the client's
+///   omission ([`KeyNotFound::client_omitted`]): `400 Bad Request` over HTTP,
+///   never a `5xx`. To let such requests on to an authentication layer that
+///   answers `401`, use `MissingKey::Allow`.
 /// * The key is a `String` of at most [`max_len`](Self::max_len) bytes (256 by
 ///   default): a longer value is cut there, so a client cannot make the
 ///   limiter hold megabytes per key. Bytes that are not UTF-8 become U+FFFD.
@@ -117,11 +121,16 @@ impl HeaderKey {
     }
 }
 
+/// The client sent no value for the header: its omission, a `400` over HTTP.
+const NO_HEADER: KeyNotFound = KeyNotFound::client_omitted(
+    "the request has no value for the header this API is rate limited by",
+);
+
 impl<B> ExtractKey<Request<B>, String> for HeaderKey {
     fn extract_key(&self, req: &Request<B>) -> KeyLookup<String> {
         match self.key(req) {
             Some(key) => KeyLookup::Key(key),
-            None => KeyLookup::NotFound,
+            None => KeyLookup::NotFound(NO_HEADER),
         }
     }
 }
@@ -164,7 +173,7 @@ mod tests {
         );
         assert_eq!(
             key.extract_key(&req(&[])),
-            KeyLookup::NotFound,
+            KeyLookup::NotFound(NO_HEADER),
             "absent header"
         );
     }

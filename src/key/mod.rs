@@ -133,7 +133,9 @@ where
     fn extract_key(&self, req: &Req) -> KeyLookup<(KA, KB)> {
         match (self.0.extract_key(req), self.1.extract_key(req)) {
             (KeyLookup::Key(a), KeyLookup::Key(b)) => KeyLookup::Key((a, b)),
-            (KeyLookup::NotFound, _) | (_, KeyLookup::NotFound) => KeyLookup::NotFound,
+            (KeyLookup::NotFound(missing), _) | (_, KeyLookup::NotFound(missing)) => {
+                KeyLookup::NotFound(missing)
+            }
             _ => KeyLookup::Global,
         }
     }

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use http::Request;
 
+use crate::error::KeyNotFound;
 use crate::layer::{ExtractKey, KeyLookup};
 
 /// A route as a key: a matched route template (`/users/{id}`) or a request
@@ -207,7 +208,9 @@ impl<B> ExtractKey<Request<B>, Route> for RouteKey {
     fn extract_key(&self, req: &Request<B>) -> KeyLookup<Route> {
         match self.key(req) {
             Some(route) => KeyLookup::Key(route),
-            None => KeyLookup::NotFound,
+            None => KeyLookup::NotFound(KeyNotFound::server_setup(
+                "the request carries no axum `MatchedPath`: put the rate-limit layer on the Router (`Router::layer`, or `route_layer`), not around it",
+            )),
         }
     }
 }

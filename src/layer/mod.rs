@@ -132,6 +132,7 @@ impl<B, P, H> Clone for FreqLimitLayer<B, P, H> {
 impl<B: fmt::Debug, P, H> fmt::Debug for FreqLimitLayer<B, P, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FreqLimitLayer")
+            .field("name", &self.config.reporter.name())
             .field("params", &self.config.params)
             .field("backend", &self.config.backend)
             .field("max_wait", &self.config.max_wait)
@@ -141,26 +142,42 @@ impl<B: fmt::Debug, P, H> fmt::Debug for FreqLimitLayer<B, P, H> {
 }
 
 impl<B: FreqLimitBackend> FreqLimitLayer<B> {
-    /// Limits all requests through one global bucket of `backend` with `params`,
-    /// waiting for slots; refusals (backend failures) are errors.
+    /// The pacing limiter, for clients and workers: every request goes through
+    /// one global bucket of `backend` with `params` (until [`key`](Self::key)
+    /// says otherwise) and **waits** for its slot; refusals (a backend failure,
+    /// a missing key) are errors.
+    ///
+    /// A server protecting itself wants [`server`](Self::server) instead, which
+    /// rejects at once with `429` responses.
     ///
     /// ```
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
-    /// use tower_freqlimit::FreqLimitParams;
-    /// use tower_freqlimit::layer::FreqLimitLayer;
+    /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
     ///
-    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(100), InMemoryBackend::<()>::new());
+    /// // An outbound client: at most 100 requests a second, queued beyond.
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(100), InMemoryBackend::global());
     /// # let _ = layer;
     /// ```
     pub fn new(params: FreqLimitParams, backend: B) -> Self {
+        Self::with_parts(params, backend, None, RefuseWithError)
+    }
+}
+
+impl<B: FreqLimitBackend, H> FreqLimitLayer<B, Policy, H> {
+    pub(crate) fn with_parts(
+        params: FreqLimitParams,
+        backend: B,
+        max_wait: Option<Duration>,
+        on_refusal: H,
+    ) -> Self {
         Self {
             config: Arc::new(Config {
                 backend,
                 params,
-                max_wait: None,
+                max_wait,
                 missing_key: MissingKey::default(),
                 policy: Policy::default(),
-                on_refusal: RefuseWithError,
+                on_refusal,
                 clock: Clock::tokio(),
                 reporter: Reporter::default(),
             }),
@@ -255,9 +272,24 @@ where
     }
 
     /// Rejects a request instead of making it wait longer than `max_wait`;
-    /// `Duration::ZERO` rejects at once (reject-only, like `governor`).
+    /// `Duration::ZERO` is [`no_wait`](Self::no_wait).
     pub fn max_wait(self, max_wait: Duration) -> Self {
         self.edit(|config| config.max_wait = Some(max_wait))
+    }
+
+    /// Rejects a request over the limit at once instead of making it wait
+    /// (reject-only, like `governor`; what [`server`](Self::server) sets).
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+    ///
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::global())
+    ///     .no_wait();
+    /// # let _ = layer;
+    /// ```
+    pub fn no_wait(self) -> Self {
+        self.max_wait(Duration::ZERO)
     }
 
     /// Waits as long as a slot takes (the default).
@@ -290,9 +322,9 @@ where
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
     /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
     ///
-    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::<()>::new())
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::global())
     ///     .name("api");
-    /// assert_eq!(layer.get_name(), "api");
+    /// assert!(format!("{layer:?}").contains("api"));
     /// ```
     pub fn name(self, name: impl Into<Cow<'static, str>>) -> Self {
         let reporter = Reporter::named(name.into());
@@ -301,11 +333,6 @@ where
 }
 
 impl<B, P, H> FreqLimitLayer<B, P, H> {
-    /// The limiter's name (see [`name`](Self::name)).
-    pub fn get_name(&self) -> &str {
-        self.config.reporter.name()
-    }
-
     /// The default params.
     pub fn params(&self) -> &FreqLimitParams {
         &self.config.params

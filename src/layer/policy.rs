@@ -1,5 +1,6 @@
 //! How the layer classifies a request: its bucket, its params, its cost.
 
+use crate::error::KeyNotFound;
 use crate::params::FreqLimitParams;
 
 /// Which bucket a request goes to, as an [`ExtractKey`] sees it.
@@ -9,14 +10,22 @@ pub enum KeyLookup<K> {
     Key(K),
     /// The one global bucket.
     Global,
-    /// The request carries no key; the layer's [`MissingKey`] setting decides.
-    NotFound,
+    /// The request carries no key; the layer's [`MissingKey`] setting decides,
+    /// and [`KeyNotFound`] says why if it refuses.
+    NotFound(KeyNotFound),
 }
 
 /// Maps a request to its bucket.
 ///
-/// Implemented for closures `Fn(&Req) -> Option<K>` (`None`: no key found) and for
-/// [`Global`]. Implement it yourself for an extractor with state.
+/// Implemented for closures `Fn(&Req) -> Option<K>` (`None`: no key found,
+/// [`KeyNotFound::UNSPECIFIED`]), for [`Global`], and for the extractors of
+/// the `key` module. Implement it yourself for an extractor with state, or to
+/// say whose fault a missing key is ([`KeyNotFound::client_omitted`] answers
+/// `400` over HTTP).
+///
+/// The key type `K` must be the backend's: [`ClientIp`](crate::key::ClientIp)
+/// gives `IpAddr`, so it goes with `InMemoryBackend::<IpAddr>` (or
+/// `InMemoryBackend::new()`, which infers it).
 ///
 /// ```
 /// use tower_freqlimit::layer::{ExtractKey, KeyLookup};
@@ -24,6 +33,32 @@ pub enum KeyLookup<K> {
 /// let by_user = |req: &(u64, &str)| Some(req.0);
 /// assert_eq!(by_user.extract_key(&(7, "GET /")), KeyLookup::Key(7));
 /// ```
+///
+/// With axum, a closure's request type is `axum::extract::Request`
+/// (`http::Request<axum::body::Body>`):
+///
+/// ```
+/// use axum::extract::Request;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+///
+/// #[derive(Clone)]
+/// struct User { id: u64 }
+///
+/// let limit = FreqLimitLayer::new(FreqLimitParams::per_second(5), InMemoryBackend::new())
+///     .key(|req: &Request| req.extensions().get::<User>().map(|user| user.id))
+///     .no_wait()
+///     .http_responses();
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .layer(limit);
+/// # let _ = app;
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot extract a rate-limit key of type `{K}` from a `{Req}`",
+    label = "not a key extractor for these requests and this backend",
+    note = "a key extractor is a closure `Fn(&{Req}) -> Option<{K}>` or an `ExtractKey` (`ClientIp` gives `IpAddr`, `HeaderKey` gives `String`, `RouteKey` gives `Route`); its key type must be the backend's key type"
+)]
 pub trait ExtractKey<Req, K> {
     /// The bucket for `req`.
     fn extract_key(&self, req: &Req) -> KeyLookup<K>;
@@ -36,7 +71,7 @@ where
     fn extract_key(&self, req: &Req) -> KeyLookup<K> {
         match self(req) {
             Some(key) => KeyLookup::Key(key),
-            None => KeyLookup::NotFound,
+            None => KeyLookup::NotFound(KeyNotFound::UNSPECIFIED),
         }
     }
 }
@@ -62,17 +97,20 @@ impl<Req, K> ExtractKey<Req, K> for Global {
 ///
 /// The default is [`Refuse`](Self::Refuse): a missing key usually means a
 /// misconfiguration (a server started without `ConnectInfo`, a proxy that strips
-/// a header), and pooling such requests silently, or letting them through, would
-/// hide it.
+/// a header) or a client that left out its key, and pooling such requests
+/// silently, or letting them through, would hide it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum MissingKey {
-    /// Refuse with [`FreqLimitError::KeyNotFound`](crate::FreqLimitError::KeyNotFound)
-    /// (`500 Internal Server Error` over HTTP).
+    /// Refuse with [`FreqLimitError::KeyNotFound`](crate::FreqLimitError::KeyNotFound):
+    /// over HTTP `400 Bad Request` when the client left its key out (a
+    /// [`HeaderKey`](crate::key::HeaderKey) header), `500` with a body that says
+    /// what to fix when the server's setup did (no peer address recorded).
     #[default]
     Refuse,
     /// Limit such requests together in the global bucket.
     Global,
-    /// Let them through unlimited.
+    /// Let them through unlimited, to the next layer (an authentication layer
+    /// that answers `401`, say).
     Allow,
 }
 

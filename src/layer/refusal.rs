@@ -57,13 +57,14 @@ pub trait OnRefusal<Res, E> {
 ///
 /// ```
 /// use tower_freqlimit::layer::{OnRefusal, RefuseWithError};
-/// use tower_freqlimit::{FreqLimitError, FreqLimitParams};
+/// use tower_freqlimit::{FreqLimitError, FreqLimitParams, KeyNotFound};
 ///
 /// let params = FreqLimitParams::per_second(1);
+/// let missing = FreqLimitError::KeyNotFound(KeyNotFound::UNSPECIFIED);
 /// let result: Result<(), _> =
-///     OnRefusal::<(), std::io::Error>::refused(&RefuseWithError, FreqLimitError::KeyNotFound, &params);
+///     OnRefusal::<(), std::io::Error>::refused(&RefuseWithError, missing.clone(), &params);
 /// let err = result.unwrap_err();
-/// assert_eq!(err.downcast_ref::<FreqLimitError>(), Some(&FreqLimitError::KeyNotFound));
+/// assert_eq!(err.downcast_ref::<FreqLimitError>(), Some(&missing));
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RefuseWithError;
@@ -88,13 +89,14 @@ where
 ///
 /// ```
 /// use tower_freqlimit::layer::{OnRefusal, RefuseWith};
-/// use tower_freqlimit::{FreqLimitError, FreqLimitParams};
+/// use tower_freqlimit::{FreqLimitError, FreqLimitParams, KeyNotFound};
 ///
-/// let handler = RefuseWith(|err: FreqLimitError| format!("slow down: {err}"));
+/// let handler = RefuseWith(|err: FreqLimitError| format!("no: {err}"));
 /// let params = FreqLimitParams::per_second(1);
+/// let missing = KeyNotFound::client_omitted("no API key");
 /// let response: Result<String, std::convert::Infallible> =
-///     handler.refused(FreqLimitError::KeyNotFound, &params);
-/// assert_eq!(response.unwrap(), "slow down: the request carries no rate-limit key");
+///     handler.refused(FreqLimitError::KeyNotFound(missing), &params);
+/// assert_eq!(response.unwrap(), "no: no API key");
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct RefuseWith<F>(pub F);

@@ -119,7 +119,7 @@ where
         let key = match config.policy.key.extract_key(&req) {
             KeyLookup::Key(key) => Some(key),
             KeyLookup::Global => None,
-            KeyLookup::NotFound => match config.missing_key {
+            KeyLookup::NotFound(missing) => match config.missing_key {
                 MissingKey::Global => None,
                 MissingKey::Allow => {
                     config.reporter.unlimited();
@@ -127,7 +127,7 @@ where
                     return ResponseFuture::forwarded(self.inner.call(req), finish);
                 }
                 MissingKey::Refuse => {
-                    let refusal = FreqLimitError::KeyNotFound;
+                    let refusal = FreqLimitError::KeyNotFound(missing);
                     return ResponseFuture::answered(refuse(config, refusal, &params));
                 }
             },

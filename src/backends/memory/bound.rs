@@ -44,6 +44,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use crate::backends::BorrowedKey;
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::{self, Admission, Reserve};
 use crate::params::FreqLimitParams;
@@ -247,14 +248,17 @@ where
 {
     /// The new-key path of a bounded backend: decide, take a slot (making room
     /// if the table is full), insert.
-    pub(super) fn insert(
+    pub(super) fn insert<Q>(
         &self,
         tats: &Tats<K>,
-        key: &K,
+        key: &Q,
         now: u64,
         params: &FreqLimitParams,
         request: &Reserve,
-    ) -> Result<Admission, FreqLimitError> {
+    ) -> Result<Admission, FreqLimitError>
+    where
+        Q: BorrowedKey<K> + ?Sized,
+    {
         // Decide first: a refused call (or cost 0) stores nothing and needs no slot.
         let reserved = gcra::reserve(None, now, params, request)?;
         let Some(new_tat) = reserved.new_tat else {
@@ -263,7 +267,7 @@ where
         if !self.try_take_slot() {
             self.make_room(tats, now)?;
         }
-        match tats.entry(key.clone()) {
+        match tats.entry(key.to_key()) {
             // Inserted by another call meanwhile: give the slot back, update it.
             Entry::Occupied(tat) => {
                 self.held.fetch_sub(1, Ordering::Relaxed);

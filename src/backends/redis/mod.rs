@@ -33,7 +33,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let backend = RedisBackend::<str>::builder()
+//! let backend = RedisBackend::<String>::builder()
 //!     .prefix("myapp:ratelimit")
 //!     .timeout(Duration::from_millis(50))
 //!     .connect("redis://127.0.0.1:6379")
@@ -76,7 +76,7 @@
 //!
 //! If the server's clock goes back (a failover to a replica whose clock is
 //! behind), stored TATs look further ahead: calls are delayed more, never
-//! admitted in a burst, and nothing panics. [`RedisClock::Client`] is for
+//! admitted in a burst, and nothing panics. [`RedisClock::HostWallClock`] is for
 //! servers that refuse `TIME` in scripts; it trusts the hosts' clocks to agree.
 //!
 //! # Failures
@@ -102,8 +102,10 @@ mod cache;
 mod conn;
 mod script;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -116,7 +118,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::Notify;
 
-use super::FreqLimitBackend;
+use super::{BorrowedKey, FreqLimitBackend};
 use crate::clock::Timestamp;
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::{Admission, Reserve};
@@ -132,8 +134,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 const DEFAULT_NEGATIVE_CACHE: usize = 4096;
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "freqlimit";
-/// How long keys outlive their TAT with [`RedisClock::Caller`].
-const CALLER_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
+/// How long keys outlive their TAT with [`RedisClock::LimiterTimestamp`].
+const LIMITER_CLOCK_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
 
 /// How a key is written into a Redis key name.
 ///
@@ -222,7 +224,7 @@ impl<T: RedisKey + ?Sized> RedisKey for &T {
 /// ```
 /// use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend};
 ///
-/// let builder = RedisBackend::<str>::builder().failure_policy(FailurePolicy::Open);
+/// let builder = RedisBackend::<String>::builder().failure_policy(FailurePolicy::Open);
 /// # let _ = builder;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -247,7 +249,7 @@ pub enum FailurePolicy {
 /// use tower_freqlimit::backends::redis::{RedisBackend, RedisClock};
 ///
 /// // For a server that refuses TIME in scripts, on hosts kept in sync (NTP).
-/// let builder = RedisBackend::<str>::builder().clock(RedisClock::Client);
+/// let builder = RedisBackend::<String>::builder().clock(RedisClock::HostWallClock);
 /// # let _ = builder;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -263,14 +265,14 @@ pub enum RedisClock {
     /// by `d` disagree on every key's debt by `d`: a host ahead admits early, up to
     /// `d / T` more calls than the limit, and one behind makes its callers wait
     /// longer. Keep the clocks synchronised (NTP) well below `T`.
-    Client,
+    HostWallClock,
     /// The `now` the limiter passes to [`FreqLimitBackend::reserve`] (a
     /// process-local [`Timestamp`]): exact and reproducible, for tests and for a
     /// single process only. Timestamps of different processes are on different
     /// scales, so processes sharing keys must not use it. Since these instants
     /// need not follow the server's clock, keys are kept ten minutes past their
     /// TAT (harmless: a drained key is as good as a new one).
-    Caller,
+    LimiterTimestamp,
 }
 
 /// Counters of what a [`RedisBackend`] did, for monitoring and benchmarks
@@ -349,7 +351,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 /// # Ok(())
 /// # }
 /// ```
-pub struct RedisBackend<K: ?Sized = str> {
+pub struct RedisBackend<K = String> {
     inner: Arc<Inner>,
     _key: PhantomData<fn(&K)>,
 }
@@ -373,7 +375,7 @@ struct Inner {
     created: std::time::Instant,
 }
 
-impl<K: ?Sized> Clone for RedisBackend<K> {
+impl<K> Clone for RedisBackend<K> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -382,7 +384,7 @@ impl<K: ?Sized> Clone for RedisBackend<K> {
     }
 }
 
-impl<K: ?Sized> fmt::Debug for RedisBackend<K> {
+impl<K> fmt::Debug for RedisBackend<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("RedisBackend")
@@ -405,7 +407,7 @@ impl<K: ?Sized> fmt::Debug for RedisBackend<K> {
     }
 }
 
-impl<K: RedisKey + ?Sized> RedisBackend<K> {
+impl<K: RedisKey> RedisBackend<K> {
     /// Settings: prefix, timeout, failure policy, clock, negative cache; then a
     /// connection.
     ///
@@ -444,7 +446,7 @@ impl<K: RedisKey + ?Sized> RedisBackend<K> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
     /// use tower_freqlimit::backends::redis::RedisBackend;
-    /// let backend = RedisBackend::<str>::connect("redis://127.0.0.1:6379").await?;
+    /// let backend = RedisBackend::<String>::connect("redis://127.0.0.1:6379").await?;
     /// # let _ = backend;
     /// # Ok(())
     /// # }
@@ -459,7 +461,7 @@ impl<K: RedisKey + ?Sized> RedisBackend<K> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
     /// # use tower_freqlimit::backends::redis::RedisBackend;
-    /// let backend = RedisBackend::<str>::connect("redis://127.0.0.1:6379").await?;
+    /// let backend = RedisBackend::<String>::connect("redis://127.0.0.1:6379").await?;
     /// assert_eq!(backend.stats().script_calls, 0);
     /// # Ok(())
     /// # }
@@ -485,14 +487,18 @@ impl<K: RedisKey + ?Sized> RedisBackend<K> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
     /// # use tower_freqlimit::backends::redis::RedisBackend;
-    /// let backend = RedisBackend::<str>::connect("redis://127.0.0.1:6379").await?;
+    /// let backend = RedisBackend::<String>::connect("redis://127.0.0.1:6379").await?;
     /// assert_eq!(backend.redis_key(Some("None")), b"freqlimit:k:None");
-    /// assert_eq!(backend.redis_key(None), b"freqlimit:g");
+    /// assert_eq!(backend.redis_key(None::<&str>), b"freqlimit:g");
     /// # Ok(())
     /// # }
     /// ```
     #[must_use]
-    pub fn redis_key(&self, key: Option<&K>) -> Vec<u8> {
+    pub fn redis_key<Q>(&self, key: Option<&Q>) -> Vec<u8>
+    where
+        K: Borrow<Q>,
+        Q: RedisKey + ?Sized,
+    {
         encode_key(&self.inner.prefix, key)
     }
 
@@ -503,7 +509,7 @@ impl<K: RedisKey + ?Sized> RedisBackend<K> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
     /// # use tower_freqlimit::backends::redis::RedisBackend;
-    /// let backend = RedisBackend::<str>::connect("redis://127.0.0.1:6379").await?;
+    /// let backend = RedisBackend::<String>::connect("redis://127.0.0.1:6379").await?;
     /// backend.refunds_settled().await;
     /// # Ok(())
     /// # }
@@ -532,6 +538,16 @@ fn encode_key<K: RedisKey + ?Sized>(prefix: &[u8], key: Option<&K>) -> Vec<u8> {
     out
 }
 
+/// [`encode_key`] for a borrowed form of the key: the bytes are the owned
+/// key's, so a lookup by `&str` and by `&String` meet on one Redis key.
+fn encode_borrowed<K, Q>(prefix: &[u8], key: Option<&Q>) -> Vec<u8>
+where
+    K: RedisKey,
+    Q: BorrowedKey<K> + ?Sized,
+{
+    encode_key(prefix, key.map(BorrowedKey::to_key).as_ref())
+}
+
 /// Settings for a [`RedisBackend`], from [`RedisBackend::builder`], ending in a
 /// connection: [`connect`](Self::connect), [`connect_lazy`](Self::connect_lazy),
 /// [`connect_cluster`](Self::connect_cluster), or one of your own
@@ -557,7 +573,7 @@ fn encode_key<K: RedisKey + ?Sized>(prefix: &[u8], key: Option<&K>) -> Vec<u8> {
 /// # }
 /// ```
 #[must_use]
-pub struct RedisBackendBuilder<K: ?Sized = str> {
+pub struct RedisBackendBuilder<K = String> {
     prefix: String,
     timeout: Duration,
     policy: FailurePolicy,
@@ -566,7 +582,7 @@ pub struct RedisBackendBuilder<K: ?Sized = str> {
     _key: PhantomData<fn(&K)>,
 }
 
-impl<K: ?Sized> fmt::Debug for RedisBackendBuilder<K> {
+impl<K> fmt::Debug for RedisBackendBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackendBuilder")
             .field("prefix", &self.prefix)
@@ -578,7 +594,7 @@ impl<K: ?Sized> fmt::Debug for RedisBackendBuilder<K> {
     }
 }
 
-impl<K: ?Sized> Clone for RedisBackendBuilder<K> {
+impl<K> Clone for RedisBackendBuilder<K> {
     fn clone(&self) -> Self {
         Self {
             prefix: self.prefix.clone(),
@@ -588,7 +604,7 @@ impl<K: ?Sized> Clone for RedisBackendBuilder<K> {
     }
 }
 
-impl<K: RedisKey + ?Sized> RedisBackendBuilder<K> {
+impl<K: RedisKey> RedisBackendBuilder<K> {
     /// The namespace of this limit's keys (default `freqlimit`): keys are
     /// `{prefix}:k:{key}` and `{prefix}:g`. One prefix per limit.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -763,8 +779,8 @@ impl Inner {
     fn now_arg(&self, now: Timestamp) -> Arg {
         match self.clock {
             RedisClock::Server => Arg::None,
-            RedisClock::Client => Arg::Num(system_micros()),
-            RedisClock::Caller => Arg::Num((now.as_nanos() / 1_000).min(MAX_MICROS)),
+            RedisClock::HostWallClock => Arg::Num(system_micros()),
+            RedisClock::LimiterTimestamp => Arg::Num((now.as_nanos() / 1_000).min(MAX_MICROS)),
         }
     }
 
@@ -773,8 +789,8 @@ impl Inner {
     /// caller's, which may not (a test's chosen instants).
     fn ttl_slack_ms(&self) -> u64 {
         match self.clock {
-            RedisClock::Server | RedisClock::Client => 0,
-            RedisClock::Caller => CALLER_TTL_SLACK_MS,
+            RedisClock::Server | RedisClock::HostWallClock => 0,
+            RedisClock::LimiterTimestamp => LIMITER_CLOCK_TTL_SLACK_MS,
         }
     }
 
@@ -837,7 +853,7 @@ impl Inner {
             }
         }
         let mut admission = decision.into_result(&m, &params, &request)?;
-        if !admission.delay().is_zero() && self.clock != RedisClock::Caller {
+        if !admission.delay().is_zero() && self.clock != RedisClock::LimiterTimestamp {
             // The slot is `delay` after the server's now, which is at most the
             // reply's arrival: counting from `now` (when the caller asked), add
             // the round trip, so the caller never starts before its slot.
@@ -991,18 +1007,25 @@ impl Future for RedisReserveFuture {
     }
 }
 
-impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
+impl<K> FreqLimitBackend for RedisBackend<K>
+where
+    K: RedisKey + Hash + Eq + Clone + Send + Sync,
+{
     type Key = K;
     type ReserveFuture = RedisReserveFuture;
 
-    fn reserve(
+    fn reserve<Q>(
         &self,
-        key: Option<&K>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> RedisReserveFuture {
-        let key = encode_key(&self.inner.prefix, key);
+    ) -> RedisReserveFuture
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
+        let key = encode_borrowed(&self.inner.prefix, key);
         let m = Micros::new(params, &request);
         if let Some(cache) = &self.inner.cache {
             if let Some(rejection) = cache.check(&key, now.as_nanos() / 1_000, &m) {
@@ -1025,15 +1048,19 @@ impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
     /// here, with no round trip and no future (the Tower layer then answers it
     /// inside `call`); everything else goes to Redis through
     /// [`reserve`](Self::reserve).
-    fn reserve_sync(
+    fn reserve_sync<Q>(
         &self,
-        key: Option<&K>,
+        key: Option<&Q>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>> {
+    ) -> Option<Result<Admission, FreqLimitError>>
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         let cache = self.inner.cache.as_ref()?;
-        let key = encode_key(&self.inner.prefix, key);
+        let key = encode_borrowed(&self.inner.prefix, key);
         let m = Micros::new(params, &request);
         let rejection = cache.check(&key, now.as_nanos() / 1_000, &m)?;
         bump(&self.inner.counters.cache_rejections, 1);
@@ -1045,15 +1072,15 @@ impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
         async move { inner.clear().await }
     }
 
-    fn supports_refund(&self) -> bool {
-        true
-    }
-
     /// Sends the compare-and-swap in the background (a spawned task, bounded by
     /// the timeout) and returns `true` once it is on its way; `false` when there
     /// is nothing to give back or no Tokio runtime to send it from. Whether it
     /// took effect on the server is not waited for.
-    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
+    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
         let token = admission.refund_token();
         let Some(tat_after) = token.tat_after else {
             return false;
@@ -1064,7 +1091,7 @@ impl<K: RedisKey + ?Sized + Send + Sync> FreqLimitBackend for RedisBackend<K> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        let key = encode_key(&self.inner.prefix, key);
+        let key = encode_borrowed(&self.inner.prefix, key);
         if let Some(cache) = &self.inner.cache {
             cache.forget(&key);
         }

@@ -58,14 +58,14 @@ impl Micros {
     pub(super) fn new(params: &FreqLimitParams, request: &Reserve) -> Self {
         let interval = params.interval_nanos().div_ceil(1_000).clamp(1, MAX_MICROS);
         let cap = |v: u64| v.min(MAX_MICROS);
-        let cost = u64::from(request.get_cost());
+        let cost = u64::from(request.cost);
         Self {
             interval,
             tau: cap(interval.saturating_mul(u64::from(params.burst() - 1))),
             incr: cap(interval.saturating_mul(cost)),
             last: cap(interval.saturating_mul(cost.saturating_sub(1))),
             max_wait: request
-                .get_max_wait()
+                .max_wait
                 .map(|w| cap(crate::gcra::duration_to_nanos(w) / 1_000)),
         }
     }
@@ -183,7 +183,7 @@ impl Decision {
                 reset_after: Duration::from_micros(reset_after),
             })),
             Self::CostExceedsCapacity => Err(FreqLimitError::CostExceedsCapacity {
-                cost: request.get_cost(),
+                cost: request.cost,
                 max_cost: m.max_cost(params.burst(), m.max_wait.unwrap_or(MAX_MICROS)),
             }),
         }
