@@ -45,7 +45,7 @@
 //! let start = Instant::now();
 //! let mut ran_at = Vec::new();
 //! for _ in 0..5 {
-//!     limiter.acquire(&"chat:42").await?;
+//!     limiter.acquire("chat:42").await?;
 //!     ran_at.push(start.elapsed().as_secs());
 //! }
 //! assert_eq!(ran_at, [0, 0, 0, 1, 2]);
@@ -59,9 +59,9 @@
 //!   for work that must happen, only not too fast: outbound calls to a rate
 //!   limited API, messages to a chat. The call sleeps until its slot; a call
 //!   dropped while it waits gives its slot back.
-//! * **Reject** ([`FreqLimit::try_acquire`], `.max_wait(Duration::ZERO)`): for
-//!   servers protecting themselves: a `429` with `Retry-After` is cheaper than a
-//!   queue of sleeping requests. A rejection consumes nothing.
+//! * **Reject** ([`FreqLimit::try_acquire`], `FreqLimitLayer::server`, `.no_wait()`):
+//!   for servers protecting themselves: a `429` with `Retry-After` is cheaper
+//!   than a queue of sleeping requests. A rejection consumes nothing.
 //! * **Wait a little** ([`FreqLimit::acquire_within`], `.max_wait(d)`): smooths
 //!   bursts up to `d` of waiting, rejects beyond.
 //!
@@ -90,25 +90,32 @@
 //!
 //! ```
 //! # #[cfg(feature = "http")] {
-//! use std::time::Duration;
 //! use axum::{Router, routing::get};
 //! use tower_freqlimit::backends::memory::InMemoryBackend;
 //! use tower_freqlimit::key::ClientIp;
 //! use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
 //!
-//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
-//!     FreqLimitLayer::new(FreqLimitParams::per_second(10).with_burst(5), InMemoryBackend::new())
-//!         .key(ClientIp::peer()) // per client address (IPv6 per /64)
-//!         .max_wait(Duration::ZERO) // reject, do not queue
-//!         .http_responses(), // 429 + Retry-After + RateLimit headers
-//! );
-//! # let _ = app;
+//! // A server rejects at once with 429 + Retry-After + RateLimit headers...
+//! let limit = FreqLimitLayer::server(FreqLimitParams::per_second(10).with_burst(5), InMemoryBackend::new())
+//!     .key(ClientIp::peer()); // per client address (IPv6 per /64)
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(limit);
+//!
+//! // ...a client waits for its slot.
+//! let pace = FreqLimitLayer::new(FreqLimitParams::per_second(10), InMemoryBackend::global());
+//! # let _ = (app, pace);
 //! # }
 //! ```
+//!
+//! Serve axum with `into_make_service_with_connect_info::<SocketAddr>()` and
+//! enable the `axum` feature, so that `key::ClientIp` finds the peer's
+//! address (without it, every request is refused with a `500` that says so).
 //!
 //! The [`key`] module's extractors also read the client's address behind
 //! trusted proxies, from the right, so that what a client writes in
 //! `X-Forwarded-For` cannot pick its bucket.
+//!
+//! The [`guide`] has the rest: the algorithm, the layer in depth, keying
+//! clients safely, Redis, the peers, the examples.
 //!
 //! # Features
 //!
@@ -116,7 +123,7 @@
 //! |---|---|---|
 //! | `http` | yes | `429`/`500`/`503` responses with `Retry-After` and the IETF `RateLimit` headers ([`http`]); the key extractors for `http::Request` |
 //! | `axum` | | `IntoResponse` for [`FreqLimitError`], axum's `ConnectInfo` and `MatchedPath` in the key extractors |
-//! | `tonic` | | `tonic::Status` (`RESOURCE_EXHAUSTED`) for refusals |
+//! | `tonic` | | `tonic::Status` (`RESOURCE_EXHAUSTED`) for refusals; tonic's `TcpConnectInfo` in the key extractors |
 //! | `redis` | | the Redis backend |
 //! | `serde` | | `FreqLimitParams` from config files (`{ limit = 20, period = "1m", burst = 3 }`); see [`config`] |
 //! | `metrics` | | counters and a delay histogram through the `metrics` facade ([`metrics`]) |
@@ -136,6 +143,7 @@ mod error;
 pub mod gcra;
 #[cfg(feature = "tonic")]
 pub mod grpc;
+pub mod guide;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]
