@@ -43,6 +43,10 @@ section() { # $1 = title, $2 = command (run through bash), $3 = what it measures
   } >>"$TMP/doc"
 }
 
+# Figures measured by hand (fuzzing, floods, extractor timings) live in the
+# page's last section; keep it across regenerations.
+KEPT=$(sed -n '/^## Measured outside `bench\/all.sh`/,$p' "$OUT" 2>/dev/null || true)
+
 : >"$TMP/doc"
 section "Core: one decision, ours vs governor" \
   "cargo bench --bench core -- summary_only_no_such_bench 2>/dev/null | sed -n '/^Summary/,\$p'" \
@@ -84,5 +88,6 @@ command.
 
 EOF
   cat "$TMP/doc"
+  if [ -n "$KEPT" ]; then printf '%s\n' "$KEPT"; fi
 } >"$OUT"
 echo "wrote $OUT" >&2

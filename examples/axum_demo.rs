@@ -34,7 +34,6 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -259,6 +259,7 @@ impl HttpResponses {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<B, E> OnRefusal<Response<B>, E> for HttpResponses
 where
     B: From<&'static str>,

@@ -384,6 +384,7 @@ pub trait KeyArg<K> {
     fn lookup(&self) -> Option<&Self::Lookup>;
 }
 
+#[diagnostic::do_not_recommend]
 impl<K, Q> KeyArg<K> for &Q
 where
     K: Borrow<Q>,
@@ -397,6 +398,7 @@ where
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<K> KeyArg<K> for Option<&K>
 where
     K: BorrowedKey<K>,

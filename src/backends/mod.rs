@@ -221,6 +221,7 @@ pub trait BorrowedKey<K>: Hash + Eq {
     fn to_key(&self) -> K;
 }
 
+#[diagnostic::do_not_recommend]
 impl<K, Q> BorrowedKey<K> for Q
 where
     K: Borrow<Q>,

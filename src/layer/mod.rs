@@ -52,7 +52,7 @@ pub use policy::{
     CostOf, ExtractKey, Global, KeyLookup, LayerParams, MissingKey, ParamsFor, Policy, UnitCost,
 };
 pub use refusal::{BoxError, OnRefusal, RefuseWith, RefuseWithError};
-pub use service::FreqLimitService;
+pub use service::{CloneInner, FreqLimitService};
 
 /// Applies a rate limit to every request of the wrapped service.
 ///
@@ -344,7 +344,9 @@ impl<B, P, H> FreqLimitLayer<B, P, H> {
     }
 }
 
-impl<S, B, P, H> Layer<S> for FreqLimitLayer<B, P, H> {
+/// The inner service must be [`CloneInner`] (that is, `Clone`), checked here so
+/// that a service that is not says so where it is wrapped.
+impl<S: CloneInner, B, P, H> Layer<S> for FreqLimitLayer<B, P, H> {
     type Service = FreqLimitService<S, B, P, H>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -64,6 +64,9 @@ pub trait ExtractKey<Req, K> {
     fn extract_key(&self, req: &Req) -> KeyLookup<K>;
 }
 
+// Not recommended in errors: a wrong extractor then reads as "cannot extract a
+// key of type K", not as "expected a closure".
+#[diagnostic::do_not_recommend]
 impl<F, Req, K> ExtractKey<Req, K> for F
 where
     F: Fn(&Req) -> Option<K>,

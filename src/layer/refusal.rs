@@ -20,6 +20,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// * `HttpResponses` (feature `http`): `429` with `Retry-After` and IETF
 ///   `RateLimit` headers.
 /// * `GrpcStatus` (feature `tonic`): `RESOURCE_EXHAUSTED`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer refusals for a service whose responses are `{Res}` and errors `{E}`",
+    label = "not a refusal handler for this service",
+    note = "`http_responses()` (`HttpResponses`) needs `http::Response<B>` responses with `B: From<&'static str>`; `RefuseWithError` needs errors that convert into `BoxError`; `RefuseWith(f)` needs `f: Fn(FreqLimitError) -> {Res}`"
+)]
 pub trait OnRefusal<Res, E> {
     /// The service's error type.
     type Error;
@@ -69,6 +74,7 @@ pub trait OnRefusal<Res, E> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RefuseWithError;
 
+#[diagnostic::do_not_recommend]
 impl<Res, E> OnRefusal<Res, E> for RefuseWithError
 where
     E: Into<BoxError>,
@@ -101,6 +107,7 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct RefuseWith<F>(pub F);
 
+#[diagnostic::do_not_recommend]
 impl<F, Res, E> OnRefusal<Res, E> for RefuseWith<F>
 where
     F: Fn(FreqLimitError) -> Res,

@@ -14,6 +14,31 @@ use crate::backends::FreqLimitBackend;
 use crate::error::FreqLimitError;
 use crate::gcra::Reserve;
 
+/// The inner service of a rate-limit layer is `Clone`: a request that waits for
+/// its slot, or whose backend answers asynchronously (Redis), is forwarded to a
+/// clone made ready after the wait (as tower's `Oneshot` does), so that the
+/// instance made ready by `poll_ready` stays ready for the next request.
+/// Implemented for every `Clone` type; it exists to say so in compile errors.
+///
+/// A service that is not `Clone` can be made so with `tower::buffer::Buffer`.
+///
+/// ```
+/// use tower_freqlimit::layer::CloneInner;
+///
+/// fn needs_clone_inner<S: CloneInner>(_: &S) {}
+/// needs_clone_inner(&tower::service_fn(|req: u32| async move { Ok::<_, ()>(req) }));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the service `{Self}` behind a rate-limit layer must be `Clone`",
+    label = "not `Clone`",
+    note = "a request that waits for its slot, or whose backend answers asynchronously (Redis), is forwarded to a clone of the inner service made ready after the wait, as tower's `Oneshot` does",
+    note = "axum and tonic services are `Clone`; wrap another service in `tower::buffer::Buffer` to make it so"
+)]
+pub trait CloneInner: Clone {}
+
+#[diagnostic::do_not_recommend]
+impl<S: Clone> CloneInner for S {}
+
 /// The service made by [`FreqLimitLayer`](super::FreqLimitLayer): each request
 /// reserves a slot, waits for it if it must, and only then is forwarded.
 ///
@@ -35,8 +60,12 @@ use crate::gcra::Reserve;
 ///
 /// So the inner service is only ever called after `poll_ready` returned `Ready`
 /// on that same instance, and a request sleeping for its slot holds none of the
-/// inner service's readiness (a `ConcurrencyLimit` permit, a `Buffer` slot). The
-/// inner service must be `Clone`, as axum and tonic services are.
+/// inner service's readiness (a `ConcurrencyLimit` permit, a `Buffer` slot).
+///
+/// The inner service must be `Clone` ([`CloneInner`]), as axum and tonic
+/// services are, even when the layer only rejects: with an asynchronous
+/// backend (Redis) the decision arrives after `call` has returned, and the
+/// request is then forwarded to a clone.
 ///
 /// # Errors
 ///
@@ -95,7 +124,7 @@ impl<S: fmt::Debug, B: fmt::Debug, P, H> fmt::Debug for FreqLimitService<S, B, P
 
 impl<S, Req, B, K, PF, CF, H> Service<Req> for FreqLimitService<S, B, Policy<K, PF, CF>, H>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req> + CloneInner,
     B: FreqLimitBackend,
     B::Key: Sized,
     K: ExtractKey<Req, B::Key>,
