@@ -161,7 +161,8 @@ pub use layer::{FreqLimitLayer, FreqLimitService};
 pub use limiter::{FreqLimit, KeyArg};
 pub use params::{FreqLimitParams, ParamsError};
 
-/// The README's examples, compiled as doctests so they cannot rot.
-#[cfg(doctest)]
+/// The README's examples, compiled as doctests so they cannot rot (with the
+/// default features, which the README's recipes assume).
+#[cfg(all(doctest, feature = "http"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

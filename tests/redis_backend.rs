@@ -348,6 +348,7 @@ async fn a_flood_costs_one_round_trip_per_retry_window_with_the_negative_cache()
 
 /// Through the Tower layer, the negative cache answers a flood synchronously
 /// (`reserve_sync`, inside `call`): 429s with no round trip.
+#[cfg(feature = "http")]
 #[tokio::test]
 async fn the_layer_answers_a_cached_flood_without_redis() {
     use axum::http::{Request, Response};
@@ -528,8 +529,11 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
     let warnings = WARNINGS.with(std::cell::Cell::get);
     assert!((1..=3).contains(&warnings), "{warnings} warnings");
     // The HTTP layer answers 503 for a fail-closed backend error.
-    assert_eq!(http_status(&server.url(), FailurePolicy::Closed).await, 503);
-    assert_eq!(http_status(&server.url(), FailurePolicy::Open).await, 200);
+    #[cfg(feature = "http")]
+    {
+        assert_eq!(http_status(&server.url(), FailurePolicy::Closed).await, 503);
+        assert_eq!(http_status(&server.url(), FailurePolicy::Open).await, 200);
+    }
 
     // Back on the same port, empty: both recover without being rebuilt.
     server.restart();
@@ -552,6 +556,7 @@ async fn a_stopped_server_fails_closed_or_open_within_the_timeout_then_recovers(
 
 /// The status of one request through `FreqLimitLayer` with HTTP responses, on
 /// a backend made lazily (it cannot connect while the server is down).
+#[cfg(feature = "http")]
 async fn http_status(url: &str, policy: FailurePolicy) -> u16 {
     use axum::http::{Request, Response};
     use tower::{ServiceBuilder, ServiceExt};

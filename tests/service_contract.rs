@@ -213,7 +213,11 @@ async fn backend_failures_are_errors_or_503_never_panics() {
     };
     assert_eq!(backend.kind(), BackendErrorKind::Unavailable);
     assert_eq!(err.to_string(), "rate-limit backend unavailable");
+}
 
+#[cfg(feature = "http")]
+#[tokio::test]
+async fn backend_failures_are_503_over_http() {
     let http_inner = service_fn(|_: http::Request<String>| async {
         Ok::<_, Infallible>(http::Response::new(String::new()))
     });

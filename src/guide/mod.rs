@@ -9,6 +9,8 @@ pub mod limiter {}
 #[doc = include_str!("layer.md")]
 pub mod layer {}
 
+// Its examples use the `key` module, which needs the `http` feature.
+#[cfg(feature = "http")]
 #[doc = include_str!("keys.md")]
 pub mod keys {}
 

@@ -38,6 +38,7 @@ pub enum KeyLookup<K> {
 /// (`http::Request<axum::body::Body>`):
 ///
 /// ```
+/// # #[cfg(feature = "http")] {
 /// use axum::extract::Request;
 /// use tower_freqlimit::backends::memory::InMemoryBackend;
 /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
@@ -45,14 +46,13 @@ pub enum KeyLookup<K> {
 /// #[derive(Clone)]
 /// struct User { id: u64 }
 ///
-/// let limit = FreqLimitLayer::new(FreqLimitParams::per_second(5), InMemoryBackend::new())
-///     .key(|req: &Request| req.extensions().get::<User>().map(|user| user.id))
-///     .no_wait()
-///     .http_responses();
+/// let limit = FreqLimitLayer::server(FreqLimitParams::per_second(5), InMemoryBackend::new())
+///     .key(|req: &Request| req.extensions().get::<User>().map(|user| user.id));
 /// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hello" }))
 ///     .layer(limit);
 /// # let _ = app;
+/// # }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot extract a rate-limit key of type `{K}` from a `{Req}`",
