@@ -344,7 +344,10 @@ where
 {
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
-            self.backend.refund(self.key, &admission);
+            // An owned key only here, for a wait given up: rare, and off the
+            // path of every call that runs.
+            let key = self.key.map(BorrowedKey::to_key);
+            self.backend.refund(key.as_ref(), &admission);
         }
     }
 }

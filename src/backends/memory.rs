@@ -461,17 +461,13 @@ where
         ready(self.reserve_now(key, now, params, request))
     }
 
-    fn reserve_sync<Q>(
+    fn reserve_sync(
         &self,
-        key: Option<&Q>,
+        key: Option<&K>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>>
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
+    ) -> Option<Result<Admission, FreqLimitError>> {
         Some(self.reserve_now(key, now, params, request))
     }
 
@@ -480,11 +476,7 @@ where
         ready(Ok(()))
     }
 
-    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
+    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
         let token = admission.refund_token();
         let Some(tat_after) = token.tat_after else {
             return false;

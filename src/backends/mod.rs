@@ -154,17 +154,13 @@ pub trait FreqLimitBackend: Send + Sync {
     /// service's. When it returns `Some`, it must have done exactly what
     /// [`reserve`](Self::reserve) would have done. The default returns `None`, which
     /// is right for every remote backend.
-    fn reserve_sync<Q>(
+    fn reserve_sync(
         &self,
-        key: Option<&Q>,
+        key: Option<&Self::Key>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>>
-    where
-        Self::Key: Borrow<Q>,
-        Q: BorrowedKey<Self::Key> + ?Sized,
-    {
+    ) -> Option<Result<Admission, FreqLimitError>> {
         let _ = (key, now, params, request);
         None
     }
@@ -187,11 +183,7 @@ pub trait FreqLimitBackend: Send + Sync {
     /// It is called from `Drop`, so it must not block; a remote backend sends the
     /// refund in the background. The default does nothing: a backend without
     /// refunds keeps abandoned slots used.
-    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
-    where
-        Self::Key: Borrow<Q>,
-        Q: BorrowedKey<Self::Key> + ?Sized,
-    {
+    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
         let _ = (key, admission);
         false
     }
@@ -270,17 +262,13 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         (**self).reserve(key, now, params, request)
     }
 
-    fn reserve_sync<Q>(
+    fn reserve_sync(
         &self,
-        key: Option<&Q>,
+        key: Option<&Self::Key>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>>
-    where
-        Self::Key: Borrow<Q>,
-        Q: BorrowedKey<Self::Key> + ?Sized,
-    {
+    ) -> Option<Result<Admission, FreqLimitError>> {
         (**self).reserve_sync(key, now, params, request)
     }
 
@@ -288,11 +276,7 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         (**self).clear()
     }
 
-    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
-    where
-        Self::Key: Borrow<Q>,
-        Q: BorrowedKey<Self::Key> + ?Sized,
-    {
+    fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
         (**self).refund(key, admission)
     }
 }

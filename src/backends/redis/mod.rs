@@ -1048,19 +1048,15 @@ where
     /// here, with no round trip and no future (the Tower layer then answers it
     /// inside `call`); everything else goes to Redis through
     /// [`reserve`](Self::reserve).
-    fn reserve_sync<Q>(
+    fn reserve_sync(
         &self,
-        key: Option<&Q>,
+        key: Option<&K>,
         now: Timestamp,
         params: &FreqLimitParams,
         request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>>
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
+    ) -> Option<Result<Admission, FreqLimitError>> {
         let cache = self.inner.cache.as_ref()?;
-        let key = encode_borrowed(&self.inner.prefix, key);
+        let key = encode_key(&self.inner.prefix, key);
         let m = Micros::new(params, &request);
         let rejection = cache.check(&key, now.as_nanos() / 1_000, &m)?;
         bump(&self.inner.counters.cache_rejections, 1);
@@ -1076,11 +1072,7 @@ where
     /// the timeout) and returns `true` once it is on its way; `false` when there
     /// is nothing to give back or no Tokio runtime to send it from. Whether it
     /// took effect on the server is not waited for.
-    fn refund<Q>(&self, key: Option<&Q>, admission: &Admission) -> bool
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
+    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
         let token = admission.refund_token();
         let Some(tat_after) = token.tat_after else {
             return false;
@@ -1091,7 +1083,7 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        let key = encode_borrowed(&self.inner.prefix, key);
+        let key = encode_key(&self.inner.prefix, key);
         if let Some(cache) = &self.inner.cache {
             cache.forget(&key);
         }
