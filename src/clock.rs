@@ -196,8 +196,8 @@ impl From<Instant> for Timestamp {
         let instant = instant.into_std();
         // Two calls into std's `Instant` arithmetic; the fast clock avoids them.
         let nanos = match instant.checked_duration_since(anchor) {
-            Some(after) => BIAS.saturating_add(crate::gcra::duration_to_nanos(after)),
-            None => BIAS.saturating_sub(crate::gcra::duration_to_nanos(anchor - instant)),
+            Some(after) => BIAS.saturating_add(crate::nanos::from_duration(after)),
+            None => BIAS.saturating_sub(crate::nanos::from_duration(anchor - instant)),
         };
         Self(nanos)
     }
@@ -209,7 +209,7 @@ impl std::ops::Add<Duration> for Timestamp {
     /// Saturating: a timestamp never wraps.
     #[inline]
     fn add(self, rhs: Duration) -> Self {
-        Self(self.0.saturating_add(crate::gcra::duration_to_nanos(rhs)))
+        Self(self.0.saturating_add(crate::nanos::from_duration(rhs)))
     }
 }
 
@@ -219,6 +219,6 @@ impl std::ops::Sub<Duration> for Timestamp {
     /// Saturating: a timestamp never wraps.
     #[inline]
     fn sub(self, rhs: Duration) -> Self {
-        Self(self.0.saturating_sub(crate::gcra::duration_to_nanos(rhs)))
+        Self(self.0.saturating_sub(crate::nanos::from_duration(rhs)))
     }
 }

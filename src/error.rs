@@ -2,7 +2,9 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
+
+pub use crate::decision::Rejection;
+use crate::gcra::Refusal;
 
 /// Why a call was not admitted.
 ///
@@ -49,10 +51,11 @@ impl fmt::Display for FreqLimitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Rejected(rejection) => rejection.fmt(f),
-            Self::CostExceedsCapacity { cost, max_cost } => write!(
-                f,
-                "cost {cost} can never be admitted: at most {max_cost} fits within the allowed wait"
-            ),
+            Self::CostExceedsCapacity { cost, max_cost } => Refusal::CostExceedsCapacity {
+                cost: *cost,
+                max_cost: *max_cost,
+            }
+            .fmt(f),
             Self::Backend(err) => err.fmt(f),
             Self::KeyNotFound(missing) => missing.fmt(f),
         }
@@ -77,6 +80,18 @@ impl From<BackendError> for FreqLimitError {
 impl From<KeyNotFound> for FreqLimitError {
     fn from(missing: KeyNotFound) -> Self {
         Self::KeyNotFound(missing)
+    }
+}
+
+impl From<Refusal> for FreqLimitError {
+    #[inline]
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Rejected(rejection) => Self::Rejected(rejection),
+            Refusal::CostExceedsCapacity { cost, max_cost } => {
+                Self::CostExceedsCapacity { cost, max_cost }
+            }
+        }
     }
 }
 
@@ -157,92 +172,6 @@ impl fmt::Display for KeyNotFound {
 }
 
 impl StdError for KeyNotFound {}
-
-/// A rejected call: when to retry, and the state of its bucket.
-///
-/// `retry_after` is exact to the nanosecond; an HTTP `Retry-After` made from it
-/// must round *up* to whole seconds, or a 0.5 s wait becomes "retry now".
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
-///
-/// let params = FreqLimitParams::per_second(2);
-/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
-/// let Err(FreqLimitError::Rejected(rejection)) =
-///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
-/// else {
-///     panic!("expected a rejection");
-/// };
-/// assert_eq!(rejection.retry_after(), Duration::from_millis(500));
-/// assert_eq!(rejection.remaining(), 0);
-/// assert_eq!(rejection.reset_after(), Duration::from_millis(500));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rejection {
-    pub(crate) retry_after: Duration,
-    pub(crate) remaining: u32,
-    pub(crate) reset_after: Duration,
-}
-
-impl Rejection {
-    /// After this long the same call (same cost, same `max_wait`) is admitted,
-    /// unless others take the slot first.
-    #[must_use]
-    #[inline]
-    pub const fn retry_after(&self) -> Duration {
-        self.retry_after
-    }
-
-    /// [`retry_after`](Self::retry_after) in whole seconds, rounded **up**, as
-    /// `Retry-After` must carry it: a 0.5 s wait is 1, never 0.
-    ///
-    /// ```
-    /// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
-    ///
-    /// let params = FreqLimitParams::per_second(2);
-    /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
-    /// let Err(FreqLimitError::Rejected(rejection)) =
-    ///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
-    /// else {
-    ///     panic!("expected a rejection");
-    /// };
-    /// assert_eq!(rejection.retry_after_secs(), 1);
-    /// ```
-    #[must_use]
-    #[inline]
-    pub const fn retry_after_secs(&self) -> u64 {
-        ceil_secs(self.retry_after)
-    }
-
-    /// Unit calls that would still be admitted right now without waiting (non-zero
-    /// only when a call of higher cost was rejected).
-    #[must_use]
-    #[inline]
-    pub const fn remaining(&self) -> u32 {
-        self.remaining
-    }
-
-    /// How long until the bucket is full again.
-    #[must_use]
-    #[inline]
-    pub const fn reset_after(&self) -> Duration {
-        self.reset_after
-    }
-}
-
-/// Whole seconds, rounded up.
-pub(crate) const fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + (d.subsec_nanos() > 0) as u64
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limit exceeded; retry after {:?}", self.retry_after)
-    }
-}
-
-impl StdError for Rejection {}
 
 /// What kind of failure a [`BackendError`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

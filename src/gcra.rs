@@ -28,10 +28,43 @@
 //! assert_eq!(delays, [0, 0, 0, 1, 2]);
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::error::{FreqLimitError, Rejection};
+use crate::decision::{Admission, RefundToken, Rejection, Reserve, remaining_after};
+use crate::nanos;
 use crate::params::FreqLimitParams;
+
+/// Why [`reserve`] refused a call: the two answers the arithmetic can give.
+/// Converted into [`FreqLimitError`](crate::FreqLimitError) at the edge, where
+/// backend failures and missing keys join them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The call would wait longer than its `max_wait`; nothing is consumed.
+    Rejected(Rejection),
+    /// The cost can never be admitted within its `max_wait`, even on a full
+    /// bucket.
+    CostExceedsCapacity {
+        /// The cost asked for.
+        cost: u32,
+        /// The largest cost the params admit within that `max_wait`.
+        max_cost: u32,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(rejection) => rejection.fmt(f),
+            Self::CostExceedsCapacity { cost, max_cost } => write!(
+                f,
+                "cost {cost} can never be admitted: at most {max_cost} fits within the allowed wait"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// One step of `aiofreqlimit`'s `gcra_step`: what [`step`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,252 +101,6 @@ pub fn step(tat: Option<u64>, now: u64, params: &FreqLimitParams) -> Step {
     }
 }
 
-/// What a caller asks of a backend: a cost and how long it is willing to wait.
-///
-/// The default is one unit, waiting as long as it takes (`aiofreqlimit`'s
-/// behaviour).
-///
-/// * **Cost** `n` is exactly `n` unit reservations made at the same instant; the
-///   call waits as long as the last of them. Cost 0 reserves nothing and only
-///   reports the bucket's state.
-/// * **Bounded wait**: with [`max_wait`](Self::max_wait), a call that would have
-///   to wait longer is rejected and consumes nothing. `max_wait(Duration::ZERO)`
-///   is reject-only, like `governor`.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_freqlimit::Reserve;
-///
-/// let ask = Reserve::new().cost(3).max_wait(Duration::from_millis(250));
-/// assert_eq!(ask.cost, 3);
-/// assert_eq!(ask.max_wait, Some(Duration::from_millis(250)));
-/// assert_eq!(Reserve::new().no_wait().max_wait, Some(Duration::ZERO));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Reserve {
-    /// The units asked for: a call of cost `n` is `n` unit calls at one
-    /// instant. Cost 0 asks for nothing and is always admitted at once.
-    pub cost: u32,
-    /// The longest acceptable wait; `None` waits as long as needed.
-    pub max_wait: Option<Duration>,
-}
-
-impl Default for Reserve {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Reserve {
-    /// One unit, waiting as long as needed.
-    #[must_use]
-    #[inline]
-    pub const fn new() -> Self {
-        Self {
-            cost: 1,
-            max_wait: None,
-        }
-    }
-
-    /// Reserve `cost` units at once (a weighted call).
-    #[must_use]
-    #[inline]
-    pub const fn cost(mut self, cost: u32) -> Self {
-        self.cost = cost;
-        self
-    }
-
-    /// Reject instead of waiting longer than `max_wait`.
-    #[must_use]
-    #[inline]
-    pub const fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
-        self
-    }
-
-    /// Reject instead of waiting at all (`max_wait(Duration::ZERO)`).
-    #[must_use]
-    #[inline]
-    pub const fn no_wait(self) -> Self {
-        self.max_wait(Duration::ZERO)
-    }
-
-    /// Wait as long as needed (the default).
-    #[must_use]
-    #[inline]
-    pub const fn wait_forever(mut self) -> Self {
-        self.max_wait = None;
-        self
-    }
-}
-
-/// An admitted call: how long it must wait, and the state of its bucket.
-///
-/// `remaining` and `reset_after` are what the IETF `RateLimit` header reports.
-///
-/// ```
-/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
-///
-/// let params = FreqLimitParams::per_second(10).with_burst(5);
-/// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
-/// assert!(admission.delay().is_zero());
-/// assert_eq!(admission.remaining(), 4);
-/// assert_eq!(admission.reset_after().as_millis(), 100);
-/// ```
-///
-/// Two admissions are equal when they tell the caller the same thing; the refund
-/// token inside (see [`FreqLimitBackend::refund`]) is not compared.
-///
-/// [`FreqLimitBackend::refund`]: crate::FreqLimitBackend::refund
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    // Nanoseconds, not `Duration`s: half the size, and `remaining` is only divided
-    // out when asked for (HTTP headers), not on every decision.
-    delay: u64,
-    reset_after: u64,
-    tau: u64,
-    interval: u64,
-    // The refund token's parts, flattened: with the flags side by side the
-    // admission takes 56 bytes, not 64, which keeps the layer's response future
-    // within what the compiler moves without a `memcpy` call.
-    tat_before: u64,
-    tat_after: u64,
-    stored: bool,
-    // Let through without a decision because the backend failed (fail-open).
-    fail_open: bool,
-}
-
-/// The key's TAT before and after a reservation, on the backend's scale: what a
-/// backend needs to undo that reservation, and only if nothing came after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct RefundToken {
-    /// The stored TAT the reservation started from (0 for a new key: any TAT in
-    /// the past means a full bucket).
-    pub tat_before: u64,
-    /// The TAT the reservation stored; `None` when it stored nothing (cost 0).
-    pub tat_after: Option<u64>,
-}
-
-impl PartialEq for Admission {
-    fn eq(&self, other: &Self) -> bool {
-        self.delay == other.delay
-            && self.reset_after == other.reset_after
-            && self.remaining() == other.remaining()
-            && self.fail_open == other.fail_open
-    }
-}
-
-impl Eq for Admission {}
-
-impl Admission {
-    /// How long the call waits (or, once returned by [`FreqLimit::acquire`], waited)
-    /// for its slot, measured from when it asked.
-    ///
-    /// [`FreqLimit::acquire`]: crate::FreqLimit::acquire
-    #[must_use]
-    #[inline]
-    pub const fn delay(&self) -> Duration {
-        Duration::from_nanos(self.delay)
-    }
-
-    /// How many more unit calls would be admitted without waiting, right after
-    /// this one.
-    #[must_use]
-    #[inline]
-    pub const fn remaining(&self) -> u32 {
-        remaining_after(self.reset_after, self.tau, self.interval)
-    }
-
-    /// How long until the bucket is full again (the key is then as good as new).
-    #[must_use]
-    #[inline]
-    pub const fn reset_after(&self) -> Duration {
-        Duration::from_nanos(self.reset_after)
-    }
-
-    /// What a backend needs to give this reservation back.
-    #[must_use]
-    #[inline]
-    pub const fn refund_token(&self) -> RefundToken {
-        RefundToken {
-            tat_before: self.tat_before,
-            tat_after: if self.stored {
-                Some(self.tat_after)
-            } else {
-                None
-            },
-        }
-    }
-
-    /// Whether the call was let through *without* a decision: a remote backend
-    /// set to fail open could not be asked (see the Redis backend's
-    /// `FailurePolicy`). Its figures are those of a new key's first call (no
-    /// delay, `burst - 1` remaining), not the key's real state, and there is
-    /// nothing to refund. Always `false` for decided calls.
-    ///
-    /// ```
-    /// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
-    ///
-    /// let params = FreqLimitParams::per_second(1);
-    /// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
-    /// assert!(!admission.is_fail_open());
-    /// ```
-    #[must_use]
-    #[inline]
-    pub const fn is_fail_open(&self) -> bool {
-        self.fail_open
-    }
-
-    /// An admission decided elsewhere (on a Redis server): every figure in
-    /// nanoseconds, `tau` and `interval` as that backend rounded them.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) const fn from_parts(
-        delay: u64,
-        reset_after: u64,
-        tau: u64,
-        interval: u64,
-        refund: RefundToken,
-    ) -> Self {
-        Self {
-            delay,
-            reset_after,
-            tau,
-            interval,
-            tat_before: refund.tat_before,
-            tat_after: match refund.tat_after {
-                Some(tat) => tat,
-                None => 0,
-            },
-            stored: refund.tat_after.is_some(),
-            fail_open: false,
-        }
-    }
-
-    /// The same admission with another delay (nanoseconds from when the call
-    /// asked): a remote backend adds the round trip.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) const fn with_delay(mut self, delay: u64) -> Self {
-        self.delay = delay;
-        self
-    }
-
-    /// A call let through undecided because the backend failed: the figures of
-    /// a new key's first call, nothing to refund.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) const fn fail_open(params: &FreqLimitParams) -> Self {
-        Self {
-            delay: 0,
-            reset_after: params.interval_nanos(),
-            tau: params.tau_nanos(),
-            interval: params.interval_nanos(),
-            tat_before: 0,
-            tat_after: 0,
-            stored: false,
-            fail_open: true,
-        }
-    }
-}
-
 /// The outcome of [`reserve`] for an admitted call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reserved {
@@ -323,46 +110,17 @@ pub struct Reserved {
     pub admission: Admission,
 }
 
-/// Converts a duration to nanoseconds, saturating at `u64::MAX` (about 584 years).
-///
-/// ```
-/// # use std::time::Duration;
-/// assert_eq!(tower_freqlimit::gcra::duration_to_nanos(Duration::from_millis(1)), 1_000_000);
-/// assert_eq!(tower_freqlimit::gcra::duration_to_nanos(Duration::MAX), u64::MAX);
-/// ```
-#[must_use]
-#[inline]
-pub const fn duration_to_nanos(d: Duration) -> u64 {
-    // u64 arithmetic: cheaper than going through `as_nanos()`'s u128.
-    match d.as_secs().checked_mul(1_000_000_000) {
-        Some(secs) => secs.saturating_add(d.subsec_nanos() as u64),
-        None => u64::MAX,
-    }
-}
-
-/// Unit calls that would pass right now without waiting, for a key that owes
-/// `owed` nanoseconds (its TAT minus now).
-#[inline]
-const fn remaining_after(owed: u64, tau: u64, interval: u64) -> u32 {
-    if owed > tau {
-        0
-    } else {
-        // At most `burst`, which is a u32.
-        ((tau - owed) / interval + 1) as u32
-    }
-}
-
 impl Reserve {
-    /// [`FreqLimitError::CostExceedsCapacity`] if no bucket state could ever admit
+    /// [`Refusal::CostExceedsCapacity`] if no bucket state could ever admit
     /// this request under `params`, so callers can refuse it before asking a
     /// backend. Costs up to `burst` (the usual case) skip the division.
     #[inline]
-    pub(crate) fn impossible_under(&self, params: &FreqLimitParams) -> Option<FreqLimitError> {
+    pub(crate) fn impossible_under(&self, params: &FreqLimitParams) -> Option<Refusal> {
         if self.cost <= params.burst() {
             return None;
         }
         let max_cost = params.max_cost(self.max_wait);
-        (self.cost > max_cost).then_some(FreqLimitError::CostExceedsCapacity {
+        (self.cost > max_cost).then_some(Refusal::CostExceedsCapacity {
             cost: self.cost,
             max_cost,
         })
@@ -378,10 +136,10 @@ impl Reserve {
 ///
 /// # Errors
 ///
-/// * [`FreqLimitError::Rejected`] when the call would wait longer than
+/// * [`Refusal::Rejected`] when the call would wait longer than
 ///   `request`'s `max_wait`; it carries the `retry_after` after which the same
 ///   call would be admitted.
-/// * [`FreqLimitError::CostExceedsCapacity`] when the cost could not be admitted
+/// * [`Refusal::CostExceedsCapacity`] when the cost could not be admitted
 ///   within `max_wait` even on a full bucket (in reject-only mode: a cost above
 ///   `burst`), so retrying is pointless.
 ///
@@ -389,13 +147,13 @@ impl Reserve {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_freqlimit::{gcra, FreqLimitError, FreqLimitParams, Reserve};
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
 ///
 /// let params = FreqLimitParams::per_second(1);
 /// let reject_only = Reserve::new().no_wait();
 /// let first = gcra::reserve(None, 0, &params, &reject_only).unwrap();
 /// match gcra::reserve(first.new_tat, 250_000_000, &params, &reject_only) {
-///     Err(FreqLimitError::Rejected(rejection)) => {
+///     Err(gcra::Refusal::Rejected(rejection)) => {
 ///         assert_eq!(rejection.retry_after(), Duration::from_millis(750));
 ///     }
 ///     other => panic!("expected a rejection, got {other:?}"),
@@ -407,7 +165,7 @@ pub fn reserve(
     now: u64,
     params: &FreqLimitParams,
     request: &Reserve,
-) -> Result<Reserved, FreqLimitError> {
+) -> Result<Reserved, Refusal> {
     let interval = params.interval_nanos();
     let tau = params.tau_nanos();
     // A TAT in the past is a full bucket, the same as a new key.
@@ -417,16 +175,16 @@ pub fn reserve(
     if cost == 0 {
         return Ok(Reserved {
             new_tat: None,
-            admission: Admission {
-                delay: 0,
-                reset_after: base - now,
+            admission: Admission::from_parts(
+                0,
+                base - now,
                 tau,
                 interval,
-                tat_before: tat.unwrap_or(0),
-                tat_after: 0,
-                stored: false,
-                fail_open: false,
-            },
+                RefundToken {
+                    tat_before: tat.unwrap_or(0),
+                    tat_after: None,
+                },
+            ),
         });
     }
 
@@ -435,17 +193,17 @@ pub fn reserve(
     let delay = last_unit_tat.saturating_sub(tau).saturating_sub(now);
 
     if let Some(max_wait) = request.max_wait {
-        let max_wait = duration_to_nanos(max_wait);
+        let max_wait = nanos::from_duration(max_wait);
         if delay > max_wait {
             // Even a full bucket would make this cost wait longer than allowed.
             let best_case = ((cost - 1).saturating_mul(interval)).saturating_sub(tau);
             if best_case > max_wait {
-                return Err(FreqLimitError::CostExceedsCapacity {
+                return Err(Refusal::CostExceedsCapacity {
                     cost: request.cost,
                     max_cost: params.max_cost(Some(Duration::from_nanos(max_wait))),
                 });
             }
-            return Err(FreqLimitError::Rejected(Rejection {
+            return Err(Refusal::Rejected(Rejection {
                 retry_after: Duration::from_nanos(delay - max_wait),
                 remaining: remaining_after(base - now, tau, interval),
                 reset_after: Duration::from_nanos(base - now),
@@ -456,16 +214,16 @@ pub fn reserve(
     let new_tat = base.saturating_add(cost.saturating_mul(interval));
     Ok(Reserved {
         new_tat: Some(new_tat),
-        admission: Admission {
+        admission: Admission::from_parts(
             delay,
-            reset_after: new_tat - now,
+            new_tat - now,
             tau,
             interval,
-            tat_before: tat.unwrap_or(0),
-            tat_after: new_tat,
-            stored: true,
-            fail_open: false,
-        },
+            RefundToken {
+                tat_before: tat.unwrap_or(0),
+                tat_after: Some(new_tat),
+            },
+        ),
     })
 }
 
@@ -483,7 +241,7 @@ mod tests {
             .map(|&now| {
                 let r = reserve(tat, now, params, &Reserve::new()).unwrap();
                 tat = r.new_tat;
-                crate::gcra::duration_to_nanos(r.admission.delay())
+                nanos::from_duration(r.admission.delay())
             })
             .collect()
     }
@@ -532,7 +290,7 @@ mod tests {
         assert_eq!(b.admission.remaining(), 0);
         // The third call would wait 1 s, 800 ms more than allowed.
         match reserve(b.new_tat, 0, &p, &ask) {
-            Err(FreqLimitError::Rejected(r)) => {
+            Err(Refusal::Rejected(r)) => {
                 assert_eq!(r.retry_after, Duration::from_millis(800));
                 assert_eq!(r.remaining, 0);
                 assert_eq!(r.reset_after, Duration::from_secs(2));
@@ -550,7 +308,7 @@ mod tests {
         let err = reserve(None, 0, &p, &Reserve::new().cost(4).no_wait()).unwrap_err();
         assert_eq!(
             err,
-            FreqLimitError::CostExceedsCapacity {
+            Refusal::CostExceedsCapacity {
                 cost: 4,
                 max_cost: 3
             }

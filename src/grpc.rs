@@ -21,7 +21,9 @@ impl From<FreqLimitError> for Status {
     ///
     /// let params = FreqLimitParams::per_second(2);
     /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
-    /// let refusal = gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err();
+    /// let refusal = FreqLimitError::from(
+    ///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err(),
+    /// );
     /// let status = tonic::Status::from(refusal);
     /// assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     /// assert_eq!(status.metadata().get("retry-after").unwrap(), "1");

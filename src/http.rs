@@ -19,8 +19,8 @@ use std::time::Duration;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
+use crate::decision::Admission;
 use crate::error::FreqLimitError;
-use crate::gcra::Admission;
 use crate::layer::OnRefusal;
 use crate::params::FreqLimitParams;
 
@@ -42,7 +42,7 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// ```
 #[must_use]
 pub fn whole_seconds_up(d: Duration) -> u64 {
-    crate::error::ceil_secs(d)
+    crate::nanos::ceil_secs(d)
 }
 
 /// The `RateLimit-Policy` value for `params`.
@@ -166,7 +166,9 @@ pub fn insert_admission_headers(
 ///
 /// let params = FreqLimitParams::per_second(2);
 /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
-/// let refusal = gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err();
+/// let refusal = FreqLimitError::from(
+///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait()).unwrap_err(),
+/// );
 /// let response = refusal_response::<String>(&refusal, Some(&params));
 /// assert_eq!(response.status(), 429);
 /// assert_eq!(response.headers()["retry-after"], "1"); // 0.5 s, rounded up

@@ -136,27 +136,41 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
-pub mod backends;
+// Modules by layer, the core first; each uses only modules listed before it
+// (named in parentheses; `.ci/layers.py` checks it).
+
+// The core: values and arithmetic. No clock read, no I/O, no lock.
 pub mod clock;
-pub mod config;
-mod error;
-pub mod gcra;
+pub mod config; // params from text and config files (params)
+mod decision; // Reserve, Admission, Rejection: what every layer passes on (params, nanos)
+mod error; // FreqLimitError: refusals, backend failures, missing keys (decision, gcra)
+pub mod gcra; // the GCRA step, pure (decision, params, nanos)
+pub mod nanos; // time as integer nanoseconds (a leaf)
+mod params; // FreqLimitParams: limit, period, burst (nanos) // where `now` comes from: Tokio's clock or the TSC (nanos)
+
+// Storage: where TATs live, one atomic GCRA step per call (the core).
+pub mod backends;
+
+// Limiters: a backend, params and a clock put to work (backends, the core).
+pub mod layer;
+mod limiter; // FreqLimit: await a slot
+pub mod metrics; // counters and a delay histogram (decision, error) // the Tower middleware
+
+// Adapters: protocols on top of the layer.
 #[cfg(feature = "tonic")]
 pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http; // 429 responses and RateLimit headers
+#[cfg(feature = "http")]
+pub mod key; // key extractors for http::Request // tonic::Status refusals
+
+// Documentation only.
 pub mod guide;
-#[cfg(feature = "http")]
-pub mod http;
-#[cfg(feature = "http")]
-pub mod key;
-pub mod layer;
-mod limiter;
-pub mod metrics;
-mod params;
 
 pub use backends::FreqLimitBackend;
 pub use config::ParseParamsError;
+pub use decision::{Admission, RefundToken, Reserve};
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, KeyNotFound, Rejection};
-pub use gcra::{Admission, Reserve};
 pub use layer::{FreqLimitLayer, FreqLimitService};
 pub use limiter::{FreqLimit, KeyArg};
 pub use params::{FreqLimitParams, ParamsError};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::backends::{BorrowedKey, FreqLimitBackend};
 use crate::clock::Clock;
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
-use crate::gcra::{Admission, Reserve};
 use crate::metrics::Reporter;
 use crate::params::FreqLimitParams;
 
@@ -263,6 +263,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
         B::Key: Borrow<A::Lookup>,
     {
         if let Some(refusal) = request.impossible_under(&self.params) {
+            let refusal = FreqLimitError::from(refusal);
             self.reporter.refused(&refusal);
             return Err(refusal);
         }

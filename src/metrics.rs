@@ -53,8 +53,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::decision::Admission;
 use crate::error::FreqLimitError;
-use crate::gcra::Admission;
 
 /// A limiter's name and, with the `metrics` feature, its metric handles.
 #[derive(Clone)]

@@ -392,7 +392,7 @@ impl FreqLimitParams {
         match max_wait {
             None => u32::MAX,
             Some(wait) => {
-                let extra = crate::gcra::duration_to_nanos(wait) / self.interval_ns;
+                let extra = crate::nanos::from_duration(wait) / self.interval_ns;
                 u32::try_from(u64::from(self.burst).saturating_add(extra)).unwrap_or(u32::MAX)
             }
         }

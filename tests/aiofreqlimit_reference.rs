@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use tower_freqlimit::FreqLimitParams;
-use tower_freqlimit::gcra::{self, Reserve};
+use tower_freqlimit::{Reserve, gcra};
 
 const VECTORS: &str = include_str!("data/aiofreqlimit_vectors.txt");
 

@@ -92,7 +92,7 @@ async fn agree(backends: &[RedisBackend<String>], params: FreqLimitParams, steps
                 .await;
             assert_eq!(
                 got,
-                expected.clone().map(|r| r.admission),
+                expected.map(|r| r.admission).map_err(FreqLimitError::from),
                 "step {i}, backend {b}: {step:?}"
             );
             if let (Ok(got), Ok(want)) = (&got, &expected) {

@@ -19,8 +19,9 @@ use tokio::task::AbortHandle;
 
 use self::bound::Bound;
 use super::{BorrowedKey, FreqLimitBackend, NoKey};
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
-use crate::gcra::{self, Admission, Reserve};
+use crate::gcra;
 use crate::params::FreqLimitParams;
 
 /// The default sweep period of [`InMemoryBackend::new`].
@@ -600,7 +601,7 @@ where
                 bound: self
                     .max_keys
                     .map(|max_keys| Bound::new(max_keys, self.when_full)),
-                idle_ttl: gcra::duration_to_nanos(self.idle_ttl),
+                idle_ttl: crate::nanos::from_duration(self.idle_ttl),
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),
                 sweeper: Mutex::new(None),

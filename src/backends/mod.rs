@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
-use crate::gcra::{Admission, Reserve};
 use crate::params::FreqLimitParams;
 
 /// A store of per-key GCRA state: the one seam between the limiter and where its
@@ -71,10 +71,11 @@ use crate::params::FreqLimitParams;
 ///         let now = now.as_nanos();
 ///         let Some(key) = key else {
 ///             let mut global = self.global.lock().unwrap();
-///             return ready(gcra::reserve(*global, now, params, &request).map(|r| {
+///             let result = gcra::reserve(*global, now, params, &request).map(|r| {
 ///                 *global = r.new_tat.or(*global);
 ///                 r.admission
-///             }));
+///             });
+///             return ready(result.map_err(FreqLimitError::from));
 ///         };
 ///         let mut tats = self.tats.lock().unwrap();
 ///         let result = gcra::reserve(tats.get(key).copied(), now, params, &request).map(|r| {
@@ -83,7 +84,7 @@ use crate::params::FreqLimitParams;
 ///             }
 ///             r.admission
 ///         });
-///         ready(result)
+///         ready(result.map_err(FreqLimitError::from))
 ///     }
 ///
 ///     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
@@ -176,8 +177,8 @@ pub trait FreqLimitBackend: Send + Sync {
     /// it (a waiting request that was dropped), so it does not delay the next
     /// caller. It must act only if no later reservation was made on `key` since:
     /// a compare-and-swap of the stored TAT from
-    /// [`RefundToken::tat_after`](crate::gcra::RefundToken::tat_after) back to
-    /// [`tat_before`](crate::gcra::RefundToken::tat_before). Returns whether the
+    /// [`RefundToken::tat_after`](crate::RefundToken::tat_after) back to
+    /// [`tat_before`](crate::RefundToken::tat_before). Returns whether the
     /// slot was given back.
     ///
     /// It is called from `Drop`, so it must not block; a remote backend sends the

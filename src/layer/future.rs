@@ -14,8 +14,8 @@ use super::Config;
 use super::refusal::OnRefusal;
 use crate::backends::FreqLimitBackend;
 use crate::clock::Timestamp;
+use crate::decision::Admission;
 use crate::error::FreqLimitError;
-use crate::gcra::Admission;
 use crate::params::FreqLimitParams;
 
 pin_project! {

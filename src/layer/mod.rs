@@ -389,7 +389,7 @@ mod tests {
         // Both still limit through the one backend.
         let params = FreqLimitParams::per_second(1);
         let now = crate::clock::Timestamp::from_nanos(1);
-        let reserve = crate::gcra::Reserve::new();
+        let reserve = crate::decision::Reserve::new();
         assert!(
             before
                 .config()

@@ -1,7 +1,7 @@
 //! What the service returns when the limiter says no.
 
+use crate::decision::Admission;
 use crate::error::FreqLimitError;
-use crate::gcra::Admission;
 use crate::params::FreqLimitParams;
 
 /// The error type of services that return refusals as errors.

@@ -11,8 +11,8 @@ use super::future::{Finish, ResponseFuture, refuse};
 use super::policy::{CostOf, ExtractKey, KeyLookup, MissingKey, ParamsFor, Policy};
 use super::refusal::OnRefusal;
 use crate::backends::FreqLimitBackend;
+use crate::decision::Reserve;
 use crate::error::FreqLimitError;
-use crate::gcra::Reserve;
 
 /// The inner service of a rate-limit layer is `Clone`: a request that waits for
 /// its slot, or whose backend answers asynchronously (Redis), is forwarded to a
@@ -169,7 +169,7 @@ where
         }
         // An impossible cost is refused without asking the backend.
         if let Some(refusal) = request.impossible_under(&params) {
-            return ResponseFuture::answered(refuse(config, refusal, &params));
+            return ResponseFuture::answered(refuse(config, refusal.into(), &params));
         }
 
         let now = config.clock.now();

@@ -45,8 +45,9 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::backends::BorrowedKey;
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
-use crate::gcra::{self, Admission, Reserve};
+use crate::gcra;
 use crate::params::FreqLimitParams;
 
 type Tats<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;

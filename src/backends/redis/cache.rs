@@ -4,7 +4,7 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::error::Rejection;
+use crate::decision::Rejection;
 
 use super::script::Micros;
 

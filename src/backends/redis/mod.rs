@@ -120,8 +120,8 @@ use tokio::sync::Notify;
 
 use super::{BorrowedKey, FreqLimitBackend};
 use crate::clock::Timestamp;
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
-use crate::gcra::{Admission, Reserve};
 use crate::params::FreqLimitParams;
 
 use cache::NegativeCache;
@@ -857,9 +857,9 @@ impl Inner {
             // The slot is `delay` after the server's now, which is at most the
             // reply's arrival: counting from `now` (when the caller asked), add
             // the round trip, so the caller never starts before its slot.
-            let rtt = crate::gcra::duration_to_nanos(asked.elapsed());
+            let rtt = crate::nanos::from_duration(asked.elapsed());
             admission = admission
-                .with_delay(crate::gcra::duration_to_nanos(admission.delay()).saturating_add(rtt));
+                .with_delay(crate::nanos::from_duration(admission.delay()).saturating_add(rtt));
         }
         Ok(admission)
     }
@@ -1088,7 +1088,7 @@ where
             cache.forget(&key);
         }
         // The server's time of the reservation: its TAT minus what it then owed.
-        let reset_after = crate::gcra::duration_to_nanos(admission.reset_after()) / 1_000;
+        let reset_after = crate::nanos::from_duration(admission.reset_after()) / 1_000;
         let at = tat_after.saturating_sub(reset_after);
         let args = [
             Arg::Num(tat_after),

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::decision::{Admission, RefundToken, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
-use crate::gcra::{Admission, RefundToken, Reserve};
 use crate::params::FreqLimitParams;
 
 /// The GCRA step, run atomically on the server (see `reserve.lua`).
@@ -66,7 +66,7 @@ impl Micros {
             last: cap(interval.saturating_mul(cost.saturating_sub(1))),
             max_wait: request
                 .max_wait
-                .map(|w| cap(crate::gcra::duration_to_nanos(w) / 1_000)),
+                .map(|w| cap(crate::nanos::from_duration(w) / 1_000)),
         }
     }
 

@@ -1,0 +1,381 @@
+//! What a caller asks for ([`Reserve`]) and what it is told ([`Admission`]):
+//! the values that cross every layer, from the GCRA step to the HTTP headers.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use crate::params::FreqLimitParams;
+
+/// What a caller asks of a backend: a cost and how long it is willing to wait.
+///
+/// The default is one unit, waiting as long as it takes (`aiofreqlimit`'s
+/// behaviour).
+///
+/// * **Cost** `n` is exactly `n` unit reservations made at the same instant; the
+///   call waits as long as the last of them. Cost 0 reserves nothing and only
+///   reports the bucket's state.
+/// * **Bounded wait**: with [`max_wait`](Self::max_wait), a call that would have
+///   to wait longer is rejected and consumes nothing. `max_wait(Duration::ZERO)`
+///   is reject-only, like `governor`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::Reserve;
+///
+/// let ask = Reserve::new().cost(3).max_wait(Duration::from_millis(250));
+/// assert_eq!(ask.cost, 3);
+/// assert_eq!(ask.max_wait, Some(Duration::from_millis(250)));
+/// assert_eq!(Reserve::new().no_wait().max_wait, Some(Duration::ZERO));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reserve {
+    /// The units asked for: a call of cost `n` is `n` unit calls at one
+    /// instant. Cost 0 asks for nothing and is always admitted at once.
+    pub cost: u32,
+    /// The longest acceptable wait; `None` waits as long as needed.
+    pub max_wait: Option<Duration>,
+}
+
+impl Default for Reserve {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reserve {
+    /// One unit, waiting as long as needed.
+    #[must_use]
+    #[inline]
+    pub const fn new() -> Self {
+        Self {
+            cost: 1,
+            max_wait: None,
+        }
+    }
+
+    /// Reserve `cost` units at once (a weighted call).
+    #[must_use]
+    #[inline]
+    pub const fn cost(mut self, cost: u32) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Reject instead of waiting longer than `max_wait`.
+    #[must_use]
+    #[inline]
+    pub const fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Reject instead of waiting at all (`max_wait(Duration::ZERO)`).
+    #[must_use]
+    #[inline]
+    pub const fn no_wait(self) -> Self {
+        self.max_wait(Duration::ZERO)
+    }
+
+    /// Wait as long as needed (the default).
+    #[must_use]
+    #[inline]
+    pub const fn wait_forever(mut self) -> Self {
+        self.max_wait = None;
+        self
+    }
+}
+
+/// An admitted call: how long it must wait, and the state of its bucket.
+///
+/// `remaining` and `reset_after` are what the IETF `RateLimit` header reports.
+///
+/// ```
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+///
+/// let params = FreqLimitParams::per_second(10).with_burst(5);
+/// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
+/// assert!(admission.delay().is_zero());
+/// assert_eq!(admission.remaining(), 4);
+/// assert_eq!(admission.reset_after().as_millis(), 100);
+/// ```
+///
+/// Two admissions are equal when they tell the caller the same thing; the refund
+/// token inside (see [`FreqLimitBackend::refund`]) is not compared.
+///
+/// [`FreqLimitBackend::refund`]: crate::FreqLimitBackend::refund
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    // Nanoseconds, not `Duration`s: half the size, and `remaining` is only divided
+    // out when asked for (HTTP headers), not on every decision.
+    delay: u64,
+    reset_after: u64,
+    tau: u64,
+    interval: u64,
+    // The refund token's parts, flattened: with the flags side by side the
+    // admission takes 56 bytes, not 64, which keeps the layer's response future
+    // within what the compiler moves without a `memcpy` call.
+    tat_before: u64,
+    tat_after: u64,
+    stored: bool,
+    // Let through without a decision because the backend failed (fail-open).
+    fail_open: bool,
+}
+
+/// The key's TAT before and after a reservation, on the backend's scale: what a
+/// backend needs to undo that reservation, and only if nothing came after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RefundToken {
+    /// The stored TAT the reservation started from (0 for a new key: any TAT in
+    /// the past means a full bucket).
+    pub tat_before: u64,
+    /// The TAT the reservation stored; `None` when it stored nothing (cost 0).
+    pub tat_after: Option<u64>,
+}
+
+impl PartialEq for Admission {
+    fn eq(&self, other: &Self) -> bool {
+        self.delay == other.delay
+            && self.reset_after == other.reset_after
+            && self.remaining() == other.remaining()
+            && self.fail_open == other.fail_open
+    }
+}
+
+impl Eq for Admission {}
+
+impl Admission {
+    /// How long the call waits (or, once returned by [`FreqLimit::acquire`], waited)
+    /// for its slot, measured from when it asked.
+    ///
+    /// [`FreqLimit::acquire`]: crate::FreqLimit::acquire
+    #[must_use]
+    #[inline]
+    pub const fn delay(&self) -> Duration {
+        Duration::from_nanos(self.delay)
+    }
+
+    /// How many more unit calls would be admitted without waiting, right after
+    /// this one.
+    #[must_use]
+    #[inline]
+    pub const fn remaining(&self) -> u32 {
+        remaining_after(self.reset_after, self.tau, self.interval)
+    }
+
+    /// How long until the bucket is full again (the key is then as good as new).
+    #[must_use]
+    #[inline]
+    pub const fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.reset_after)
+    }
+
+    /// What a backend needs to give this reservation back.
+    #[must_use]
+    #[inline]
+    pub const fn refund_token(&self) -> RefundToken {
+        RefundToken {
+            tat_before: self.tat_before,
+            tat_after: if self.stored {
+                Some(self.tat_after)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Whether the call was let through *without* a decision: a remote backend
+    /// set to fail open could not be asked (see the Redis backend's
+    /// `FailurePolicy`). Its figures are those of a new key's first call (no
+    /// delay, `burst - 1` remaining), not the key's real state, and there is
+    /// nothing to refund. Always `false` for decided calls.
+    ///
+    /// ```
+    /// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+    ///
+    /// let params = FreqLimitParams::per_second(1);
+    /// let admission = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap().admission;
+    /// assert!(!admission.is_fail_open());
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn is_fail_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// An admission made of its figures, in nanoseconds: how a backend that
+    /// decides elsewhere (a server running the GCRA step itself, as the Redis
+    /// backend's script does) reports its decision. `tau` and `interval` are
+    /// the params' as that backend rounded them (they give
+    /// [`remaining`](Self::remaining)); `refund` is what
+    /// [`FreqLimitBackend::refund`](crate::FreqLimitBackend::refund) will need.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::{Admission, RefundToken};
+    ///
+    /// // Admitted at once, the bucket one call short of full (T = 1 s, burst 3).
+    /// let s = 1_000_000_000;
+    /// let admission = Admission::from_parts(0, s, 2 * s, s, RefundToken { tat_before: 0, tat_after: Some(s) });
+    /// assert_eq!(admission.remaining(), 2);
+    /// assert_eq!(admission.reset_after(), Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn from_parts(
+        delay: u64,
+        reset_after: u64,
+        tau: u64,
+        interval: u64,
+        refund: RefundToken,
+    ) -> Self {
+        Self {
+            delay,
+            reset_after,
+            tau,
+            interval,
+            tat_before: refund.tat_before,
+            tat_after: match refund.tat_after {
+                Some(tat) => tat,
+                None => 0,
+            },
+            stored: refund.tat_after.is_some(),
+            fail_open: false,
+        }
+    }
+
+    /// The same admission with another delay (nanoseconds from when the call
+    /// asked): a remote backend adds the round trip.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::{Admission, FreqLimitParams};
+    ///
+    /// let admission = Admission::fail_open(&FreqLimitParams::per_second(1)).with_delay(2_000);
+    /// assert_eq!(admission.delay(), Duration::from_micros(2));
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn with_delay(mut self, delay: u64) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// A call let through undecided because a remote backend failed and is set
+    /// to fail open: the figures of a new key's first call, nothing to refund.
+    ///
+    /// ```
+    /// use tower_freqlimit::{Admission, FreqLimitParams};
+    ///
+    /// let admission = Admission::fail_open(&FreqLimitParams::per_second(1).with_burst(5));
+    /// assert!(admission.is_fail_open());
+    /// assert_eq!(admission.remaining(), 4);
+    /// assert!(admission.refund_token().tat_after.is_none());
+    /// ```
+    #[must_use]
+    pub const fn fail_open(params: &FreqLimitParams) -> Self {
+        Self {
+            delay: 0,
+            reset_after: params.interval_nanos(),
+            tau: params.tau_nanos(),
+            interval: params.interval_nanos(),
+            tat_before: 0,
+            tat_after: 0,
+            stored: false,
+            fail_open: true,
+        }
+    }
+}
+
+/// Unit calls that would pass right now without waiting, for a key that owes
+/// `owed` nanoseconds (its TAT minus now).
+#[inline]
+pub(crate) const fn remaining_after(owed: u64, tau: u64, interval: u64) -> u32 {
+    if owed > tau {
+        0
+    } else {
+        // At most `burst`, which is a u32.
+        ((tau - owed) / interval + 1) as u32
+    }
+}
+
+/// A rejected call: when to retry, and the state of its bucket.
+///
+/// `retry_after` is exact to the nanosecond; an HTTP `Retry-After` made from it
+/// must round *up* to whole seconds, or a 0.5 s wait becomes "retry now".
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+///
+/// let params = FreqLimitParams::per_second(2);
+/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+/// let Err(gcra::Refusal::Rejected(rejection)) =
+///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
+/// else {
+///     panic!("expected a rejection");
+/// };
+/// assert_eq!(rejection.retry_after(), Duration::from_millis(500));
+/// assert_eq!(rejection.remaining(), 0);
+/// assert_eq!(rejection.reset_after(), Duration::from_millis(500));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rejection {
+    pub(crate) retry_after: Duration,
+    pub(crate) remaining: u32,
+    pub(crate) reset_after: Duration,
+}
+
+impl Rejection {
+    /// After this long the same call (same cost, same `max_wait`) is admitted,
+    /// unless others take the slot first.
+    #[must_use]
+    #[inline]
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded **up**, as
+    /// `Retry-After` must carry it: a 0.5 s wait is 1, never 0.
+    ///
+    /// ```
+    /// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+    ///
+    /// let params = FreqLimitParams::per_second(2);
+    /// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+    /// let Err(gcra::Refusal::Rejected(rejection)) =
+    ///     gcra::reserve(first.new_tat, 0, &params, &Reserve::new().no_wait())
+    /// else {
+    ///     panic!("expected a rejection");
+    /// };
+    /// assert_eq!(rejection.retry_after_secs(), 1);
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn retry_after_secs(&self) -> u64 {
+        crate::nanos::ceil_secs(self.retry_after)
+    }
+
+    /// Unit calls that would still be admitted right now without waiting (non-zero
+    /// only when a call of higher cost was rejected).
+    #[must_use]
+    #[inline]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// How long until the bucket is full again.
+    #[must_use]
+    #[inline]
+    pub const fn reset_after(&self) -> Duration {
+        self.reset_after
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limit exceeded; retry after {:?}", self.retry_after)
+    }
+}
+
+impl StdError for Rejection {}
