@@ -471,8 +471,9 @@ fn router_ours_closure(params: FreqLimitParams) -> Router {
 /// Pieces of the rejection path, to attribute its cost.
 fn case_parts() -> Case {
     let first = gcra::reserve(None, 0, &TIGHT, &Reserve::new()).expect("admitted");
-    let refusal =
-        gcra::reserve(first.new_tat, 0, &TIGHT, &Reserve::new().no_wait()).expect_err("rejected");
+    let refusal = FreqLimitError::from(
+        gcra::reserve(first.new_tat, 0, &TIGHT, &Reserve::new().no_wait()).expect_err("rejected"),
+    );
     assert!(matches!(refusal, FreqLimitError::Rejected(_)));
     let backend = InMemoryBackend::<IpAddr>::builder()
         .without_sweeper()
