@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::time::Duration;
 
-use crate::backends::{BorrowedKey, FreqLimitBackend};
+use crate::backends::{BorrowedKey, FreqLimitBackend, RefundOnDrop};
 use crate::clock::Clock;
 use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
@@ -281,11 +281,10 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
             }
         };
         if !admission.delay().is_zero() {
-            let unused = RefundOnDrop {
-                backend: &self.backend,
-                key,
-                admission: Some(admission),
-            };
+            // An owned key only for a call that waits (it sleeps anyway), for
+            // the refund if the wait is given up.
+            let mut unused = RefundOnDrop::new(&self.backend, key.map(BorrowedKey::to_key));
+            unused.waiting(admission);
             tokio::time::sleep_until((now + admission.delay()).to_instant()).await;
             unused.used();
         }
@@ -311,45 +310,6 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// ```
     pub async fn clear(&self) -> Result<(), BackendError> {
         self.backend.clear().await
-    }
-}
-
-/// Gives an unused reservation back when the waiting future is dropped.
-struct RefundOnDrop<'a, B, Q>
-where
-    B: FreqLimitBackend,
-    B::Key: Borrow<Q>,
-    Q: BorrowedKey<B::Key> + ?Sized,
-{
-    backend: &'a B,
-    key: Option<&'a Q>,
-    admission: Option<Admission>,
-}
-
-impl<B, Q> RefundOnDrop<'_, B, Q>
-where
-    B: FreqLimitBackend,
-    B::Key: Borrow<Q>,
-    Q: BorrowedKey<B::Key> + ?Sized,
-{
-    fn used(mut self) {
-        self.admission = None;
-    }
-}
-
-impl<B, Q> Drop for RefundOnDrop<'_, B, Q>
-where
-    B: FreqLimitBackend,
-    B::Key: Borrow<Q>,
-    Q: BorrowedKey<B::Key> + ?Sized,
-{
-    fn drop(&mut self) {
-        if let Some(admission) = self.admission.take() {
-            // An owned key only here, for a wait given up: rare, and off the
-            // path of every call that runs.
-            let key = self.key.map(BorrowedKey::to_key);
-            self.backend.refund(key.as_ref(), &admission);
-        }
     }
 }
 

@@ -11,6 +11,9 @@
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod refund;
+
+pub(crate) use refund::{HoldsBackend, RefundOnDrop};
 
 use std::borrow::Borrow;
 use std::future::Future;

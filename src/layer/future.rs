@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Config;
 use super::refusal::OnRefusal;
+use super::waiting::Waiting;
 use crate::backends::FreqLimitBackend;
 use crate::clock::Timestamp;
 use crate::decision::Admission;
@@ -54,7 +54,6 @@ pin_project! {
     where
         S: Service<Req>,
         B: FreqLimitBackend,
-        B::Key: Sized,
         H: OnRefusal<S::Response, S::Error>,
     {
         #[pin]
@@ -93,18 +92,24 @@ impl<H> Finish<H> {
             params,
         }
     }
+}
 
-    fn finish<Res, E>(&self, result: Result<Res, E>) -> Result<Res, H::Error>
-    where
-        H: OnRefusal<Res, E>,
-    {
-        match result {
-            Ok(response) => {
-                let admission = self.admission.as_ref();
-                Ok(self.on_refusal.admitted(response, admission, &self.params))
-            }
-            Err(err) => Err(self.on_refusal.inner_error(err)),
-        }
+/// An inner result as the layer answers it: a response through
+/// [`OnRefusal::admitted`] (headers), an error through
+/// [`OnRefusal::inner_error`].
+#[inline]
+pub(crate) fn finish<Res, E, H>(
+    on_refusal: &H,
+    admission: Option<&Admission>,
+    params: &FreqLimitParams,
+    result: Result<Res, E>,
+) -> Result<Res, H::Error>
+where
+    H: OnRefusal<Res, E>,
+{
+    match result {
+        Ok(response) => Ok(on_refusal.admitted(response, admission, params)),
+        Err(err) => Err(on_refusal.inner_error(err)),
     }
 }
 
@@ -112,7 +117,6 @@ impl<S, Req, B, P, H> ResponseFuture<S, Req, B, P, H>
 where
     S: Service<Req>,
     B: FreqLimitBackend,
-    B::Key: Sized,
     H: OnRefusal<S::Response, S::Error>,
 {
     /// The inner service has been called.
@@ -141,8 +145,9 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        let state = State::Reserving { reserve, now };
-        Self::waiting(Waiting::new(state, pending, key, None, config, params))
+        Self::waiting(Waiting::reserving(
+            reserve, now, pending, key, config, params,
+        ))
     }
 
     /// The request was admitted with a delay: it sleeps until `now + delay`.
@@ -156,10 +161,9 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        let state = State::sleeping(&admission, now);
-        let mut waiting = Waiting::new(state, pending, key, Some(admission), config, params);
-        waiting.slot.waiting = true;
-        Self::waiting(waiting)
+        Self::waiting(Waiting::sleeping(
+            admission, now, pending, key, config, params,
+        ))
     }
 
     fn waiting(waiting: Waiting<S, Req, B, P, H>) -> Self {
@@ -175,7 +179,6 @@ impl<S, Req, B, P, H> Future for ResponseFuture<S, Req, B, P, H>
 where
     S: Service<Req>,
     B: FreqLimitBackend,
-    B::Key: Sized,
     H: OnRefusal<S::Response, S::Error>,
 {
     type Output = Result<S::Response, H::Error>;
@@ -184,8 +187,10 @@ where
         match self.project().kind.project() {
             // A second poll after `Ready` goes to the inner future, whose
             // contract it is.
-            KindProj::Forwarded { call, finish } => {
-                Poll::Ready(finish.finish(ready!(call.poll(cx))))
+            KindProj::Forwarded { call, finish: done } => {
+                let result = ready!(call.poll(cx));
+                let admission = done.admission.as_ref();
+                Poll::Ready(finish(&done.on_refusal, admission, &done.params, result))
             }
             KindProj::Answered { answer } => Poll::Ready(
                 answer
@@ -193,178 +198,6 @@ where
                     .expect("ResponseFuture polled after it completed"),
             ),
             KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
-        }
-    }
-}
-
-pin_project! {
-    /// A request that waits: for an asynchronous backend's answer, for its slot,
-    /// or for the inner service's readiness. Lives in a `Box` (see
-    /// [`ResponseFuture`]).
-    struct Waiting<S, Req, B, P, H>
-    where
-        S: Service<Req>,
-        B: FreqLimitBackend,
-        B::Key: Sized,
-    {
-        #[pin]
-        state: State<S::Future, B::ReserveFuture>,
-        pending: Option<(S, Req)>,
-        params: FreqLimitParams,
-        slot: Slot<B, P, H>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, R> {
-        Reserving { #[pin] reserve: R, now: Timestamp },
-        Sleeping { #[pin] sleep: Sleep },
-        Ready,
-        Calling { #[pin] call: F },
-        Done,
-    }
-}
-
-impl<F, R> State<F, R> {
-    fn sleeping(admission: &Admission, now: Timestamp) -> Self {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(
-            delay_ms = admission.delay().as_secs_f64() * 1e3,
-            "rate limit: request delayed"
-        );
-        State::Sleeping {
-            sleep: tokio::time::sleep_until((now + admission.delay()).to_instant()),
-        }
-    }
-}
-
-/// A request's reservation; gives the slot back if dropped while waiting for it.
-struct Slot<B, P, H>
-where
-    B: FreqLimitBackend,
-    B::Key: Sized,
-{
-    config: Arc<Config<B, P, H>>,
-    key: Option<B::Key>,
-    admission: Option<Admission>,
-    waiting: bool,
-}
-
-impl<B, P, H> Drop for Slot<B, P, H>
-where
-    B: FreqLimitBackend,
-    B::Key: Sized,
-{
-    fn drop(&mut self) {
-        if self.waiting {
-            if let Some(admission) = &self.admission {
-                self.config.backend.refund(self.key.as_ref(), admission);
-            }
-        }
-    }
-}
-
-impl<S, Req, B, P, H> Waiting<S, Req, B, P, H>
-where
-    S: Service<Req>,
-    B: FreqLimitBackend,
-    B::Key: Sized,
-{
-    fn new(
-        state: State<S::Future, B::ReserveFuture>,
-        pending: (S, Req),
-        key: Option<B::Key>,
-        admission: Option<Admission>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
-    ) -> Self {
-        Self {
-            state,
-            pending: Some(pending),
-            params,
-            slot: Slot {
-                config,
-                key,
-                admission,
-                waiting: false,
-            },
-        }
-    }
-}
-
-impl<S, Req, B, P, H> Future for Waiting<S, Req, B, P, H>
-where
-    S: Service<Req>,
-    B: FreqLimitBackend,
-    B::Key: Sized,
-    H: OnRefusal<S::Response, S::Error>,
-{
-    type Output = Result<S::Response, H::Error>;
-
-    // Kept out of `ResponseFuture::poll`, whose hot arm (forwarded) then
-    // needs no big stack frame.
-    #[inline(never)]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
-                    Ok(admission) => {
-                        this.slot.config.reporter.admitted(&admission);
-                        this.slot.admission = Some(admission);
-                        if admission.delay().is_zero() {
-                            this.state.set(State::Ready);
-                        } else {
-                            this.slot.waiting = true;
-                            let sleeping = State::sleeping(&admission, *now);
-                            this.state.set(sleeping);
-                        }
-                    }
-                    Err(refusal) => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(refuse(&this.slot.config, refusal, this.params));
-                    }
-                },
-                StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.slot.waiting = false;
-                    this.state.set(State::Ready);
-                }
-                StateProj::Ready => {
-                    let readiness = match this.pending.as_mut() {
-                        Some((inner, _)) => inner.poll_ready(cx),
-                        None => panic!("ResponseFuture polled after it completed"),
-                    };
-                    match readiness {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(err)) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(this.slot.config.on_refusal.inner_error(err)));
-                        }
-                        Poll::Ready(Ok(())) => {
-                            if let Some((mut inner, request)) = this.pending.take() {
-                                let call = inner.call(request);
-                                this.state.set(State::Calling { call });
-                            }
-                        }
-                    }
-                }
-                StateProj::Calling { call } => {
-                    let result = ready!(call.poll(cx));
-                    this.state.set(State::Done);
-                    let on_refusal = &this.slot.config.on_refusal;
-                    return Poll::Ready(match result {
-                        Ok(response) => Ok(on_refusal.admitted(
-                            response,
-                            this.slot.admission.as_ref(),
-                            this.params,
-                        )),
-                        Err(err) => Err(on_refusal.inner_error(err)),
-                    });
-                }
-                StateProj::Done => panic!("ResponseFuture polled after it completed"),
-            }
         }
     }
 }
@@ -399,20 +232,13 @@ impl<S, Req, B, P, H> fmt::Debug for ResponseFuture<S, Req, B, P, H>
 where
     S: Service<Req>,
     B: FreqLimitBackend,
-    B::Key: Sized,
     H: OnRefusal<S::Response, S::Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Forwarded { .. } => "forwarded",
             Kind::Answered { .. } => "answered",
-            Kind::Waiting { waiting } => match waiting.state {
-                State::Reserving { .. } => "reserving",
-                State::Sleeping { .. } => "sleeping",
-                State::Ready => "ready",
-                State::Calling { .. } => "calling",
-                State::Done => "done",
-            },
+            Kind::Waiting { waiting } => waiting.state_name(),
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

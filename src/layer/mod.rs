@@ -34,6 +34,7 @@ mod future;
 mod policy;
 mod refusal;
 mod service;
+mod waiting;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,7 +43,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::backends::FreqLimitBackend;
+use crate::backends::{FreqLimitBackend, HoldsBackend};
 use crate::clock::Clock;
 use crate::metrics::Reporter;
 use crate::params::FreqLimitParams;
@@ -119,6 +120,15 @@ pub(crate) struct Config<B, P, H> {
     pub(crate) on_refusal: H,
     pub(crate) clock: Clock,
     pub(crate) reporter: Reporter,
+}
+
+/// A waiting request gives its slot back to the layer's backend.
+impl<B: FreqLimitBackend, P, H> HoldsBackend for Config<B, P, H> {
+    type Backend = B;
+
+    fn backend(&self) -> &B {
+        &self.backend
+    }
 }
 
 impl<B, P, H> Clone for FreqLimitLayer<B, P, H> {

@@ -126,7 +126,6 @@ impl<S, Req, B, K, PF, CF, H> Service<Req> for FreqLimitService<S, B, Policy<K, 
 where
     S: Service<Req> + CloneInner,
     B: FreqLimitBackend,
-    B::Key: Sized,
     K: ExtractKey<Req, B::Key>,
     PF: ParamsFor<Req>,
     CF: CostOf<Req>,
