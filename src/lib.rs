@@ -137,32 +137,45 @@
 #![warn(missing_docs)]
 
 // Modules by layer, the core first; each uses only modules listed before it
-// (named in parentheses; `.ci/layers.py` checks it).
+// (named in parentheses; `.ci/layers.py` checks it). ARCHITECTURE.md is the map.
 
 // The core: values and arithmetic. No clock read, no I/O, no lock.
+// Time as integer nanoseconds (a leaf).
+pub mod nanos;
+// FreqLimitParams: limit, period, burst (nanos).
+mod params;
+// Params from text and config files (params).
+pub mod config;
+// Reserve, Admission, Rejection: what every layer passes on (params, nanos).
+mod decision;
+// The GCRA step, pure (decision, params, nanos).
+pub mod gcra;
+// FreqLimitError: refusals, backend failures, missing keys (decision, gcra).
+mod error;
+// Where `now` comes from: Tokio's clock or the TSC (nanos).
 pub mod clock;
-pub mod config; // params from text and config files (params)
-mod decision; // Reserve, Admission, Rejection: what every layer passes on (params, nanos)
-mod error; // FreqLimitError: refusals, backend failures, missing keys (decision, gcra)
-pub mod gcra; // the GCRA step, pure (decision, params, nanos)
-pub mod nanos; // time as integer nanoseconds (a leaf)
-mod params; // FreqLimitParams: limit, period, burst (nanos) // where `now` comes from: Tokio's clock or the TSC (nanos)
 
 // Storage: where TATs live, one atomic GCRA step per call (the core).
 pub mod backends;
 
 // Limiters: a backend, params and a clock put to work (backends, the core).
+// Counters and a delay histogram (decision, error).
+pub mod metrics;
+// FreqLimit: await a slot.
+mod limiter;
+// The Tower middleware: layer, service, response future.
 pub mod layer;
-mod limiter; // FreqLimit: await a slot
-pub mod metrics; // counters and a delay histogram (decision, error) // the Tower middleware
 
 // Adapters: protocols on top of the layer.
+// 429 responses and RateLimit headers.
+#[cfg(feature = "http")]
+pub mod http;
+// Key extractors for http::Request: client IP, header, route.
+#[cfg(feature = "http")]
+pub mod key;
+// tonic::Status refusals.
 #[cfg(feature = "tonic")]
 pub mod grpc;
-#[cfg(feature = "http")]
-pub mod http; // 429 responses and RateLimit headers
-#[cfg(feature = "http")]
-pub mod key; // key extractors for http::Request // tonic::Status refusals
 
 // Documentation only.
 pub mod guide;
