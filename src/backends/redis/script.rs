@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::decision::Rejection;
 use crate::decision::{Admission, RefundToken, Reserve};
-use crate::error::{BackendError, BackendErrorKind, FreqLimitError, Rejection};
+use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::params::FreqLimitParams;
 
 /// The GCRA step, run atomically on the server (see `reserve.lua`).

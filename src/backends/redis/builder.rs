@@ -1,0 +1,246 @@
+//! The settings of a [`RedisBackend`] ([`RedisBackendBuilder`]) and the ways to
+//! connect it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+
+use super::RedisBackend;
+use super::conn::Conn;
+use super::inner::Inner;
+use super::key::RedisKey;
+use super::policy::{FailurePolicy, RedisClock};
+use crate::error::{BackendError, BackendErrorKind};
+
+/// The default per-call deadline.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+/// The default number of negative-cache slots.
+const DEFAULT_NEGATIVE_CACHE: usize = 4096;
+/// The default key prefix.
+const DEFAULT_PREFIX: &str = "freqlimit";
+
+/// Settings for a [`RedisBackend`], from [`RedisBackend::builder`], ending in a
+/// connection: [`connect`](Self::connect), [`connect_lazy`](Self::connect_lazy),
+/// [`connect_cluster`](Self::connect_cluster), or one of your own
+/// ([`with_connection_manager`](Self::with_connection_manager),
+/// [`with_cluster_connection`](Self::with_cluster_connection)).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
+/// let backend = RedisBackend::<u64>::builder()
+///     .prefix("billing:per-account")
+///     .timeout(Duration::from_millis(30))
+///     .failure_policy(FailurePolicy::Open)
+///     .clock(RedisClock::Server)
+///     .negative_cache(1 << 16)
+///     .connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+///     .await?;
+/// # let _ = backend;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use]
+pub struct RedisBackendBuilder<K = String> {
+    prefix: String,
+    timeout: Duration,
+    policy: FailurePolicy,
+    clock: RedisClock,
+    negative_cache: usize,
+    _key: PhantomData<fn(&K)>,
+}
+
+impl<K> fmt::Debug for RedisBackendBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackendBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .field("clock", &self.clock)
+            .field("negative_cache", &self.negative_cache)
+            .finish()
+    }
+}
+
+impl<K> Clone for RedisBackendBuilder<K> {
+    fn clone(&self) -> Self {
+        Self {
+            prefix: self.prefix.clone(),
+            _key: PhantomData,
+            ..*self
+        }
+    }
+}
+
+impl<K: RedisKey> RedisBackendBuilder<K> {
+    /// The default settings.
+    pub(super) fn new() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            policy: FailurePolicy::Closed,
+            clock: RedisClock::Server,
+            negative_cache: DEFAULT_NEGATIVE_CACHE,
+            _key: PhantomData,
+        }
+    }
+
+    /// The namespace of this limit's keys (default `freqlimit`): keys are
+    /// `{prefix}:k:{key}` and `{prefix}:g`. One prefix per limit.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The deadline of each call, covering connection, safe retries and the
+    /// reply (default 100 ms). Past it the call fails as [`FailurePolicy`] says;
+    /// its outcome is then unknown, so it is not retried. A zero timeout is taken
+    /// as one millisecond.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// What to do when Redis cannot decide (default [`FailurePolicy::Closed`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Whose clock the script uses (default [`RedisClock::Server`]).
+    pub fn clock(mut self, clock: RedisClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Remember rejected keys in a local cache of `capacity` slots (rounded up to
+    /// a power of two; default 4096, about 40 bytes each plus the key). Zero
+    /// turns it off.
+    pub fn negative_cache(mut self, capacity: usize) -> Self {
+        self.negative_cache = capacity;
+        self
+    }
+
+    /// No negative cache: every reservation asks Redis.
+    pub fn without_negative_cache(self) -> Self {
+        self.negative_cache(0)
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        // Reconnect quickly, a couple of tries per attempt: while Redis is down
+        // calls fail fast (refused), and each failed call starts a new attempt in
+        // the background, so the connection comes back soon after Redis does.
+        ConnectionManagerConfig::new()
+            .set_min_delay(Duration::from_millis(5))
+            .set_max_delay(Duration::from_millis(100))
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
+            .set_response_timeout(None)
+    }
+
+    /// Connects to the server at `url` (`redis://[user:password@]host:port[/db]`)
+    /// through a [`ConnectionManager`]: one multiplexed connection that pipelines
+    /// concurrent calls and reconnects by itself.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendErrorKind::Unavailable`] if the URL is invalid or the server does
+    /// not answer a `PING` within the timeout (use
+    /// [`connect_lazy`](Self::connect_lazy) to start while Redis is down).
+    pub async fn connect(self, url: &str) -> Result<RedisBackend<K>, BackendError> {
+        let timeout = self.timeout;
+        let backend = self.connect_lazy(url)?;
+        let mut conn = backend.inner.conn.clone();
+        match tokio::time::timeout(
+            timeout.max(Duration::from_secs(1)),
+            conn.run(&redis::cmd("PING")),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(backend),
+            Ok(Err(err)) => Err(BackendError::new(BackendErrorKind::Unavailable, err)),
+            Err(elapsed) => Err(BackendError::new(BackendErrorKind::Unavailable, elapsed)),
+        }
+    }
+
+    /// Like [`connect`](Self::connect), without waiting for the server: the
+    /// connection is made by the first call (and each call until Redis answers
+    /// fails as the [`FailurePolicy`] says). Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendErrorKind::Unavailable`] if the URL is invalid.
+    pub fn connect_lazy(self, url: &str) -> Result<RedisBackend<K>, BackendError> {
+        let unavailable = |err| BackendError::new(BackendErrorKind::Unavailable, err);
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
+            .map_err(unavailable)?;
+        Ok(self.with_connection_manager(manager))
+    }
+
+    /// Connects to a Redis Cluster through any of its `nodes` (URLs as for
+    /// [`connect`](Self::connect)). The cluster client routes each call to the
+    /// node of its key's slot, pipelines concurrent calls per node, and follows
+    /// resharding; its own retries are off, so that a call whose outcome is unknown
+    /// is never sent twice (`MOVED`/`ASK` are followed here).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendErrorKind::Unavailable`] if no node can be reached.
+    pub async fn connect_cluster<I, S>(self, nodes: I) -> Result<RedisBackend<K>, BackendError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let unavailable = |err| BackendError::new(BackendErrorKind::Unavailable, err);
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let client = redis::cluster::ClusterClient::builder(nodes)
+            .retries(0)
+            .connection_timeout(self.timeout.max(Duration::from_secs(1)))
+            .build()
+            .map_err(unavailable)?;
+        let conn = tokio::time::timeout(
+            self.timeout.max(Duration::from_secs(1)),
+            client.get_async_connection(),
+        )
+        .await
+        .map_err(|elapsed| BackendError::new(BackendErrorKind::Unavailable, elapsed))?
+        .map_err(unavailable)?;
+        Ok(self.with_cluster_connection(conn))
+    }
+
+    /// Uses a [`ConnectionManager`] you configured (TLS, authentication, RESP3,
+    /// ...). Turn its response timeout off or set it above this backend's
+    /// timeout, which bounds each call anyway.
+    pub fn with_connection_manager(self, manager: ConnectionManager) -> RedisBackend<K> {
+        self.build(Conn::Single(manager))
+    }
+
+    /// Uses a cluster connection you configured. Build its client with
+    /// `.retries(0)`: otherwise the cluster client resends a call whose
+    /// connection broke after sending, which may reserve twice.
+    pub fn with_cluster_connection(self, conn: ClusterConnection) -> RedisBackend<K> {
+        self.build(Conn::Cluster(conn))
+    }
+
+    fn build(self, conn: Conn) -> RedisBackend<K> {
+        RedisBackend {
+            inner: Arc::new(Inner::new(
+                conn,
+                self.prefix,
+                self.timeout,
+                self.policy,
+                self.clock,
+                self.negative_cache,
+            )),
+            _key: PhantomData,
+        }
+    }
+}

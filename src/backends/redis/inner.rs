@@ -1,0 +1,369 @@
+//! What the clones of a backend share, and its calls to Redis: the reservation
+//! (after the negative cache, under the failure policy), the refund and
+//! `clear`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{RedisError, Value};
+use tokio::sync::Notify;
+use tokio::time::error::Elapsed;
+
+use super::cache::NegativeCache;
+use super::conn::{Arg, Conn, classify};
+use super::future::RedisReserveFuture;
+use super::key::{RedisKey, encode_key};
+use super::policy::{FailurePolicy, RedisClock};
+use super::script::{Decision, MAX_MICROS, Micros, REFUND_LUA, RESERVE_LUA, Script};
+use super::stats::{Counters, bump};
+use crate::clock::Timestamp;
+use crate::decision::{Admission, Reserve};
+use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
+use crate::params::FreqLimitParams;
+
+/// How long keys outlive their TAT with [`RedisClock::LimiterTimestamp`].
+const LIMITER_CLOCK_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
+
+/// What every clone of a [`RedisBackend`](super::RedisBackend) shares.
+pub(super) struct Inner {
+    pub(super) conn: Conn,
+    pub(super) prefix: Box<[u8]>,
+    pub(super) timeout: Duration,
+    pub(super) policy: FailurePolicy,
+    pub(super) clock: RedisClock,
+    pub(super) cache: Option<NegativeCache>,
+    reserve: Script,
+    refund: Script,
+    pub(super) counters: Counters,
+    refunds_in_flight: AtomicUsize,
+    refunds_done: Notify,
+    /// When the last fail-open warning was logged (ms since `created`), and how
+    /// many fail-open admissions it has not reported yet.
+    warned_at: AtomicU64,
+    unwarned: AtomicU64,
+    created: std::time::Instant,
+}
+
+/// Microseconds since the Unix epoch on this host's clock.
+fn system_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .min(MAX_MICROS)
+}
+
+impl Inner {
+    /// The state of a new backend with these settings (`negative_cache`: its
+    /// slots, 0 for none).
+    pub(super) fn new(
+        conn: Conn,
+        prefix: String,
+        timeout: Duration,
+        policy: FailurePolicy,
+        clock: RedisClock,
+        negative_cache: usize,
+    ) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into_bytes().into_boxed_slice(),
+            timeout,
+            policy,
+            clock,
+            cache: (negative_cache > 0).then(|| NegativeCache::new(negative_cache)),
+            reserve: Script::new(RESERVE_LUA),
+            refund: Script::new(REFUND_LUA),
+            counters: Counters::default(),
+            refunds_in_flight: AtomicUsize::new(0),
+            refunds_done: Notify::new(),
+            warned_at: AtomicU64::new(0),
+            unwarned: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+        }
+    }
+
+    /// The time to send, or `None` for the server's `TIME`.
+    fn now_arg(&self, now: Timestamp) -> Arg {
+        match self.clock {
+            RedisClock::Server => Arg::None,
+            RedisClock::HostWallClock => Arg::Num(system_micros()),
+            RedisClock::LimiterTimestamp => Arg::Num((now.as_nanos() / 1_000).min(MAX_MICROS)),
+        }
+    }
+
+    /// Milliseconds to keep a key past its TAT: none on the server's or the
+    /// hosts' clock, whose time runs with the server's expiry; ten minutes on the
+    /// caller's, which may not (a test's chosen instants).
+    fn ttl_slack_ms(&self) -> u64 {
+        match self.clock {
+            RedisClock::Server | RedisClock::HostWallClock => 0,
+            RedisClock::LimiterTimestamp => LIMITER_CLOCK_TTL_SLACK_MS,
+        }
+    }
+
+    /// The negative cache's answer for `key`: a rejection, counted, when it
+    /// remembers the key as over its limit for these figures.
+    pub(super) fn cached_rejection(
+        &self,
+        key: &[u8],
+        now: Timestamp,
+        m: &Micros,
+    ) -> Option<FreqLimitError> {
+        let rejection = self.cache.as_ref()?.check(key, now.as_nanos() / 1_000, m)?;
+        bump(&self.counters.cache_rejections, 1);
+        Some(FreqLimitError::Rejected(rejection))
+    }
+
+    /// [`FreqLimitBackend::reserve`](crate::FreqLimitBackend::reserve) of the
+    /// Redis key `key`: an answer from the negative cache, or a script call.
+    pub(super) fn start_reserve(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> RedisReserveFuture {
+        let m = Micros::new(params, &request);
+        if let Some(rejection) = self.cached_rejection(&key, now, &m) {
+            return RedisReserveFuture::ready(Err(rejection));
+        }
+        let inner = Arc::clone(self);
+        let asked = std::time::Instant::now();
+        RedisReserveFuture::pending(inner.reserve(key, now, *params, request, m, asked))
+    }
+
+    /// Runs `script` on `key` with `args` within the timeout (`Err` when it
+    /// passed), counting the retries.
+    async fn eval(
+        &self,
+        script: &Script,
+        key: &[u8],
+        args: &[Arg],
+    ) -> Result<Result<Value, RedisError>, Elapsed> {
+        let mut conn = self.conn.clone();
+        let mut retries = 0;
+        let reply =
+            tokio::time::timeout(self.timeout, conn.eval(script, key, args, &mut retries)).await;
+        bump(&self.counters.retries, u64::from(retries));
+        reply
+    }
+
+    async fn reserve(
+        self: Arc<Self>,
+        key: Vec<u8>,
+        now: Timestamp,
+        params: FreqLimitParams,
+        request: Reserve,
+        m: Micros,
+        asked: std::time::Instant,
+    ) -> Result<Admission, FreqLimitError> {
+        let args = [
+            Arg::Num(m.interval),
+            Arg::Num(m.tau),
+            Arg::Num(m.incr),
+            Arg::Num(m.last),
+            m.max_wait.map_or(Arg::None, Arg::Num),
+            self.now_arg(now),
+            Arg::Num(self.ttl_slack_ms()),
+        ];
+        bump(&self.counters.script_calls, 1);
+        let reply = self.eval(&self.reserve, &key, &args).await;
+        let decision = match reply {
+            Ok(Ok(value)) => Decision::parse(&value),
+            Ok(Err(err)) => Err(classify(err)),
+            Err(_) => Err(BackendError::new(
+                BackendErrorKind::Timeout,
+                format!(
+                    "no answer from Redis within {:?}; the reservation may or may not have been made",
+                    self.timeout
+                ),
+            )),
+        };
+        let decision = match decision {
+            Ok(decision) => decision,
+            Err(err) => return self.failed(err, &params),
+        };
+        if let Some(cache) = &self.cache {
+            // The TAT is at least `reset_after` past the server's now, which was
+            // no earlier than `now` on the caller's clock.
+            let sent = now.as_nanos() / 1_000;
+            match decision {
+                Decision::Rejected { reset_after, .. } => {
+                    cache.remember(&key, sent.saturating_add(reset_after));
+                }
+                Decision::Admitted {
+                    reset_after,
+                    tat_after: Some(_),
+                    ..
+                } => cache.refresh(&key, sent.saturating_add(reset_after)),
+                _ => {}
+            }
+        }
+        let mut admission = decision.into_result(&m, &params, &request)?;
+        if !admission.delay().is_zero() && self.clock != RedisClock::LimiterTimestamp {
+            // The slot is `delay` after the server's now, which is at most the
+            // reply's arrival: counting from `now` (when the caller asked), add
+            // the round trip, so the caller never starts before its slot.
+            let rtt = crate::nanos::from_duration(asked.elapsed());
+            admission = admission
+                .with_delay(crate::nanos::from_duration(admission.delay()).saturating_add(rtt));
+        }
+        Ok(admission)
+    }
+
+    fn failed(
+        &self,
+        err: BackendError,
+        params: &FreqLimitParams,
+    ) -> Result<Admission, FreqLimitError> {
+        bump(&self.counters.failures, 1);
+        match self.policy {
+            FailurePolicy::Closed => {
+                tracing::debug!(
+                    target: "tower_freqlimit::redis",
+                    kind = ?err.kind(),
+                    error = %err,
+                    "Redis could not decide a reservation; refusing the call (fail-closed)"
+                );
+                Err(FreqLimitError::Backend(err))
+            }
+            FailurePolicy::Open => {
+                bump(&self.counters.fail_open_admissions, 1);
+                tracing::debug!(
+                    target: "tower_freqlimit::redis",
+                    kind = ?err.kind(),
+                    error = %err,
+                    "Redis could not decide a reservation; letting the call through unchecked (fail-open)"
+                );
+                // A warning at most once a second, counting the calls since the
+                // last one: an outage must be loud, not flood the logs.
+                self.unwarned.fetch_add(1, Ordering::Relaxed);
+                let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let last = self.warned_at.load(Ordering::Relaxed);
+                if (last == 0 || now.saturating_sub(last) >= 1_000)
+                    && self
+                        .warned_at
+                        .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let calls = self.unwarned.swap(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "tower_freqlimit::redis",
+                        kind = ?err.kind(),
+                        error = %err,
+                        calls,
+                        "Redis could not decide reservations; letting calls through unchecked (fail-open)"
+                    );
+                }
+                Ok(Admission::fail_open(params))
+            }
+        }
+    }
+
+    pub(super) async fn clear(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        let global = encode_key::<str>(&self.prefix, None);
+        conn.run(redis::cmd("DEL").arg(&global))
+            .await
+            .map_err(classify)?;
+        let mut pattern = Vec::with_capacity(self.prefix.len() + 4);
+        for &byte in &*self.prefix {
+            if matches!(byte, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(byte);
+        }
+        pattern.extend_from_slice(b":k:*");
+        for node in conn.scan_targets().await.map_err(classify)? {
+            let mut cursor = 0u64;
+            loop {
+                let reply = conn
+                    .on_node(
+                        node.as_ref(),
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await
+                    .map_err(classify)?;
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
+                    .map_err(|err| BackendError::new(BackendErrorKind::Protocol, err))?;
+                // One key per DEL: cluster-safe.
+                for key in keys {
+                    conn.run(redis::cmd("DEL").arg(key))
+                        .await
+                        .map_err(classify)?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`FreqLimitBackend::refund`](crate::FreqLimitBackend::refund) of `key`.
+    pub(super) fn send_refund<K: RedisKey + ?Sized>(
+        self: &Arc<Self>,
+        key: Option<&K>,
+        admission: &Admission,
+    ) -> bool {
+        let token = admission.refund_token();
+        let Some(tat_after) = token.tat_after else {
+            return false;
+        };
+        if admission.is_fail_open() {
+            return false;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let key = encode_key(&self.prefix, key);
+        if let Some(cache) = &self.cache {
+            cache.forget(&key);
+        }
+        // The server's time of the reservation: its TAT minus what it then owed.
+        let reset_after = crate::nanos::from_duration(admission.reset_after()) / 1_000;
+        let at = tat_after.saturating_sub(reset_after);
+        let args = [
+            Arg::Num(tat_after),
+            Arg::Num(token.tat_before),
+            Arg::Num(at),
+            Arg::Num(self.ttl_slack_ms()),
+        ];
+        let inner = Arc::clone(self);
+        inner.refunds_in_flight.fetch_add(1, Ordering::AcqRel);
+        bump(&inner.counters.refunds_sent, 1);
+        runtime.spawn(async move {
+            let sent = inner.eval(&inner.refund, &key, &args).await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::debug!(
+                    target: "tower_freqlimit::redis",
+                    "a refund could not be sent to Redis; the slot stays used"
+                );
+            }
+            if inner.refunds_in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                inner.refunds_done.notify_waiters();
+            }
+        });
+        true
+    }
+
+    /// Waits until every refund sent so far has been answered (or timed out).
+    pub(super) async fn refunds_settled(&self) {
+        loop {
+            let done = self.refunds_done.notified();
+            if self.refunds_in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! What a [`RedisBackend`](super::RedisBackend) did: the public [`RedisStats`]
+//! and the shared counters behind it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of what a [`RedisBackend`](super::RedisBackend) did, for monitoring
+/// and benchmarks ([`RedisBackend::stats`](super::RedisBackend::stats)).
+///
+/// ```
+/// use tower_freqlimit::backends::redis::RedisStats;
+///
+/// let stats = RedisStats::default();
+/// assert_eq!(stats.script_calls, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Reservations sent to Redis.
+    pub script_calls: u64,
+    /// Reservations rejected from the negative cache, without a round trip.
+    pub cache_rejections: u64,
+    /// Commands sent again after `NOSCRIPT`, `MOVED`/`ASK`, a busy cluster or a
+    /// refused connection.
+    pub retries: u64,
+    /// Reservations that failed (timeout, connection, unexpected reply), whatever
+    /// the policy did with them.
+    pub failures: u64,
+    /// Of those, the calls let through by [`FailurePolicy::Open`](super::FailurePolicy::Open).
+    pub fail_open_admissions: u64,
+    /// Refunds sent to Redis.
+    pub refunds_sent: u64,
+}
+
+/// The live counters, shared by a backend's clones.
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) script_calls: AtomicU64,
+    pub(super) cache_rejections: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) failures: AtomicU64,
+    pub(super) fail_open_admissions: AtomicU64,
+    pub(super) refunds_sent: AtomicU64,
+}
+
+impl Counters {
+    /// The counters as they are now.
+    pub(super) fn snapshot(&self) -> RedisStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RedisStats {
+            script_calls: get(&self.script_calls),
+            cache_rejections: get(&self.cache_rejections),
+            retries: get(&self.retries),
+            failures: get(&self.failures),
+            fail_open_admissions: get(&self.fail_open_admissions),
+            refunds_sent: get(&self.refunds_sent),
+        }
+    }
+}
+
+pub(super) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
