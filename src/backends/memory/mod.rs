@@ -1,15 +1,18 @@
 //! The embedded backend: per-key TATs in a sharded concurrent map.
 
 mod bound;
+mod builder;
+mod sweeper;
 
 pub use bound::WhenFull;
+pub use builder::InMemoryBackendBuilder;
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -23,9 +26,6 @@ use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra;
 use crate::params::FreqLimitParams;
-
-/// The default sweep period of [`InMemoryBackend::new`].
-const DEFAULT_SWEEPER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Rate-limit state kept in this process: one `u64` TAT per key.
 ///
@@ -192,13 +192,7 @@ where
     /// # let _ = backend;
     /// ```
     pub fn builder() -> InMemoryBackendBuilder<K> {
-        InMemoryBackendBuilder {
-            idle_ttl: Duration::ZERO,
-            sweeper_interval: Some(DEFAULT_SWEEPER_INTERVAL),
-            max_keys: None,
-            when_full: WhenFull::default(),
-            _key: std::marker::PhantomData,
-        }
+        InMemoryBackendBuilder::new()
     }
 
     /// The number of keys held (the global bucket is not counted).
@@ -363,57 +357,6 @@ where
             }
         }
     }
-
-    fn start_sweeper(&self) {
-        let Some(period) = self.inner.sweeper_interval else {
-            self.inner.sweeper_started.store(true, Ordering::Relaxed);
-            return;
-        };
-        // Outside a runtime there is nowhere to run the task; try again next call.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut slot = self
-            .inner
-            .sweeper
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if self.inner.sweeper_started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let weak: Weak<Inner<K>> = Arc::downgrade(&self.inner);
-        let task = runtime.spawn(async move {
-            let start = tokio::time::Instant::now() + period;
-            let mut ticks = tokio::time::interval_at(start, period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let now = ticks.tick().await;
-                // The backend is gone: so is the reason to sweep.
-                let Some(inner) = weak.upgrade() else { break };
-                inner.sweep(Timestamp::from(now));
-            }
-        });
-        *slot = Some(task.abort_handle());
-    }
-}
-
-impl<K> Inner<K>
-where
-    K: Hash + Eq,
-{
-    fn sweep(&self, now: Timestamp) -> usize {
-        let now = now.as_nanos();
-        let mut removed = 0;
-        self.tats.retain(|_, tat| {
-            let keep = tat.get_mut().saturating_add(self.idle_ttl) > now;
-            removed += usize::from(!keep);
-            keep
-        });
-        if let Some(bound) = &self.bound {
-            bound.removed(removed);
-        }
-        removed
-    }
 }
 
 /// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
@@ -503,109 +446,6 @@ where
                 }
                 given_back
             }
-        }
-    }
-}
-
-/// Settings for an [`InMemoryBackend`], from [`InMemoryBackend::builder`].
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_freqlimit::backends::memory::InMemoryBackend;
-///
-/// let backend = InMemoryBackend::<String>::builder()
-///     .idle_ttl(Duration::from_secs(60))
-///     .sweeper_interval(Duration::from_secs(15))
-///     .build();
-/// # let _ = backend;
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct InMemoryBackendBuilder<K> {
-    idle_ttl: Duration,
-    sweeper_interval: Option<Duration>,
-    max_keys: Option<usize>,
-    when_full: WhenFull,
-    _key: std::marker::PhantomData<fn() -> K>,
-}
-
-impl<K> InMemoryBackendBuilder<K>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    /// Keep a key this long after its TAT has passed before dropping it (default:
-    /// drop it at the first sweep after it drained). A longer TTL saves re-inserting
-    /// keys that come back often; it never changes a decision.
-    pub fn idle_ttl(mut self, idle_ttl: Duration) -> Self {
-        self.idle_ttl = idle_ttl;
-        self
-    }
-
-    /// Sweep drained keys this often (default 60 s). A zero interval is taken as
-    /// one millisecond.
-    pub fn sweeper_interval(mut self, every: Duration) -> Self {
-        self.sweeper_interval = Some(every.max(Duration::from_millis(1)));
-        self
-    }
-
-    /// Never sweep in the background; call [`InMemoryBackend::sweep`] yourself, or
-    /// let keys accumulate.
-    pub fn without_sweeper(mut self) -> Self {
-        self.sweeper_interval = None;
-        self
-    }
-
-    /// Hold at most `max_keys` keys (default: no bound). A new key that finds
-    /// the table full first drops drained keys, which is lossless; if none has
-    /// drained, [`when_full`](Self::when_full) decides. The bound is exact, even
-    /// under concurrent calls, and costs nothing to keys already held; making
-    /// room costs about 16 entries visited per new key when the table is full
-    /// (see [`WhenFull`]). The global bucket does not count. `max_keys(0)` holds
-    /// no key at all: every keyed call that would store a TAT is refused.
-    ///
-    /// Size it above the number of distinct keys active within one refill
-    /// period (`burst × period / limit`) of your real traffic. Memory is then
-    /// about `max_keys` entries of the map: for `IpAddr` keys, 40 to 80 bytes a
-    /// key with the hash table's slack.
-    ///
-    /// ```
-    /// use std::net::IpAddr;
-    /// use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
-    ///
-    /// let backend = InMemoryBackend::<IpAddr>::builder()
-    ///     .max_keys(100_000)
-    ///     .when_full(WhenFull::RefuseNewKeys)
-    ///     .build();
-    /// assert_eq!(backend.max_keys(), Some(100_000));
-    /// ```
-    pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = Some(max_keys);
-        self
-    }
-
-    /// What a full table does with a new key when nothing has drained (default
-    /// [`WhenFull::RefuseNewKeys`]); only meaningful with
-    /// [`max_keys`](Self::max_keys).
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
-    }
-
-    /// The backend.
-    #[must_use]
-    pub fn build(self) -> InMemoryBackend<K> {
-        InMemoryBackend {
-            inner: Arc::new(Inner {
-                tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-                global: AtomicU64::new(0),
-                bound: self
-                    .max_keys
-                    .map(|max_keys| Bound::new(max_keys, self.when_full)),
-                idle_ttl: crate::nanos::from_duration(self.idle_ttl),
-                sweeper_interval: self.sweeper_interval,
-                sweeper_started: AtomicBool::new(false),
-                sweeper: Mutex::new(None),
-            }),
         }
     }
 }
