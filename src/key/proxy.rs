@@ -280,20 +280,8 @@ fn forwarded_for(element: &[u8]) -> Option<&[u8]> {
 fn valid_value(value: &[u8]) -> bool {
     match value.split_first() {
         None => false,
-        Some((b'"', rest)) => {
-            let mut escape = false;
-            for (i, &b) in rest.iter().enumerate() {
-                if escape {
-                    escape = false;
-                } else if b == b'\\' {
-                    escape = true;
-                } else if b == b'"' {
-                    // The closing quote must end the value.
-                    return i + 1 == rest.len();
-                }
-            }
-            false
-        }
+        // The closing quote must end the value.
+        Some((b'"', rest)) => closing_quote(rest) == Some(rest.len().wrapping_sub(1)),
         Some(_) => value
             .iter()
             .all(|&b| is_tchar(b) || matches!(b, b':' | b'[' | b']')),
@@ -328,24 +316,38 @@ fn is_tchar(b: u8) -> bool {
 
 /// Splits a `Forwarded` element at its first `;` outside quoted strings.
 fn split_pair(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
-    let mut in_quote = false;
-    let mut escape = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_quote {
-            if escape {
-                escape = false;
-            } else if b == b'\\' {
-                escape = true;
-            } else if b == b'"' {
-                in_quote = false;
-            }
-        } else if b == b'"' {
-            in_quote = true;
-        } else if b == b';' {
-            return (&bytes[..i], Some(&bytes[i + 1..]));
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => match closing_quote(&bytes[i + 1..]) {
+                Some(end) => i += end + 1,
+                // An unbalanced quote takes the rest of the element.
+                None => break,
+            },
+            b';' => return (&bytes[..i], Some(&bytes[i + 1..])),
+            _ => {}
         }
+        i += 1;
     }
     (bytes, None)
+}
+
+/// Where the quoted string whose opening quote came just before `rest` ends:
+/// the index in `rest` of its closing quote (a backslash escapes the next
+/// byte); `None` if it does not end. The one left-to-right reading of quoted
+/// strings (`split_last` reads from the right, past `escaped`).
+fn closing_quote(rest: &[u8]) -> Option<usize> {
+    let mut escape = false;
+    for (i, &b) in rest.iter().enumerate() {
+        if escape {
+            escape = false;
+        } else if b == b'\\' {
+            escape = true;
+        } else if b == b'"' {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// An address with an optional port: `203.0.113.7`, `203.0.113.7:80`,
