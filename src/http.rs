@@ -347,3 +347,47 @@ impl<B: Clone, P: Clone> crate::layer::FreqLimitLayer<B, P, crate::layer::Refuse
         self.on_refusal(HttpResponses::new())
     }
 }
+
+/// The type of [`FreqLimitLayer::server`](crate::FreqLimitLayer::server)`(params, backend)`
+/// keyed by `K` (`.key(k)`): a layer that answers refusals with HTTP
+/// responses. For naming it in a struct field or a function's return type.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::http::ServerLayer;
+/// use tower_freqlimit::key::ClientIp;
+/// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+///
+/// fn per_ip() -> ServerLayer<InMemoryBackend<IpAddr>, ClientIp> {
+///     FreqLimitLayer::server(FreqLimitParams::per_second(10), InMemoryBackend::new())
+///         .key(ClientIp::peer())
+/// }
+/// # let _ = per_ip();
+/// ```
+pub type ServerLayer<B, K = crate::layer::Global> =
+    crate::layer::FreqLimitLayer<B, crate::layer::Policy<K>, HttpResponses>;
+
+/// The service a [`ServerLayer`] makes around `S`.
+pub type ServerService<S, B, K = crate::layer::Global> =
+    crate::layer::FreqLimitService<S, B, crate::layer::Policy<K>, HttpResponses>;
+
+/// The response future of a [`ServerService`] for requests of type `Req`: an
+/// axum per-IP stack's is
+/// `ServerFuture<axum::routing::Route, axum::extract::Request, InMemoryBackend<IpAddr>, ClientIp>`.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::http::{ServerFuture, ServerService};
+/// use tower_freqlimit::key::ClientIp;
+///
+/// type Inner = axum::routing::Route;
+/// type Service = ServerService<Inner, InMemoryBackend<IpAddr>, ClientIp>;
+/// type Future = ServerFuture<Inner, axum::extract::Request, InMemoryBackend<IpAddr>, ClientIp>;
+/// fn _same(f: <Service as tower::Service<axum::extract::Request>>::Future) -> Future {
+///     f
+/// }
+/// ```
+pub type ServerFuture<S, Req, B, K = crate::layer::Global> =
+    crate::layer::ResponseFuture<S, Req, B, crate::layer::Policy<K>, HttpResponses>;

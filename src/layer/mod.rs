@@ -197,19 +197,19 @@ impl<B: FreqLimitBackend, H> FreqLimitLayer<B, Policy, H> {
 
 /// The builder methods need the parts to be `Clone`: a layer cloned before them
 /// keeps its own config.
-impl<B, K, P, C, H> FreqLimitLayer<B, Policy<K, P, C>, H>
+impl<B, K, PF, CF, H> FreqLimitLayer<B, Policy<K, PF, CF>, H>
 where
     B: Clone,
     K: Clone,
-    P: Clone,
-    C: Clone,
+    PF: Clone,
+    CF: Clone,
     H: Clone,
 {
     /// Puts each request in the bucket `key` returns; `None` means the request
     /// has no key, and [`on_missing_key`](Self::on_missing_key) decides.
     ///
     /// `key` is any [`ExtractKey`], usually a closure `Fn(&Req) -> Option<Key>`.
-    pub fn key<K2>(self, key: K2) -> FreqLimitLayer<B, Policy<K2, P, C>, H> {
+    pub fn key<K2>(self, key: K2) -> FreqLimitLayer<B, Policy<K2, PF, CF>, H> {
         self.map_config(
             |p| Policy {
                 key,
@@ -222,7 +222,7 @@ where
 
     /// Gives each request its own params (tiers); the layer's params are the
     /// default that [`LayerParams`] returns.
-    pub fn params_for<P2>(self, params_for: P2) -> FreqLimitLayer<B, Policy<K, P2, C>, H> {
+    pub fn params_for<PF2>(self, params_for: PF2) -> FreqLimitLayer<B, Policy<K, PF2, CF>, H> {
         self.map_config(
             |p| Policy {
                 key: p.key,
@@ -234,7 +234,7 @@ where
     }
 
     /// Gives each request a cost (weight); cost `n` is `n` unit calls at once.
-    pub fn cost_for<C2>(self, cost_for: C2) -> FreqLimitLayer<B, Policy<K, P, C2>, H> {
+    pub fn cost_for<CF2>(self, cost_for: CF2) -> FreqLimitLayer<B, Policy<K, PF, CF2>, H> {
         self.map_config(
             |p| Policy {
                 key: p.key,

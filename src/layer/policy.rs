@@ -188,10 +188,12 @@ impl<Req> CostOf<Req> for UnitCost {
     }
 }
 
-/// The three classifiers of a layer, as one type parameter.
+/// The three classifiers of a layer, as one type parameter: the key extractor
+/// `K`, the params hook `PF` ([`ParamsFor`]) and the cost hook `CF`
+/// ([`CostOf`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Policy<K = Global, P = LayerParams, C = UnitCost> {
+pub struct Policy<K = Global, PF = LayerParams, CF = UnitCost> {
     pub(crate) key: K,
-    pub(crate) params: P,
-    pub(crate) cost: C,
+    pub(crate) params: PF,
+    pub(crate) cost: CF,
 }
