@@ -8,23 +8,21 @@
 //! the real clock: the test waits for the port to accept (polling, under a
 //! deadline) and asserts no timing beyond what a 2/s limit leaves no doubt
 //! about.
+#![cfg(feature = "axum")]
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use crate::support::http::{client, get};
 
 const ADDR: &str = "127.0.0.1:3000";
 
 #[test]
 fn readme_recipe_is_the_example() {
-    let readme = include_str!("../README.md");
-    let example = include_str!("../examples/axum_per_ip.rs");
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../examples/axum_per_ip.rs");
     let start = readme
         .find("<!-- example: axum_per_ip -->\n```rust,ignore\n")
         .expect("README marks the axum recipe with `<!-- example: axum_per_ip -->`");
@@ -56,7 +54,7 @@ fn example_binary() -> PathBuf {
         "{} is missing: run the tests with `cargo test --features axum` (or --all-features), which builds the examples",
         path.display()
     );
-    // `cargo test --test readme_recipe` alone does not rebuild examples: a
+    // `cargo test --test layer` alone does not rebuild examples: a
     // binary older than its source would test old code.
     let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/axum_per_ip.rs");
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
@@ -102,27 +100,27 @@ async fn readme_recipe_answers_200_then_429_with_headers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client = client();
     let mut replies = Vec::new();
     for _ in 0..7 {
-        let response = client
-            .get(format!("http://{ADDR}/").parse().unwrap())
-            .await
-            .expect("a response");
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        replies.push((status, headers, body));
+        replies.push(get(&client, addr, "/", []).await);
     }
     // 2 per second with a burst of 5: the burst passes, the next two are
     // refused (the next slot is half a second after the first request).
-    let statuses: Vec<u16> = replies.iter().map(|r| r.0).collect();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
-    assert_eq!(&replies[0].2[..], b"hello");
-    let (_, refused, _) = &replies[5];
-    assert_eq!(refused["retry-after"], "1", "0.5 s at most, rounded up");
-    assert_eq!(refused["ratelimit-policy"], r#""default";q=5;w=3"#);
-    let state = refused["ratelimit"].to_str().unwrap();
+    assert_eq!(replies[0].body, "hello");
+    let refused = &replies[5];
+    assert_eq!(
+        refused.header("retry-after"),
+        Some("1"),
+        "0.5 s at most, rounded up"
+    );
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some(r#""default";q=5;w=3"#)
+    );
+    let state = refused.header("ratelimit").unwrap();
     assert!(
         state.starts_with(r#""default";r=0;t="#),
         "RateLimit: {state}"

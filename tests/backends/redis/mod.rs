@@ -7,23 +7,26 @@
 //! Exact comparisons use `RedisClock::LimiterTimestamp` (explicit times, in whole
 //! microseconds); the rest use the server's clock and assert counts, order and
 //! generous bounds only.
+#![cfg(feature = "redis")]
 
-mod support {
-    pub mod redis_server;
-}
+mod cluster;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use support::redis_server::RedisServer;
 use tower_freqlimit::backends::FreqLimitBackend;
-use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
+use tower_freqlimit::backends::redis::{
+    FailurePolicy, RedisBackend, RedisBackendBuilder, RedisClock,
+};
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{
-    BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitParams, Reserve, gcra,
+    Admission, BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitParams, Reserve, gcra,
 };
+
+use crate::support::concurrent::wake_times;
+use crate::support::redis_server::RedisServer;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -34,13 +37,25 @@ fn fresh_prefix() -> String {
     format!("t{}", PREFIXES.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A builder with a prefix of its own.
+fn builder() -> RedisBackendBuilder<String> {
+    RedisBackend::<String>::builder().prefix(fresh_prefix())
+}
+
 async fn backend(server: &RedisServer) -> RedisBackend<String> {
-    RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
+    builder()
         .timeout(Duration::from_secs(5))
         .connect(&server.url())
         .await
         .expect("connect to the test server")
+}
+
+/// A fresh server and a backend on it, or `None` when `redis-server` is
+/// missing and not required.
+async fn started() -> Option<(RedisServer, RedisBackend<String>)> {
+    let server = RedisServer::start()?;
+    let b = backend(&server).await;
+    Some((server, b))
 }
 
 // ---------------------------------------------------------------------------
@@ -109,28 +124,37 @@ async fn agree(backends: &[RedisBackend<String>], params: FreqLimitParams, steps
     }
 }
 
-#[test]
-fn the_lua_step_agrees_with_gcra_reserve() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+/// For a proptest of `cases` cases against a real server: the server, a
+/// runtime to block on and the proptest configuration; `None` when
+/// `redis-server` is missing and not required.
+fn proptest_on_a_server(
+    cases: u32,
+) -> Option<(RedisServer, tokio::runtime::Runtime, ProptestConfig)> {
+    let server = RedisServer::start()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let url = server.url();
     let config = ProptestConfig {
-        cases: 96,
+        cases,
         ..ProptestConfig::default()
     };
+    Some((server, rt, config))
+}
+
+#[test]
+fn the_lua_step_agrees_with_gcra_reserve() {
+    let Some((server, rt, config)) = proptest_on_a_server(96) else {
+        return;
+    };
+    let url = server.url();
     let strategy = (1u64..=2_000_000, 1u32..=6)
         .prop_flat_map(|(t, burst)| (Just(t), Just(burst), steps(t, burst)));
     proptest!(config, |((interval_us, burst, steps) in strategy)| {
         let params = FreqLimitParams::new(1, Duration::from_micros(interval_us), burst);
         rt.block_on(async {
             let make = |cache: usize| {
-                RedisBackend::<String>::builder()
-                    .prefix(fresh_prefix())
+                builder()
                     .clock(RedisClock::LimiterTimestamp)
                     .negative_cache(cache)
                     .timeout(Duration::from_secs(5))
@@ -150,18 +174,10 @@ fn rounding_never_admits_more_than_the_nanosecond_limit() {
     // server. Calls at whole-microsecond times (the server's resolution): in any
     // window `w` the admitted calls never exceed `burst + w / T`, the in-memory
     // backend's guarantee for the exact `T`.
-    let Some(server) = RedisServer::start() else {
+    let Some((server, rt, config)) = proptest_on_a_server(48) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let url = server.url();
-    let config = ProptestConfig {
-        cases: 48,
-        ..ProptestConfig::default()
-    };
     let strategy = (
         1_000u64..=50_000,
         1u32..=4,
@@ -170,8 +186,7 @@ fn rounding_never_admits_more_than_the_nanosecond_limit() {
     proptest!(config, |((interval_ns, burst, gaps) in strategy)| {
         let params = FreqLimitParams::new(1, Duration::from_nanos(interval_ns), burst);
         let admitted: Vec<u64> = rt.block_on(async {
-            let b = RedisBackend::<String>::builder()
-                .prefix(fresh_prefix())
+            let b = builder()
                 .clock(RedisClock::LimiterTimestamp)
                 .connect(&url)
                 .await
@@ -207,10 +222,9 @@ fn rounding_never_admits_more_than_the_nanosecond_limit() {
 
 #[tokio::test]
 async fn keys_expire_when_their_tat_has_passed_and_none_is_not_the_string_none() {
-    let Some(server) = RedisServer::start() else {
+    let Some((server, b)) = started().await else {
         return;
     };
-    let b = backend(&server).await;
     let p = FreqLimitParams::per_second(20); // T = 50 ms
     let now = Timestamp::now();
     b.reserve(Some("None"), now, &p, Reserve::new())
@@ -247,21 +261,11 @@ async fn waiting_callers_get_distinct_slots_in_order_never_early() {
         FreqLimitParams::per_second(20), // T = 50 ms
         backend(&server).await,
     ));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..5)
-        .map(|_| {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let a = limiter.acquire("k").await.unwrap();
-                (a.delay(), start.elapsed())
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
-    results.sort();
+    let results = wake_times(5, || {
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire("k").await.unwrap() }
+    })
+    .await;
     for (i, (delay, woke)) in results.iter().enumerate() {
         let slot = 50 * MS * i as u32;
         // The server's slot plus the round trip; woken no earlier than that.
@@ -279,10 +283,9 @@ async fn waiting_callers_get_distinct_slots_in_order_never_early() {
 
 #[tokio::test]
 async fn clear_removes_this_prefix_only() {
-    let Some(server) = RedisServer::start() else {
+    let Some((server, b)) = started().await else {
         return;
     };
-    let b = backend(&server).await;
     let p = FreqLimitParams::per_hour(1);
     for i in 0..2_500 {
         b.reserve(Some(&format!("u{i}")), Timestamp::now(), &p, Reserve::new())
@@ -305,8 +308,7 @@ async fn clear_removes_this_prefix_only() {
 
 /// Redis calls made for 1 000 rejected requests from one over-limit key.
 async fn flood(server: &RedisServer, cache: usize) -> (u64, u64) {
-    let b = RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
+    let b = builder()
         .negative_cache(cache)
         .connect(&server.url())
         .await
@@ -358,11 +360,7 @@ async fn the_layer_answers_a_cached_flood_without_redis() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let backend = RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
-        .connect(&server.url())
-        .await
-        .unwrap();
+    let backend = builder().connect(&server.url()).await.unwrap();
     let mut svc = ServiceBuilder::new()
         .layer(
             FreqLimitLayer::new(FreqLimitParams::per_minute(1), backend.clone())
@@ -416,8 +414,7 @@ async fn with_policy(
     policy: FailurePolicy,
     timeout: Duration,
 ) -> RedisBackend<String> {
-    RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
+    builder()
         .failure_policy(policy)
         .timeout(timeout)
         .without_negative_cache()
@@ -562,8 +559,7 @@ async fn http_status(url: &str, policy: FailurePolicy) -> u16 {
     use tower::{ServiceBuilder, ServiceExt};
     use tower_freqlimit::layer::FreqLimitLayer;
 
-    let backend = RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
+    let backend = builder()
         .failure_policy(policy)
         .timeout(200 * MS)
         .connect_lazy(url)
@@ -584,10 +580,9 @@ async fn http_status(url: &str, policy: FailurePolicy) -> u16 {
 
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_and_the_state_kept() {
-    let Some(server) = RedisServer::start() else {
+    let Some((server, b)) = started().await else {
         return;
     };
-    let b = backend(&server).await;
     let p = FreqLimitParams::per_minute(1);
     let no_wait = Reserve::new().no_wait();
     b.reserve(Some("k"), Timestamp::now(), &p, no_wait)
@@ -608,6 +603,18 @@ async fn a_flushed_script_cache_is_reloaded_and_the_state_kept() {
     assert_eq!(b.stats().retries, 2);
     assert_eq!(b.stats().script_calls, 3);
     assert_eq!(b.stats().failures, 0);
+}
+
+/// A call on key `k`, and how long it took.
+async fn timed_call(
+    b: &RedisBackend<String>,
+    p: &FreqLimitParams,
+) -> (Result<Admission, FreqLimitError>, Duration) {
+    let started = Instant::now();
+    let result = b
+        .reserve(Some("k"), Timestamp::now(), p, Reserve::new())
+        .await;
+    (result, started.elapsed())
 }
 
 #[tokio::test]
@@ -642,22 +649,14 @@ async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
     });
     tokio::time::sleep(200 * MS).await; // the server is asleep now
 
-    let started = Instant::now();
-    let err = closed
-        .reserve(Some("k"), Timestamp::now(), &p, Reserve::new())
-        .await
-        .unwrap_err();
-    let elapsed_closed = started.elapsed();
+    let (err, elapsed_closed) = timed_call(&closed, &p).await;
+    let err = err.unwrap_err();
     assert!(
         matches!(&err, FreqLimitError::Backend(e) if e.kind() == BackendErrorKind::Timeout),
         "{err:?}"
     );
-    let started = Instant::now();
-    let admitted = open
-        .reserve(Some("k"), Timestamp::now(), &p, Reserve::new())
-        .await
-        .unwrap();
-    let elapsed_open = started.elapsed();
+    let (admitted, elapsed_open) = timed_call(&open, &p).await;
+    let admitted = admitted.unwrap();
     assert!(admitted.is_fail_open());
     // The server sleeps 2 s; the calls gave up long before.
     assert!(
@@ -736,7 +735,13 @@ async fn unexpected_data_is_a_protocol_error_and_out_of_memory_is_full() {
 /// The shared limit: 200 per second (T = 5 ms), 5 at once.
 const SHARED: FreqLimitParams = FreqLimitParams::per_second(200).with_burst(5);
 const HAMMER_ENV: &str = "FREQLIMIT_HAMMER_URL";
-const HAMMER_TEST: &str = "several_processes_and_connections_share_one_limit";
+
+/// The hammer test's name as the test harness knows it (with its module path,
+/// without the crate's name), for `--exact` in the child processes.
+fn hammer_test() -> String {
+    let (_crate, module) = module_path!().split_once("::").expect("a module");
+    format!("{module}::several_processes_and_connections_share_one_limit")
+}
 
 fn wall_micros() -> u64 {
     SystemTime::now()
@@ -823,7 +828,13 @@ async fn several_processes_and_connections_share_one_limit() {
         .into_iter()
         .map(|cache| {
             std::process::Command::new(&exe)
-                .args(["--exact", HAMMER_TEST, "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    &hammer_test(),
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env(HAMMER_ENV, server.url())
                 .env("FREQLIMIT_HAMMER_CACHE", cache.to_string())
                 .stdout(std::process::Stdio::piped())
@@ -892,8 +903,7 @@ async fn the_client_clock_option_stores_wall_clock_tats_and_limits_the_same() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let b = RedisBackend::<String>::builder()
-        .prefix(fresh_prefix())
+    let b = builder()
         .clock(RedisClock::HostWallClock)
         .connect(&server.url())
         .await

@@ -211,13 +211,20 @@ fn refusing_keeps_known_keys_and_the_global_bucket_working() {
     assert_eq!(backend.len(), 2);
 }
 
-#[test]
-fn the_refusal_is_a_clear_backend_error() {
+/// A table of one key that refuses new keys, full: key 1 took its slot at
+/// `at(0)`, at one call a second.
+fn full_table_of_one() -> (FreqLimitParams, InMemoryBackend<u64>) {
     let params = FreqLimitParams::per_second(1);
     let backend = bounded(1, WhenFull::RefuseNewKeys);
     backend
         .reserve_now(Some(&1), at(0), &params, Reserve::new())
         .unwrap();
+    (params, backend)
+}
+
+#[test]
+fn the_refusal_is_a_clear_backend_error() {
+    let (params, backend) = full_table_of_one();
     let err = backend
         .reserve_now(Some(&2), at(0), &params, Reserve::new())
         .unwrap_err();
@@ -237,11 +244,7 @@ fn the_refusal_is_a_clear_backend_error() {
 
 #[test]
 fn a_call_that_stores_nothing_needs_no_slot() {
-    let params = FreqLimitParams::per_second(1);
-    let backend = bounded(1, WhenFull::RefuseNewKeys);
-    backend
-        .reserve_now(Some(&1), at(0), &params, Reserve::new())
-        .unwrap();
+    let (params, backend) = full_table_of_one();
     // Cost 0 stores nothing: admitted even though the table is full.
     assert!(
         backend

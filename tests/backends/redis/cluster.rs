@@ -3,17 +3,14 @@
 //! create`): keys spread over the nodes and every limit holds, and a slot
 //! migrated under the backend's feet (`ASK`, then `MOVED`) keeps its debts.
 
-mod support {
-    pub mod redis_server;
-}
-
 use std::time::Duration;
 
-use support::redis_server::{RedisCluster, RedisServer};
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::redis::RedisBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
+
+use crate::support::redis_server::{RedisCluster, RedisServer};
 
 /// Two per hour, both at once: nothing refills while the test runs.
 const TWICE: FreqLimitParams = FreqLimitParams::per_hour(2).with_burst(2);
@@ -84,6 +81,20 @@ fn owner(cluster: &RedisCluster, slot: i64) -> (&RedisServer, String) {
     (node, node.cmd(&["CLUSTER", "MYID"]))
 }
 
+/// Asserts that key `k`, which took both its slots, is still refused, and
+/// that the backend followed a `redirection` (`ASK` or `MOVED`) to learn it.
+async fn assert_debt_kept_through(b: &RedisBackend<String>, redirection: &str) {
+    let retries = b.stats().retries;
+    assert!(
+        matches!(
+            try_once(b, Some("k")).await,
+            Err(FreqLimitError::Rejected(_))
+        ),
+        "the debt was lost or the {redirection} not followed"
+    );
+    assert!(b.stats().retries > retries, "no {redirection} was followed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
     let Some(cluster) = RedisCluster::start() else {
@@ -127,15 +138,7 @@ async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
         ]),
         "+OK"
     );
-    let retries = b.stats().retries;
-    assert!(
-        matches!(
-            try_once(&b, Some("k")).await,
-            Err(FreqLimitError::Rejected(_))
-        ),
-        "the debt was lost or the ASK not followed"
-    );
-    assert!(b.stats().retries > retries, "no ASK was followed");
+    assert_debt_kept_through(&b, "ASK").await;
 
     // Finish the migration: the source now answers MOVED.
     for node in &cluster.nodes {
@@ -144,15 +147,7 @@ async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
             "+OK"
         );
     }
-    let retries = b.stats().retries;
-    assert!(
-        matches!(
-            try_once(&b, Some("k")).await,
-            Err(FreqLimitError::Rejected(_))
-        ),
-        "the debt was lost or the MOVED not followed"
-    );
-    assert!(b.stats().retries > retries, "no MOVED was followed");
+    assert_debt_kept_through(&b, "MOVED").await;
     assert_eq!(target.int(&["EXISTS", &name]), 1);
     assert_eq!(source.int(&["CLUSTER", "COUNTKEYSINSLOT", &slot_s]), 0);
     assert_eq!(b.stats().failures, 0);

@@ -12,28 +12,26 @@
 //! The last tests call the axum `Router` directly (`ServiceExt::oneshot`) on a
 //! paused clock, where timings are exact to the millisecond: pacing at exactly
 //! `T`, `Retry-After` rounding, a bounded wait, an impossible cost.
+#![cfg(feature = "http")]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::get;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::http::HttpResponses;
-use tower_freqlimit::layer::{FreqLimitLayer, MissingKey};
+use tower_freqlimit::layer::{FreqLimitLayer, MissingKey, Policy};
 use tower_freqlimit::{FreqLimitParams, Reserve};
+
+use crate::support::http::{HttpClient, Reply, client, serve, serve_without_connect_info};
 
 /// One per minute on average, five at once: `T` = 60 s, so on a real clock
 /// nothing refills during a test and every count and header is exact.
@@ -54,6 +52,25 @@ fn api_key(req: &Request<Body>) -> Option<String> {
     Some(value.to_owned())
 }
 
+/// [`api_key`] as a function pointer, so that its layer has a type to name.
+type ApiKey = fn(&Request<Body>) -> Option<String>;
+
+type ApiKeyLayer = FreqLimitLayer<InMemoryBackend<String>, Policy<ApiKey>, HttpResponses>;
+
+/// The layer of most tests: [`HOURLY`] on `backend`, keyed by [`api_key`],
+/// reject-only, refusing with `429`s.
+fn by_api_key(backend: InMemoryBackend<String>) -> ApiKeyLayer {
+    FreqLimitLayer::new(HOURLY, backend)
+        .key(api_key as ApiKey)
+        .max_wait(Duration::ZERO)
+        .http_responses()
+}
+
+/// Serves `GET /`, answered `ok`, behind `layer`.
+async fn serve_root(layer: ApiKeyLayer) -> SocketAddr {
+    serve(Router::new().route("/", get(ok).layer(layer))).await
+}
+
 /// The peer's IP, from `ConnectInfo`, as a production server keys it.
 fn client_ip(req: &Request<Body>) -> Option<IpAddr> {
     req.extensions()
@@ -65,61 +82,9 @@ async fn ok() -> &'static str {
     "ok"
 }
 
-/// Serves `app` on a fresh loopback port with `ConnectInfo<SocketAddr>`.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
-    addr
-}
-
-/// Serves `app` *without* `ConnectInfo` (a misconfigured server).
-async fn serve_without_connect_info(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// A response, read to the end.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
 /// `GET http://{addr}{path}`, with `x-api-key: {key}` when given.
 async fn get_from(client: &HttpClient, addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
-    let mut request = Request::get(format!("http://{addr}{path}"));
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
-    }
-    let response = client
-        .request(request.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    crate::support::http::get(client, addr, path, key.map(|key| ("x-api-key", key))).await
 }
 
 /// The statuses of `n` requests made one after the other.
@@ -151,11 +116,7 @@ fn ok_then_429(a: usize, b: usize) -> Vec<u16> {
 /// Each API key has a bucket of its own: exhausting one leaves the others whole.
 #[tokio::test]
 async fn keys_are_isolated_from_each_other() {
-    let layer = FreqLimitLayer::new(HOURLY, InMemoryBackend::<String>::new())
-        .key(api_key)
-        .max_wait(Duration::ZERO)
-        .http_responses();
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let addr = serve_root(by_api_key(InMemoryBackend::new())).await;
     let client = client();
 
     assert_eq!(
@@ -244,11 +205,7 @@ async fn without_a_key_every_request_shares_the_global_bucket() {
 /// (Exact as long as the 20 loopback requests take under a second.)
 #[tokio::test]
 async fn rejections_are_429_with_exact_headers() {
-    let layer = FreqLimitLayer::new(HOURLY, InMemoryBackend::<String>::new())
-        .key(api_key)
-        .max_wait(Duration::ZERO)
-        .http_responses();
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let addr = serve_root(by_api_key(InMemoryBackend::new())).await;
     let client = client();
 
     let mut replies = Vec::new();
@@ -282,11 +239,9 @@ async fn rejections_are_429_with_exact_headers() {
 /// call taken: 60, 120, ... 300 s, rounded up).
 #[tokio::test]
 async fn headers_on_success_count_down_the_burst() {
-    let layer = FreqLimitLayer::new(HOURLY, InMemoryBackend::<String>::new())
-        .key(api_key)
-        .max_wait(Duration::ZERO)
+    let layer = by_api_key(InMemoryBackend::new())
         .on_refusal(HttpResponses::new().with_headers_on_success());
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let addr = serve_root(layer).await;
     let client = client();
 
     let mut seen = Vec::new();
@@ -327,11 +282,9 @@ async fn headers_on_success_count_down_the_burst() {
 #[tokio::test]
 async fn missing_key_is_refused_by_whose_fault_it_is() {
     let backend = InMemoryBackend::<String>::new();
-    let layer = FreqLimitLayer::new(HOURLY, backend.clone())
-        .key(api_key)
-        .no_wait()
-        .on_refusal(HttpResponses::new().with_headers_on_success());
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let layer =
+        by_api_key(backend.clone()).on_refusal(HttpResponses::new().with_headers_on_success());
+    let addr = serve_root(layer).await;
     let client = client();
 
     for _ in 0..3 {
@@ -396,12 +349,8 @@ async fn missing_key_is_refused_by_whose_fault_it_is() {
 /// apart from every keyed bucket.
 #[tokio::test]
 async fn missing_key_global_pools_keyless_requests() {
-    let layer = FreqLimitLayer::new(HOURLY, InMemoryBackend::<String>::new())
-        .key(api_key)
-        .on_missing_key(MissingKey::Global)
-        .max_wait(Duration::ZERO)
-        .http_responses();
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let layer = by_api_key(InMemoryBackend::new()).on_missing_key(MissingKey::Global);
+    let addr = serve_root(layer).await;
     let (one, two) = (client(), client());
 
     // Two keyless clients draw on the same bucket of 5.
@@ -425,12 +374,10 @@ async fn missing_key_global_pools_keyless_requests() {
 #[tokio::test]
 async fn missing_key_allow_lets_keyless_requests_through_unlimited() {
     let backend = InMemoryBackend::<String>::new();
-    let layer = FreqLimitLayer::new(HOURLY, backend.clone())
-        .key(api_key)
+    let layer = by_api_key(backend.clone())
         .on_missing_key(MissingKey::Allow)
-        .max_wait(Duration::ZERO)
         .on_refusal(HttpResponses::new().with_headers_on_success());
-    let addr = serve(Router::new().route("/", get(ok).layer(layer))).await;
+    let addr = serve_root(layer).await;
     let client = client();
 
     for _ in 0..20 {
@@ -549,39 +496,42 @@ async fn a_client_that_hangs_up_while_waiting_gives_its_slot_back() {
     let client = client();
 
     assert_eq!(statuses(&client, addr, "/now", Some("k"), 1).await, [200]);
-    let retry_after = |client: HttpClient| async move {
-        let reply = get_from(&client, addr, "/now", Some("k")).await;
-        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-        reply.header("retry-after").unwrap().to_owned()
-    };
-    assert_eq!(retry_after(client.clone()).await, "60");
+    assert_eq!(now_retry_after(&client, addr).await, "60");
 
     // A waiter takes the next slot (60 s away) ...
     let waiter = tokio::spawn({
         let client = client.clone();
         async move { get_from(&client, addr, "/wait", Some("k")).await }
     });
-    let mut seen = String::new();
-    for _ in 0..500 {
-        seen = retry_after(client.clone()).await;
-        if seen == "120" {
-            break;
-        }
-        tokio::time::sleep(10 * MS).await;
-    }
+    let seen = poll_retry_after(&client, addr, "120").await;
     assert_eq!(seen, "120", "the waiter never reserved its slot");
 
     // ... and hangs up: its connection closes, the server drops the request.
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
+    let seen = poll_retry_after(&client, addr, "60").await;
+    assert_eq!(seen, "60", "the slot was not given back");
+}
+
+/// The `Retry-After` of a refused `GET /now` as key `k`.
+async fn now_retry_after(client: &HttpClient, addr: SocketAddr) -> String {
+    let reply = get_from(client, addr, "/now", Some("k")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    reply.header("retry-after").unwrap().to_owned()
+}
+
+/// Asks [`now_retry_after`] until it is `expected` (a bounded poll on the real
+/// clock); what it said last.
+async fn poll_retry_after(client: &HttpClient, addr: SocketAddr, expected: &str) -> String {
+    let mut seen = String::new();
     for _ in 0..500 {
-        seen = retry_after(client.clone()).await;
-        if seen == "60" {
+        seen = now_retry_after(client, addr).await;
+        if seen == expected {
             break;
         }
         tokio::time::sleep(10 * MS).await;
     }
-    assert_eq!(seen, "60", "the slot was not given back");
+    seen
 }
 
 // ---------------------------------------------------------------------------

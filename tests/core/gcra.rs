@@ -45,6 +45,19 @@ fn times(p: &FreqLimitParams, start: u64, gaps: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// `cost` unit calls at `now` from `tat`: the TAT after them and the last one's
+/// delay.
+fn unit_steps(tat: Option<u64>, now: u64, p: &FreqLimitParams, cost: u32) -> (Option<u64>, u64) {
+    let mut tat = tat;
+    let mut last_delay = 0;
+    for _ in 0..cost {
+        let s = gcra::step(tat, now, p);
+        tat = Some(s.new_tat);
+        last_delay = s.delay;
+    }
+    (tat, last_delay)
+}
+
 fn nanos(d: Duration) -> u64 {
     duration_to_nanos(d)
 }
@@ -136,13 +149,7 @@ proptest! {
         cost in 1u32..=40,
         max_wait_tenths in prop::option::of(0u64..=100),
     ) {
-        let mut unit_tat = tat;
-        let mut last_delay = 0;
-        for _ in 0..cost {
-            let s = gcra::step(unit_tat, now, &p);
-            unit_tat = Some(s.new_tat);
-            last_delay = s.delay;
-        }
+        let (unit_tat, last_delay) = unit_steps(tat, now, &p, cost);
         let mut request = Reserve::new().cost(cost);
         if let Some(t) = max_wait_tenths {
             request = request.max_wait(Duration::from_nanos(t * p.interval_nanos() / 10));
@@ -165,13 +172,7 @@ proptest! {
                 prop_assert!(cost > max_cost);
                 // Not even a full bucket admits it.
                 let max_wait = nanos(request.max_wait.unwrap());
-                let mut fresh = None;
-                let mut delay = 0;
-                for _ in 0..cost {
-                    let s = gcra::step(fresh, now, &p);
-                    fresh = Some(s.new_tat);
-                    delay = s.delay;
-                }
+                let (_, delay) = unit_steps(None, now, &p, cost);
                 prop_assert!(delay > max_wait);
             }
         }

@@ -9,6 +9,8 @@ use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{FreqLimit, FreqLimitError, FreqLimitParams, ParamsError, Reserve};
 
+use crate::support::concurrent::wake_times;
+
 const MS: Duration = Duration::from_millis(1);
 
 #[tokio::test(start_paused = true)]
@@ -42,21 +44,11 @@ async fn concurrent_waiters_wake_in_slot_order() {
         FreqLimitParams::per_second(2),
         InMemoryBackend::<u8>::new(),
     ));
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..5)
-        .map(|_| {
-            let limiter = Arc::clone(&limiter);
-            tokio::spawn(async move {
-                let admission = limiter.acquire(&1).await.unwrap();
-                (admission.delay(), start.elapsed())
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for task in tasks {
-        results.push(task.await.unwrap());
-    }
-    results.sort();
+    let results = wake_times(5, || {
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire(&1).await.unwrap() }
+    })
+    .await;
     let expected: Vec<_> = (0..5).map(|i| (500 * MS * i, 500 * MS * i)).collect();
     assert_eq!(results, expected);
 }

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Service, ServiceExt, service_fn};
-use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::memory::InMemoryBackend;
-use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::layer::MissingKey;
 use tower_freqlimit::{
-    Admission, BackendError, BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitLayer,
-    FreqLimitParams, Reserve,
+    BackendError, BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitLayer, FreqLimitParams,
+    Reserve,
 };
+
+use crate::support::down::DownBackend;
 
 /// Runs `body` on a paused current-thread runtime with a recorder of its own,
 /// and returns `(metric name, limiter label, labels) -> value`.
@@ -126,45 +126,23 @@ fn the_layer_counts_each_outcome_under_its_name() {
     assert_eq!(count(&metrics, "freqlimit_rejected_total", "other"), 0);
 }
 
-/// A backend that is always down.
-#[derive(Clone)]
-struct Down;
-
-impl FreqLimitBackend for Down {
-    type Key = u32;
-    type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
-
-    fn reserve<Q>(
-        &self,
-        _: Option<&Q>,
-        _: Timestamp,
-        _: &FreqLimitParams,
-        _: Reserve,
-    ) -> Self::ReserveFuture
-    where
-        u32: std::borrow::Borrow<Q>,
-        Q: tower_freqlimit::backends::BorrowedKey<u32> + ?Sized,
-    {
-        ready(Err(FreqLimitError::Backend(BackendError::new(
-            BackendErrorKind::Unavailable,
-            "connection refused",
-        ))))
-    }
-
-    async fn clear(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
+/// A backend that is always down, as when Redis refuses connections.
+fn down() -> DownBackend<u32> {
+    DownBackend::failing_with(BackendError::new(
+        BackendErrorKind::Unavailable,
+        "connection refused",
+    ))
 }
 
 #[test]
 fn backend_errors_are_counted_apart() {
     let metrics = recorded(|| async {
         let mut svc = tower::Layer::layer(
-            &FreqLimitLayer::new(FreqLimitParams::per_second(1), Down),
+            &FreqLimitLayer::new(FreqLimitParams::per_second(1), down()),
             echo(),
         );
         assert!(svc.ready().await.unwrap().call(1).await.is_err());
-        let limiter = FreqLimit::new(FreqLimitParams::per_second(1), Down).name("direct");
+        let limiter = FreqLimit::new(FreqLimitParams::per_second(1), down()).name("direct");
         assert!(limiter.acquire(&1).await.is_err());
     });
     assert_eq!(

@@ -2,9 +2,10 @@
 //! (several fields, spaces, ports, bracketed IPv6, obfuscated identifiers,
 //! garbage, oversize values, spoofing with and without trusted proxies), IPv6
 //! prefixes, and the extractors in real axum and hyper servers.
+#![cfg(feature = "axum")]
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,16 +14,16 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 use tower_freqlimit::FreqLimitParams;
 use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
 use tower_freqlimit::key::{ClientIp, HeaderKey, ProxyHeader, Route, RouteKey};
 use tower_freqlimit::layer::{ExtractKey, FreqLimitLayer, KeyLookup, MissingKey};
+
+use crate::support::http::{client, get as http_get, listen, serve};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -555,46 +556,29 @@ fn keys_group_ipv6_by_prefix_and_map_ipv4() {
         req.extensions_mut().insert(SocketAddr::new(ip(addr), 4000));
         req
     };
+    // An address in 2001:db8:aa:bb::/64.
+    let v6 = "2001:db8:aa:bb:1:2:3:4";
+    let mapped = "::ffff:192.0.2.9";
     let cases = [
-        (
-            ClientIp::peer(),
-            "2001:db8:aa:bb:1:2:3:4",
-            "2001:db8:aa:bb::",
-        ),
+        (ClientIp::peer(), v6, "2001:db8:aa:bb::"),
         (
             ClientIp::peer(),
             "2001:db8:aa:bb:ffff::9",
             "2001:db8:aa:bb::",
         ),
-        (
-            ClientIp::peer().prefix_v6(56),
-            "2001:db8:aa:bb:1:2:3:4",
-            "2001:db8:aa::",
-        ),
-        (
-            ClientIp::peer().prefix_v6(48),
-            "2001:db8:aa:bb:1:2:3:4",
-            "2001:db8:aa::",
-        ),
-        (
-            ClientIp::peer().prefix_v6(128),
-            "2001:db8:aa:bb:1:2:3:4",
-            "2001:db8:aa:bb:1:2:3:4",
-        ),
+        (ClientIp::peer().prefix_v6(56), v6, "2001:db8:aa::"),
+        (ClientIp::peer().prefix_v6(48), v6, "2001:db8:aa::"),
+        (ClientIp::peer().prefix_v6(128), v6, v6),
         (
             ClientIp::peer().prefix_v6(200),
             "2001:db8::1",
             "2001:db8::1",
         ),
         (ClientIp::peer().prefix_v6(0), "2001:db8::1", "::"),
-        (ClientIp::peer(), "::ffff:192.0.2.9", "192.0.2.9"),
+        (ClientIp::peer(), mapped, "192.0.2.9"),
         (ClientIp::peer(), "192.0.2.9", "192.0.2.9"),
         (ClientIp::peer().prefix_v4(24), "192.0.2.9", "192.0.2.0"),
-        (
-            ClientIp::peer().prefix_v4(24),
-            "::ffff:192.0.2.9",
-            "192.0.2.0",
-        ),
+        (ClientIp::peer().prefix_v4(24), mapped, "192.0.2.0"),
     ];
     for (extractor, peer, key) in cases {
         assert_eq!(
@@ -670,20 +654,27 @@ fn get_with(path: &str, xff: Option<&str>) -> Request<Body> {
     req.body(Body::empty()).unwrap()
 }
 
+/// `GET /` limited to [`FIVE`] on `backend`, reject-only, keyed by the client
+/// behind proxies in 10.0.0.0/8, for requests from `peer` (axum's
+/// `ConnectInfo`, mocked).
+fn behind_proxies(backend: InMemoryBackend<IpAddr>, peer: [u8; 4]) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(
+            FreqLimitLayer::new(FIVE, backend)
+                .key(ClientIp::try_behind_proxies(["10.0.0.0/8"]).unwrap())
+                .max_wait(Duration::ZERO)
+                .http_responses(),
+        )
+        .layer(MockConnectInfo(SocketAddr::from((peer, 40_000))))
+}
+
 /// Behind a proxy at 10.0.0.2 (axum's `ConnectInfo`, mocked): clients are told
 /// apart by `X-Forwarded-For`, and forging its leftmost entry gains nothing.
 #[tokio::test(start_paused = true)]
 async fn axum_behind_a_proxy_keys_by_the_forwarded_client() {
     let backend = InMemoryBackend::<IpAddr>::new();
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(
-            FreqLimitLayer::new(FIVE, backend.clone())
-                .key(ClientIp::try_behind_proxies(["10.0.0.0/8"]).unwrap())
-                .max_wait(Duration::ZERO)
-                .http_responses(),
-        )
-        .layer(MockConnectInfo(SocketAddr::from(([10, 0, 0, 2], 40_000))));
+    let app = behind_proxies(backend.clone(), [10, 0, 0, 2]);
 
     // One client forging a new leftmost entry on each request: still one bucket.
     let mut codes = Vec::new();
@@ -705,18 +696,7 @@ async fn axum_behind_a_proxy_keys_by_the_forwarded_client() {
 /// Straight from the internet (peer 198.51.100.4): the header is ignored.
 #[tokio::test(start_paused = true)]
 async fn axum_without_a_trusted_peer_ignores_the_header() {
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(
-            FreqLimitLayer::new(FIVE, InMemoryBackend::<IpAddr>::new())
-                .key(ClientIp::try_behind_proxies(["10.0.0.0/8"]).unwrap())
-                .max_wait(Duration::ZERO)
-                .http_responses(),
-        )
-        .layer(MockConnectInfo(SocketAddr::from((
-            [198, 51, 100, 4],
-            40_000,
-        ))));
+    let app = behind_proxies(InMemoryBackend::new(), [198, 51, 100, 4]);
     let mut codes = Vec::new();
     for n in 0..7 {
         let spoofed = format!("203.0.113.{n}");
@@ -762,15 +742,7 @@ async fn axum_full_table_refuses_new_clients_with_503() {
         .max_keys(2)
         .when_full(WhenFull::RefuseNewKeys)
         .build();
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(
-            FreqLimitLayer::new(FIVE, backend.clone())
-                .key(ClientIp::try_behind_proxies(["10.0.0.0/8"]).unwrap())
-                .max_wait(Duration::ZERO)
-                .http_responses(),
-        )
-        .layer(MockConnectInfo(SocketAddr::from(([10, 0, 0, 2], 40_000))));
+    let app = behind_proxies(backend.clone(), [10, 0, 0, 2]);
     assert_eq!(
         status(&app, get_with("/", Some("203.0.113.1"))).await,
         StatusCode::OK
@@ -804,19 +776,14 @@ async fn axum_server_with_connect_info() {
             .max_wait(Duration::ZERO)
             .http_responses(),
     );
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    let addr = serve(app).await;
 
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = client();
     let mut codes = Vec::new();
     for _ in 0..6 {
-        let req = Request::get(format!("http://{addr}/"))
-            .header("x-forwarded-for", "203.0.113.9") // ignored: nobody trusted
-            .body(Empty::new())
-            .unwrap();
-        codes.push(client.request(req).await.unwrap().status().as_u16());
+        // The header is ignored: nobody is trusted.
+        let reply = http_get(&client, addr, "/", [("x-forwarded-for", "203.0.113.9")]).await;
+        codes.push(reply.status.as_u16());
     }
     assert_eq!(codes, [200, 200, 200, 200, 200, 429]);
     assert_eq!(backend.len(), 1);
@@ -841,8 +808,7 @@ async fn plain_hyper_server_with_the_peer_in_extensions() {
                     "ok",
                 ))))
             }));
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = listen().await;
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = listener.accept().await.unwrap();
@@ -859,11 +825,10 @@ async fn plain_hyper_server_with_the_peer_in_extensions() {
                 );
             }
         });
-        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let client = client();
         let mut codes = Vec::new();
         for _ in 0..6 {
-            let uri = format!("http://{addr}/").parse().unwrap();
-            codes.push(client.get(uri).await.unwrap().status().as_u16());
+            codes.push(http_get(&client, addr, "/", []).await.status.as_u16());
         }
         if record_peer {
             assert_eq!(codes, [200, 200, 200, 200, 200, 429]);

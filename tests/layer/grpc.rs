@@ -11,6 +11,7 @@
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use hyper::Request;
@@ -92,6 +93,21 @@ impl Harness {
             .map(tonic::Response::into_inner)
     }
 
+    /// The calls numbered `calls` as `tenant`: each must be SERVING.
+    async fn assert_served(&mut self, tenant: Option<&str>, calls: RangeInclusive<u32>) {
+        for n in calls {
+            assert_serving(self.check(tenant).await, &call_name(tenant, n));
+        }
+    }
+
+    /// The calls numbered `calls` as `tenant`: each must be refused (see
+    /// [`assert_exhausted`]).
+    async fn assert_refused(&mut self, tenant: Option<&str>, calls: RangeInclusive<u32>) {
+        for n in calls {
+            assert_exhausted(self.check(tenant).await, &call_name(tenant, n));
+        }
+    }
+
     async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -100,6 +116,25 @@ impl Harness {
             .await
             .expect("server task")
             .expect("server exits cleanly");
+    }
+}
+
+/// A layer of [`SLOW`] limits keyed by `key`, reject-only.
+fn reject_only<K, F>(key: F) -> GrpcLayer<K, F>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    F: ExtractKey<Request<Body>, K> + Clone + Send + Sync + 'static,
+{
+    FreqLimitLayer::new(SLOW, InMemoryBackend::new())
+        .key(key)
+        .max_wait(Duration::ZERO)
+        .on_refusal(GrpcStatus)
+}
+
+fn call_name(tenant: Option<&str>, n: u32) -> String {
+    match tenant {
+        Some(tenant) => format!("tenant {tenant}, call {n}"),
+        None => format!("call {n}"),
     }
 }
 
@@ -143,22 +178,15 @@ fn assert_exhausted(result: Result<HealthCheckResponse, Status>, what: &str) {
 
 #[tokio::test]
 async fn per_peer_limit_refuses_with_resource_exhausted_and_retry_after() {
-    let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::<IpAddr>::new())
-        .key(peer_ip)
-        .max_wait(Duration::ZERO)
-        .on_refusal(GrpcStatus);
+    let layer = reject_only::<IpAddr, _>(peer_ip);
     let backend = layer.backend().clone();
     let mut harness = Harness::start(layer).await;
 
     // The key was found (a missing one would be INTERNAL): three calls of burst.
-    for n in 1..=3 {
-        assert_serving(harness.check(None).await, &format!("call {n}"));
-    }
+    harness.assert_served(None, 1..=3).await;
     // Then refusals, each the same: a refusal consumes nothing, so the wait
     // does not grow.
-    for n in 4..=8 {
-        assert_exhausted(harness.check(None).await, &format!("call {n}"));
-    }
+    harness.assert_refused(None, 4..=8).await;
     // One bucket: the loopback peer's.
     assert_eq!(backend.len(), 1);
 
@@ -178,10 +206,8 @@ async fn client_ip_reads_tonics_connect_info() {
     let mut harness = Harness::start(layer).await;
 
     // A missing peer would be INTERNAL on the first call.
-    for n in 1..=3 {
-        assert_serving(harness.check(None).await, &format!("call {n}"));
-    }
-    assert_exhausted(harness.check(None).await, "call 4");
+    harness.assert_served(None, 1..=3).await;
+    harness.assert_refused(None, 4..=4).await;
     // One bucket: the loopback peer's, keyed by its address.
     assert_eq!(backend.len(), 1);
     assert!(
@@ -200,30 +226,17 @@ async fn client_ip_reads_tonics_connect_info() {
 
 #[tokio::test]
 async fn tenants_have_buckets_of_their_own() {
-    let layer = FreqLimitLayer::new(SLOW, InMemoryBackend::<String>::new())
-        .key(tenant)
-        .max_wait(Duration::ZERO)
-        .on_refusal(GrpcStatus);
+    let layer = reject_only::<String, _>(tenant);
     let backend = layer.backend().clone();
     let mut harness = Harness::start(layer).await;
 
-    for n in 1..=3 {
-        assert_serving(
-            harness.check(Some("a")).await,
-            &format!("tenant a, call {n}"),
-        );
-    }
-    assert_exhausted(harness.check(Some("a")).await, "tenant a, call 4");
+    harness.assert_served(Some("a"), 1..=3).await;
+    harness.assert_refused(Some("a"), 4..=4).await;
 
     // Same peer, another tenant: a full bucket.
-    for n in 1..=3 {
-        assert_serving(
-            harness.check(Some("b")).await,
-            &format!("tenant b, call {n}"),
-        );
-    }
-    assert_exhausted(harness.check(Some("b")).await, "tenant b, call 4");
-    assert_exhausted(harness.check(Some("a")).await, "tenant a, call 5");
+    harness.assert_served(Some("b"), 1..=3).await;
+    harness.assert_refused(Some("b"), 4..=4).await;
+    harness.assert_refused(Some("a"), 5..=5).await;
 
     // No tenant: the key is missing, refused as INTERNAL (MissingKey::Refuse).
     let status = harness.check(None).await.expect_err("no tenant");
@@ -248,9 +261,7 @@ async fn waiting_layer_delays_calls_instead_of_refusing() {
     let mut harness = Harness::start(layer).await;
 
     let start = Instant::now();
-    for n in 1..=4 {
-        assert_serving(harness.check(None).await, &format!("call {n}"));
-    }
+    harness.assert_served(None, 1..=4).await;
     let elapsed = start.elapsed();
     assert!(elapsed >= Duration::from_millis(299), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");

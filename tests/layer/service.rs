@@ -4,20 +4,18 @@
 //! forward times of random arrival patterns on a paused clock.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::layer::{FreqLimitLayer, LayerParams, MissingKey, Policy, UnitCost};
-use tower_freqlimit::{
-    Admission, BackendError, BackendErrorKind, FreqLimitError, FreqLimitParams, Reserve, gcra,
-};
+use tower_freqlimit::{BackendErrorKind, FreqLimitError, FreqLimitParams, gcra};
 use tower_test::mock;
+
+use crate::support::down::DownBackend;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -89,6 +87,24 @@ async fn inner_is_called_only_once_ready_and_only_after_the_wait() {
     assert_eq!(fourth.await.unwrap().unwrap(), "four");
 }
 
+/// Sends `req` through `svc`, which forwards it at once, and answers it with
+/// `response`.
+async fn forward_and_answer<S>(
+    svc: &mut S,
+    handle: &mut mock::Handle<Req, u32>,
+    req: Req,
+    response: u32,
+) where
+    S: Service<Req, Response = u32>,
+    S::Error: std::fmt::Debug + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let call = tokio::spawn(svc.ready().await.unwrap().call(req));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(response);
+    call.await.unwrap().unwrap();
+}
+
 /// A request sleeping for its slot holds no permit of a `ConcurrencyLimit`
 /// below it: another key's request gets through meanwhile.
 #[tokio::test(start_paused = true)]
@@ -99,10 +115,7 @@ async fn sleeping_requests_hold_no_inner_readiness() {
         .concurrency_limit(1)
         .service(mock);
 
-    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_response(1);
-    first.await.unwrap().unwrap();
+    forward_and_answer(&mut svc, &mut handle, (1, 1), 1).await;
 
     // Key 1 must now wait 1 s; key 2 passes at once although the limit is 1.
     let start = Instant::now();
@@ -123,9 +136,7 @@ async fn sleeping_requests_hold_no_inner_readiness() {
 #[tokio::test(start_paused = true)]
 async fn inner_errors_pass_through() {
     let (mock, mut handle) = mock::pair::<Req, u32>();
-    let mut svc = ServiceBuilder::new()
-        .layer(keyed(FreqLimitParams::per_second(100)))
-        .service(mock);
+    let mut svc = keyed(FreqLimitParams::per_second(100)).layer_for(mock);
 
     // An error from the inner poll_ready is ours.
     handle.send_error("inner not ready: boom");
@@ -152,13 +163,8 @@ async fn inner_errors_pass_through() {
 #[tokio::test(start_paused = true)]
 async fn dropped_waiting_request_is_never_forwarded_and_refunds() {
     let (mock, mut handle) = mock::pair::<Req, u32>();
-    let mut svc = ServiceBuilder::new()
-        .layer(keyed(FreqLimitParams::per_second(1)))
-        .service(mock);
-    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
-    let (_, send) = handle.next_request().await.unwrap();
-    send.send_response(1);
-    first.await.unwrap().unwrap();
+    let mut svc = keyed(FreqLimitParams::per_second(1)).layer_for(mock);
+    forward_and_answer(&mut svc, &mut handle, (1, 1), 1).await;
 
     // Its slot is at 1 s; the caller gives up after 100 ms, dropping the future.
     let start = Instant::now();
@@ -174,39 +180,14 @@ async fn dropped_waiting_request_is_never_forwarded_and_refunds() {
     assert_eq!(third.await.unwrap().unwrap(), 3);
 }
 
-/// A backend that is always down.
-#[derive(Clone)]
-struct DownBackend;
-
-impl FreqLimitBackend for DownBackend {
-    type Key = u8;
-    type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
-
-    fn reserve<Q>(
-        &self,
-        _: Option<&Q>,
-        _: tower_freqlimit::clock::Timestamp,
-        _: &FreqLimitParams,
-        _: Reserve,
-    ) -> Self::ReserveFuture
-    where
-        u8: std::borrow::Borrow<Q>,
-        Q: tower_freqlimit::backends::BorrowedKey<u8> + ?Sized,
-    {
-        ready(Err(
-            BackendError::from_kind(BackendErrorKind::Unavailable).into()
-        ))
-    }
-
-    async fn clear(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn backend_failures_are_errors_or_503_never_panics() {
     let inner = service_fn(|req: Req| async move { Ok::<_, Infallible>(req.1) });
-    let svc = FreqLimitLayer::new(FreqLimitParams::per_second(1), DownBackend).layer_for(inner);
+    let svc = FreqLimitLayer::new(
+        FreqLimitParams::per_second(1),
+        DownBackend::<u8>::unavailable(),
+    )
+    .layer_for(inner);
     let err = svc.oneshot((1, 1)).await.unwrap_err();
     let FreqLimitError::Backend(backend) = refusal(&err) else {
         panic!("expected a backend error, got {err}");
@@ -221,9 +202,12 @@ async fn backend_failures_are_503_over_http() {
     let http_inner = service_fn(|_: http::Request<String>| async {
         Ok::<_, Infallible>(http::Response::new(String::new()))
     });
-    let svc = FreqLimitLayer::new(FreqLimitParams::per_second(1), DownBackend)
-        .http_responses()
-        .layer_for(http_inner);
+    let svc = FreqLimitLayer::new(
+        FreqLimitParams::per_second(1),
+        DownBackend::<u8>::unavailable(),
+    )
+    .http_responses()
+    .layer_for(http_inner);
     let response = svc
         .oneshot(http::Request::new(String::new()))
         .await
