@@ -344,11 +344,13 @@ where
 
 impl<B, P, H> FreqLimitLayer<B, P, H> {
     /// The default params.
+    #[must_use]
     pub fn params(&self) -> &FreqLimitParams {
         &self.config.params
     }
 
     /// The backend.
+    #[must_use]
     pub fn backend(&self) -> &B {
         &self.config.backend
     }

@@ -778,7 +778,7 @@ async fn headers_on_a_waited_response_count_from_its_send_time() {
 /// The response future over a boxed inner service (what axum's `Route` is) stays
 /// within 128 bytes: the compiler moves such a value with a few vector moves,
 /// a larger one with a `memcpy` call on every request (about 50 instructions
-/// here, measured with `bench/layer_instructions.sh`). A new field in
+/// here, measured with `tools/layer_instructions.sh`). A new field in
 /// `Admission` or the future's fast path shows up here first.
 #[test]
 fn response_future_over_a_boxed_service_fits_in_128_bytes() {

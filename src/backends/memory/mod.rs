@@ -292,6 +292,10 @@ where
     /// assert_eq!(backend.sweep(t0), 0); // key 1 still owes a second
     /// assert_eq!(backend.sweep(t0 + Duration::from_secs(1)), 1);
     /// ```
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "called for its effect; the count is a bonus"
+    )]
     pub fn sweep(&self, now: Timestamp) -> usize {
         self.inner.sweep(now)
     }

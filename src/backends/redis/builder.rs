@@ -219,6 +219,7 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     /// Uses a [`ConnectionManager`] you configured (TLS, authentication, RESP3,
     /// ...). Turn its response timeout off or set it above this backend's
     /// timeout, which bounds each call anyway.
+    #[must_use]
     pub fn with_connection_manager(self, manager: ConnectionManager) -> RedisBackend<K> {
         self.build(Conn::Single(manager))
     }
@@ -226,6 +227,7 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     /// Uses a cluster connection you configured. Build its client with
     /// `.retries(0)`: otherwise the cluster client resends a call whose
     /// connection broke after sending, which may reserve twice.
+    #[must_use]
     pub fn with_cluster_connection(self, conn: ClusterConnection) -> RedisBackend<K> {
         self.build(Conn::Cluster(conn))
     }

@@ -700,7 +700,7 @@ async fn unexpected_data_is_a_protocol_error_and_out_of_memory_is_full() {
             .await
         {
             Err(FreqLimitError::Backend(e)) => {
-                assert_eq!(e.kind(), BackendErrorKind::Protocol, "{e}")
+                assert_eq!(e.kind(), BackendErrorKind::Protocol, "{e}");
             }
             other => panic!("{key}: {other:?}"),
         }

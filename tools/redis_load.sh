@@ -8,7 +8,7 @@
 #
 # Usage (from anywhere in the repository):
 #
-#   bash bench/redis_load.sh
+#   bash tools/redis_load.sh
 #
 # Settings, through the environment (defaults in brackets):
 #   ROUNDS [3]     rounds; each measures ours then redis-benchmark at each concurrency
@@ -37,6 +37,6 @@ echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine:   $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); $(uname -sr)"
 echo "load:      $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "toolchain: $(rustc --version)"
-echo "command:   ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3} bash bench/redis_load.sh"
+echo "command:   ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3} bash tools/redis_load.sh"
 echo
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3} cargo bench --features redis --bench redis 2>/dev/null

@@ -7,7 +7,7 @@
 # `measured_requests`, and only that function is counted (--toggle-collect):
 # the total over N is the cost of one request, everything included (the
 # service, its future, building the request and dropping it and the response).
-# Usage: bash bench/layer_instructions.sh [N]   (default 20000)
+# Usage: bash tools/layer_instructions.sh [N]   (default 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}

@@ -3,8 +3,8 @@
 # one sitting on this machine, with the machine, the versions and the command
 # behind each table.
 #
-#   bash bench/all.sh            # about 8 minutes on 2 cores; writes BENCHMARKS.md
-#   OUT=/tmp/b.md bash bench/all.sh
+#   bash tools/all.sh            # about 8 minutes on 2 cores; writes BENCHMARKS.md
+#   OUT=/tmp/b.md bash tools/all.sh
 #
 # Each table comes from its own script or bench binary, which interleaves ours
 # with the peer (lines take turns) and prints medians and ratios; this script
@@ -58,14 +58,14 @@ section "Tower layer: time per request, ours vs tower_governor" \
   "cargo bench --bench layer -- summary_only_no_such_bench 2>/dev/null | sed -n '/^Summary/,\$p'" \
   "Nanoseconds per request through each stack (inner service and request/response drops included), medians of interleaved samples; tower_governor with its \`PeerIpKeyExtractor\`, ours keyed by the same peer IP."
 section "Tower layer: instructions per request (callgrind)" \
-  "bash bench/layer_instructions.sh 20000" \
+  "bash tools/layer_instructions.sh 20000" \
   "Instructions per request counted by valgrind, which do not move with the machine's load: the tie-breaker when times are within the noise. Rejection rows count instructions only: governor's 429 path spends its time in \`cpuid\` traps, which valgrind does not count."
 section "HTTP load: axum hello-world under wrk" \
-  "bash bench/http_load.sh 2>/dev/null | sed -n '/^mode /,\$p'" \
+  "bash tools/http_load.sh 2>/dev/null | sed -n '/^mode /,\$p'" \
   "Requests per second over loopback, medians of 5 rounds of 5 s, a fresh server per run, modes rotated. The server runs on CPU 0 with one Tokio worker and wrk (1 thread, 50 connections) on CPU 1, so the server's core is the bottleneck and the figures measure its CPU cost per request."
 if cargo metadata --format-version 1 --no-deps 2>/dev/null | grep -q '"redis"'; then
   section "Redis backend: ours vs the raw script" \
-    "bash bench/redis_load.sh 2>/dev/null" \
+    "bash tools/redis_load.sh 2>/dev/null" \
     "Reservations per second through \`RedisBackend\` beside \`redis-benchmark\` running the same Lua script at the same concurrency, and Redis calls per 1 000 rejected requests with and without the negative cache."
 fi
 
@@ -73,7 +73,7 @@ fi
   cat <<EOF
 # Benchmarks
 
-Every table below was measured in one sitting by \`bash bench/all.sh\`, which
+Every table below was measured in one sitting by \`bash tools/all.sh\`, which
 regenerates this page. Ours and the peer are always measured in the same run,
 taking turns, and compared as ratios of medians. To rerun one table, run its
 command.

@@ -7,7 +7,7 @@
 #
 # Usage (from anywhere in the repository):
 #
-#   bash bench/http_load.sh
+#   bash tools/http_load.sh
 #
 # Settings, through the environment (defaults in brackets):
 #   ROUNDS [5]       rounds; every round runs every mode once, in a rotated order
@@ -24,7 +24,7 @@
 # `timeout`), so the whole script takes about ROUNDS * 6 * (DURATION + WARMUP + 1)
 # seconds after the build (about 4 minutes with the defaults).
 #
-# It builds examples/bench_server.rs in release mode, installs wrk from the
+# It builds tools/bench_server.rs in release mode, installs wrk from the
 # Debian packages if it is missing (apt-get, as root or through sudo), starts a
 # fresh server for every run, and prints every run, then the median requests per
 # second of each mode and the ratios between them.
@@ -86,7 +86,7 @@ lock_version() {
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 log "# HTTP load: axum hello-world, no limiter vs tower-freqlimit vs tower_governor"
 log "date:        $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-log "command:     ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PIN=$PIN THREADS=$THREADS CONNECTIONS=$CONNECTIONS PORT=$PORT bash bench/http_load.sh"
+log "command:     ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP PIN=$PIN THREADS=$THREADS CONNECTIONS=$CONNECTIONS PORT=$PORT bash tools/http_load.sh"
 log "wrk command: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s $URL   (after an unmeasured ${WARMUP}s run; a fresh server per run)"
 log "machine:     $(nproc) CPUs, $cpu_model; $(uname -sr)"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,4 +1,4 @@
-//! The axum hello-world server that `bench/http_load.sh` loads: with no limiter,
+//! The axum hello-world server that `tools/http_load.sh` loads: with no limiter,
 //! with `tower-freqlimit`'s layer, or with `tower_governor` 0.8, each keyed by
 //! the peer IP address (axum's `ConnectInfo<SocketAddr>`).
 //!
