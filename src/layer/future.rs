@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
@@ -13,7 +12,6 @@ use super::Config;
 use super::refusal::OnRefusal;
 use super::waiting::Waiting;
 use crate::backends::FreqLimitBackend;
-use crate::clock::Timestamp;
 use crate::decision::Admission;
 use crate::error::FreqLimitError;
 use crate::params::FreqLimitParams;
@@ -135,38 +133,10 @@ where
         }
     }
 
-    /// The request waits for a reservation the backend answers asynchronously.
+    /// The request waits: for the backend's asynchronous answer, or for its
+    /// slot. Boxed once, out of line, so that the two hot paths stay small.
     #[inline(never)]
-    pub(crate) fn reserving(
-        reserve: B::ReserveFuture,
-        now: Timestamp,
-        pending: (S, Req),
-        key: Option<B::Key>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
-    ) -> Self {
-        Self::waiting(Waiting::reserving(
-            reserve, now, pending, key, config, params,
-        ))
-    }
-
-    /// The request was admitted with a delay: it sleeps until `now + delay`.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn sleeping(
-        admission: Admission,
-        now: Timestamp,
-        pending: (S, Req),
-        key: Option<B::Key>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
-    ) -> Self {
-        Self::waiting(Waiting::sleeping(
-            admission, now, pending, key, config, params,
-        ))
-    }
-
-    fn waiting(waiting: Waiting<S, Req, B, P, H>) -> Self {
+    pub(crate) fn waiting(waiting: Waiting<S, Req, B, P, H>) -> Self {
         Self {
             kind: Kind::Waiting {
                 waiting: Box::pin(waiting),

@@ -10,6 +10,7 @@ use super::Config;
 use super::future::{Finish, ResponseFuture, refuse};
 use super::policy::{CostOf, ExtractKey, KeyLookup, MissingKey, ParamsFor, Policy};
 use super::refusal::OnRefusal;
+use super::waiting::{Start, Waiting};
 use crate::backends::FreqLimitBackend;
 use crate::decision::Reserve;
 use crate::error::FreqLimitError;
@@ -172,28 +173,26 @@ where
         }
 
         let now = config.clock.now();
-        match config
+        let start = match config
             .backend
             .reserve_sync(key.as_ref(), now, &params, request)
         {
             Some(Ok(admission)) if admission.delay().is_zero() => {
                 config.reporter.admitted(&admission);
                 let finish = Finish::new(config.on_refusal.clone(), Some(admission), params);
-                ResponseFuture::forwarded(self.inner.call(req), finish)
+                return ResponseFuture::forwarded(self.inner.call(req), finish);
             }
             Some(Ok(admission)) => {
                 config.reporter.admitted(&admission);
-                let pending = (self.inner.clone(), req);
-                let config = self.config.clone();
-                ResponseFuture::sleeping(admission, now, pending, key, config, params)
+                Start::Sleeping(admission)
             }
-            Some(Err(refusal)) => ResponseFuture::answered(refuse(config, refusal, &params)),
-            None => {
-                let reserve = config.backend.reserve(key.as_ref(), now, &params, request);
-                let pending = (self.inner.clone(), req);
-                let config = self.config.clone();
-                ResponseFuture::reserving(reserve, now, pending, key, config, params)
+            Some(Err(refusal)) => {
+                return ResponseFuture::answered(refuse(config, refusal, &params));
             }
-        }
+            None => Start::Reserving(config.backend.reserve(key.as_ref(), now, &params, request)),
+        };
+        let pending = (self.inner.clone(), req);
+        let waiting = Waiting::new(start, now, pending, key, self.config.clone(), params);
+        ResponseFuture::waiting(waiting)
     }
 }

@@ -18,6 +18,14 @@ use crate::clock::Timestamp;
 use crate::decision::Admission;
 use crate::params::FreqLimitParams;
 
+/// How a request starts to wait.
+pub(crate) enum Start<R> {
+    /// For `R`, the backend's asynchronous answer.
+    Reserving(R),
+    /// For the slot of an admission made on the spot.
+    Sleeping(Admission),
+}
+
 pin_project! {
     /// A request that waits: for an asynchronous backend's answer, for its slot,
     /// or for the inner service's readiness. Lives in a `Box` (see
@@ -77,48 +85,30 @@ where
     S: Service<Req>,
     B: FreqLimitBackend,
 {
-    /// Waits for `reserve`, the backend's asynchronous answer.
-    pub(crate) fn reserving(
-        reserve: B::ReserveFuture,
+    /// A request that starts waiting at `now` (out of line: the slow path).
+    #[inline(never)]
+    pub(crate) fn new(
+        start: Start<B::ReserveFuture>,
         now: Timestamp,
         pending: (S, Req),
         key: Option<B::Key>,
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        let state = State::Reserving { reserve, now };
-        Self::new(state, pending, key, None, config, params)
-    }
-
-    /// Sleeps until the slot of `admission`, reserved at `now`.
-    pub(crate) fn sleeping(
-        admission: Admission,
-        now: Timestamp,
-        pending: (S, Req),
-        key: Option<B::Key>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
-    ) -> Self {
-        let state = State::sleeping(&admission, now);
-        let mut waiting = Self::new(state, pending, key, Some(admission), config, params);
-        waiting.slot.waiting(admission);
-        waiting
-    }
-
-    fn new(
-        state: State<S::Future, B::ReserveFuture>,
-        pending: (S, Req),
-        key: Option<B::Key>,
-        admission: Option<Admission>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
-    ) -> Self {
+        let mut slot = RefundOnDrop::new(config, key);
+        let (state, admission) = match start {
+            Start::Reserving(reserve) => (State::Reserving { reserve, now }, None),
+            Start::Sleeping(admission) => {
+                slot.waiting(admission);
+                (State::sleeping(&admission, now), Some(admission))
+            }
+        };
         Self {
             state,
             pending: Some(pending),
             params,
             admission,
-            slot: RefundOnDrop::new(config, key),
+            slot,
         }
     }
 
