@@ -361,3 +361,37 @@ trait LayerFor<S>: tower::Layer<S> {
 }
 
 impl<S, L: tower::Layer<S>> LayerFor<S> for L {}
+
+/// A cost that can never fit is refused before the backend is asked: even a
+/// backend that is down answers `CostExceedsCapacity`, in the layer and in
+/// `FreqLimit` alike (no round trip to Redis for a request that cannot pass).
+#[tokio::test]
+async fn an_impossible_cost_never_reaches_the_backend() {
+    let params = FreqLimitParams::per_second(1).with_burst(3);
+    let inner = service_fn(|req: Req| async move { Ok::<_, Infallible>(req.1) });
+    let svc = FreqLimitLayer::new(params, DownBackend::<u8>::unavailable())
+        .cost_for(|req: &Req| req.1)
+        .no_wait()
+        .layer_for(inner);
+    let err = svc.clone().oneshot((1, 4)).await.unwrap_err();
+    assert_eq!(
+        refusal(&err),
+        &FreqLimitError::CostExceedsCapacity {
+            cost: 4,
+            max_cost: 3
+        }
+    );
+    // A cost that fits does ask, and meets the backend's failure.
+    let err = svc.oneshot((1, 3)).await.unwrap_err();
+    assert!(matches!(refusal(&err), FreqLimitError::Backend(_)), "{err}");
+
+    let limiter = tower_freqlimit::FreqLimit::new(params, DownBackend::<u8>::unavailable());
+    let no_wait = tower_freqlimit::Reserve::new().cost(4).no_wait();
+    assert_eq!(
+        limiter.acquire_with(&1, no_wait).await.unwrap_err(),
+        FreqLimitError::CostExceedsCapacity {
+            cost: 4,
+            max_cost: 3
+        }
+    );
+}
