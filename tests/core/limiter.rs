@@ -476,3 +476,31 @@ async fn fast_clock_limits_like_the_tokio_clock() {
     let (fast, tokio) = (Clock::fast().now(), Timestamp::now());
     assert!(fast.max(tokio).saturating_duration_since(fast.min(tokio)) < Duration::from_millis(1));
 }
+
+/// Every form of key argument names the same bucket for the same key, and
+/// `None` the global bucket apart from it: `&String`, `&str`, `Some(&String)`.
+#[tokio::test(start_paused = true)]
+async fn key_arguments_of_every_form_meet_on_one_bucket() {
+    let limiter = FreqLimit::new(
+        FreqLimitParams::per_hour(1),
+        InMemoryBackend::<String>::new(),
+    );
+    let key = String::from("chat:42");
+    limiter.try_acquire(Some(&key)).await.unwrap();
+    // The global bucket is another bucket: still full.
+    limiter.try_acquire(None).await.unwrap();
+    for refused in [
+        limiter.try_acquire(&key).await,
+        limiter.try_acquire("chat:42").await,
+        limiter.try_acquire(Some(&key)).await,
+        limiter.try_acquire(None).await,
+    ] {
+        assert!(
+            matches!(refused, Err(FreqLimitError::Rejected(_))),
+            "{refused:?}"
+        );
+    }
+    // Another key, borrowed: a full bucket of its own.
+    limiter.try_acquire("chat:7").await.unwrap();
+    assert_eq!(limiter.backend().len(), 2);
+}
