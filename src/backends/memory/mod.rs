@@ -135,8 +135,8 @@ where
 impl InMemoryBackend<NoKey> {
     /// A backend with only the global bucket: for one limit over everything
     /// (a bot's 30 messages per second, a worker pool's API quota), with no
-    /// key type to choose. Its limiter takes the key `None`; there is no map
-    /// and no sweeper.
+    /// key type to choose. Its limiter takes the key `None`; the key map stays
+    /// empty and no sweeper runs.
     ///
     /// ```
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
