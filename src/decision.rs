@@ -13,8 +13,10 @@ use crate::params::FreqLimitParams;
 /// behaviour).
 ///
 /// * **Cost** `n` is exactly `n` unit reservations made at the same instant; the
-///   call waits as long as the last of them. Cost 0 reserves nothing and only
-///   reports the bucket's state.
+///   call waits as long as the last of them. Cost 0 is a *status check*: it
+///   is decided exactly as a unit call (waits, or is rejected, when one would)
+///   but consumes nothing, so a cost a client can drive to 0 never lets an
+///   over-limit client through.
 /// * **Bounded wait**: with [`max_wait`](Self::max_wait), a call that would have
 ///   to wait longer is rejected and consumes nothing. `max_wait(Duration::ZERO)`
 ///   is reject-only, like `governor`.
@@ -31,7 +33,8 @@ use crate::params::FreqLimitParams;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Reserve {
     /// The units asked for: a call of cost `n` is `n` unit calls at one
-    /// instant. Cost 0 asks for nothing and is always admitted at once.
+    /// instant. Cost 0 consumes nothing but is admitted only when a unit call
+    /// would be.
     pub cost: u32,
     /// The longest acceptable wait; `None` waits as long as needed.
     pub max_wait: Option<Duration>,
@@ -379,3 +382,64 @@ impl fmt::Display for Rejection {
 }
 
 impl StdError for Rejection {}
+
+/// A key's state, read without consuming anything: what
+/// [`FreqLimit::status`](crate::FreqLimit::status) and
+/// [`FreqLimitBackend::status`](crate::backends::FreqLimitBackend::status)
+/// return.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve, Status};
+///
+/// // 1 per second, burst 3, one call made: two more pass at once.
+/// let params = FreqLimitParams::per_second(1).with_burst(3);
+/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+/// let peek = gcra::reserve(first.new_tat, 0, &params, &Reserve::new().cost(0)).unwrap();
+/// let status = Status::from(peek.admission);
+/// assert_eq!(status.remaining(), 2);
+/// assert_eq!(status.reset_after(), Duration::from_secs(1));
+/// assert_eq!(status.retry_after(), Duration::ZERO);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Status {
+    remaining: u32,
+    reset_after: Duration,
+    retry_after: Duration,
+}
+
+impl Status {
+    /// Unit calls that would be admitted right now without waiting.
+    #[must_use]
+    #[inline]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// How long until the bucket is full again (zero for a full bucket, or a
+    /// key never seen).
+    #[must_use]
+    #[inline]
+    pub const fn reset_after(&self) -> Duration {
+        self.reset_after
+    }
+
+    /// How long a unit call made now would wait: zero when
+    /// [`remaining`](Self::remaining) is not.
+    #[must_use]
+    #[inline]
+    pub const fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+/// The state an admitted status check (a call of cost 0) reported.
+impl From<Admission> for Status {
+    fn from(admission: Admission) -> Self {
+        Self {
+            remaining: admission.remaining(),
+            reset_after: admission.reset_after(),
+            retry_after: admission.delay(),
+        }
+    }
+}

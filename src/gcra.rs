@@ -173,10 +173,25 @@ pub fn reserve(
     let cost = u64::from(request.cost);
 
     if cost == 0 {
+        // A status check: decided exactly as a unit call (waits or is refused
+        // when one would), but consumes nothing. Admitting it whatever the
+        // state would give a client who can drive its cost to 0 (an empty
+        // batch, a missing count) unlimited access.
+        let delay = base.saturating_sub(tau).saturating_sub(now);
+        if let Some(max_wait) = request.max_wait {
+            let max_wait = nanos::from_duration(max_wait);
+            if delay > max_wait {
+                return Err(Refusal::Rejected(Rejection {
+                    retry_after: Duration::from_nanos(delay - max_wait),
+                    remaining: 0,
+                    reset_after: Duration::from_nanos(base - now),
+                }));
+            }
+        }
         return Ok(Reserved {
             new_tat: None,
             admission: Admission::from_parts(
-                0,
+                delay,
                 base - now,
                 tau,
                 interval,
@@ -323,8 +338,33 @@ mod tests {
         let a = reserve(None, 0, &p, &Reserve::new()).unwrap();
         let peek = reserve(a.new_tat, 0, &p, &Reserve::new().cost(0)).unwrap();
         assert_eq!(peek.new_tat, None);
+        assert_eq!(peek.admission.delay(), Duration::ZERO);
         assert_eq!(peek.admission.remaining(), 2);
         assert_eq!(peek.admission.reset_after(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn cost_zero_is_refused_when_a_unit_call_would_be() {
+        let p = FreqLimitParams::per_second(1).with_burst(2);
+        let a = reserve(None, 0, &p, &Reserve::new()).unwrap();
+        let b = reserve(a.new_tat, 0, &p, &Reserve::new()).unwrap();
+        // The bucket is empty: a unit call would wait 1 s, so a status check does too.
+        let reject_only = Reserve::new().cost(0).no_wait();
+        match reserve(b.new_tat, 0, &p, &reject_only) {
+            Err(Refusal::Rejected(r)) => {
+                assert_eq!(r.retry_after, Duration::from_secs(1));
+                assert_eq!(r.remaining, 0);
+                assert_eq!(r.reset_after, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let waiting = reserve(b.new_tat, 0, &p, &Reserve::new().cost(0)).unwrap();
+        assert_eq!(waiting.admission.delay(), Duration::from_secs(1));
+        assert_eq!(waiting.new_tat, None);
+        // At retry_after it passes, still consuming nothing.
+        let later = reserve(b.new_tat, 1_000 * MS, &p, &reject_only).unwrap();
+        assert_eq!(later.new_tat, None);
+        assert_eq!(later.admission.remaining(), 1);
     }
 
     #[test]

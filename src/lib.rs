@@ -182,7 +182,7 @@ pub mod guide;
 
 pub use backends::FreqLimitBackend;
 pub use config::ParseParamsError;
-pub use decision::{Admission, RefundToken, Reserve};
+pub use decision::{Admission, RefundToken, Reserve, Status};
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, KeyNotFound, Rejection};
 pub use layer::{FreqLimitLayer, FreqLimitService};
 pub use limiter::{FreqLimit, KeyArg};

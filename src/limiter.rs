@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::backends::{BorrowedKey, FreqLimitBackend, RefundOnDrop};
 use crate::clock::Clock;
-use crate::decision::{Admission, Reserve};
+use crate::decision::{Admission, Reserve, Status};
 use crate::error::{BackendError, FreqLimitError};
 use crate::metrics::Reporter;
 use crate::params::FreqLimitParams;
@@ -289,6 +289,48 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
             unused.used();
         }
         Ok(admission)
+    }
+
+    /// `key`'s state now, consuming nothing: the unit calls that would pass at
+    /// once ([`Status::remaining`]), when the bucket is full again
+    /// ([`Status::reset_after`]) and how long a unit call would wait
+    /// ([`Status::retry_after`]). Not counted in the metrics: it admits
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Backend`] when the backend fails (see
+    /// [`FreqLimitBackend::status`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+    /// tokio::time::pause();
+    /// let limiter = FreqLimit::new(
+    ///     FreqLimitParams::per_minute(6).with_burst(2),
+    ///     InMemoryBackend::<String>::new(),
+    /// );
+    /// assert_eq!(limiter.status("chat:42").await?.remaining(), 2);
+    /// limiter.try_acquire("chat:42").await?;
+    /// limiter.try_acquire("chat:42").await?;
+    /// let status = limiter.status("chat:42").await?;
+    /// assert_eq!(status.remaining(), 0);
+    /// assert_eq!(status.retry_after(), Duration::from_secs(10));
+    /// assert_eq!(status.reset_after(), Duration::from_secs(20));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn status<A>(&self, key: A) -> Result<Status, FreqLimitError>
+    where
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
+    {
+        let now = self.clock.now();
+        self.backend.status(key.lookup(), now, &self.params).await
     }
 
     /// Forgets every key's state.

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 
-use crate::decision::{Admission, Reserve};
-use crate::error::{BackendError, FreqLimitError};
+use crate::decision::{Admission, Reserve, Status};
+use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::params::FreqLimitParams;
 
 /// A store of per-key GCRA state: the one seam between the limiter and where its
@@ -169,6 +169,64 @@ pub trait FreqLimitBackend: Send + Sync {
         None
     }
 
+    /// `key`'s state at `now` under `params`, consuming nothing: how many unit
+    /// calls would pass at once, and when the bucket is full again.
+    ///
+    /// The default asks [`reserve`](Self::reserve) for a cost of 0 without a
+    /// bound on the wait (decided as a unit call, storing nothing), so every
+    /// backend that follows the trait's rules answers it; a new key is not
+    /// stored.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Backend`] when the store fails, and also when a
+    /// backend set to fail open could not ask its store: a status it did not
+    /// read would be a guess.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::backends::FreqLimitBackend;
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+    /// let backend = InMemoryBackend::<String>::new();
+    /// let params = FreqLimitParams::per_second(1).with_burst(5);
+    /// let now = Timestamp::now();
+    /// backend.reserve(Some("chat:42"), now, &params, Reserve::new().cost(2)).await?;
+    /// let status = backend.status(Some("chat:42"), now, &params).await?;
+    /// assert_eq!(status.remaining(), 3);
+    /// assert_eq!(status.reset_after(), Duration::from_secs(2));
+    /// // Asking again changes nothing.
+    /// assert_eq!(backend.status(Some("chat:42"), now, &params).await?, status);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn status<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<Status, FreqLimitError>> + Send
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
+        let reserved = self.reserve(key, now, params, Reserve::new().cost(0));
+        async move {
+            let admission = reserved.await?;
+            if admission.is_fail_open() {
+                return Err(FreqLimitError::Backend(BackendError::new(
+                    BackendErrorKind::Unavailable,
+                    "the backend could not read the key's state (it failed open)",
+                )));
+            }
+            Ok(Status::from(admission))
+        }
+    }
+
     /// Forgets every key (and resets the global bucket).
     ///
     /// # Errors
@@ -274,6 +332,19 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         request: Reserve,
     ) -> Option<Result<Admission, FreqLimitError>> {
         (**self).reserve_sync(key, now, params, request)
+    }
+
+    fn status<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<Status, FreqLimitError>> + Send
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
+        (**self).status(key, now, params)
     }
 
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {

@@ -234,6 +234,23 @@ where
     }
 
     /// Gives each request a cost (weight); cost `n` is `n` unit calls at once.
+    ///
+    /// A cost of 0 (an empty batch, a missing count) consumes nothing but is
+    /// **not** free passage: it is admitted only when a unit call would be,
+    /// waits as long as one would, and is refused (`429`) when one would be.
+    /// So a client that can drive its cost to 0 gets no more than a status
+    /// check past the limit.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimitLayer, FreqLimitParams};
+    ///
+    /// struct Batch { items: u32 }
+    ///
+    /// let layer = FreqLimitLayer::new(FreqLimitParams::per_second(100), InMemoryBackend::global())
+    ///     .cost_for(|batch: &Batch| batch.items); // 0 items: passes only if 1 item would
+    /// # let _ = layer;
+    /// ```
     pub fn cost_for<CF2>(self, cost_for: CF2) -> FreqLimitLayer<B, Policy<K, PF, CF2>, H> {
         self.map_config(
             |p| Policy {

@@ -378,3 +378,13 @@ fn racing_threads_never_exceed_the_bound() {
     }
     assert_eq!(backend.len(), 1_000);
 }
+
+#[tokio::test]
+async fn a_status_check_stores_no_key() {
+    use tower_freqlimit::backends::FreqLimitBackend;
+    let backend = InMemoryBackend::<u32>::new();
+    let params = FreqLimitParams::per_second(1);
+    let status = backend.status(Some(&7), at(0), &params).await.unwrap();
+    assert_eq!(status.remaining(), 1);
+    assert!(backend.is_empty());
+}

@@ -122,12 +122,22 @@ mod cases {
         );
         let two = admitted(ask(&b, Some("k"), at, &p, Reserve::new().cost(2).no_wait()).await);
         assert_eq!(two.remaining(), 0);
+        // Cost 0 is a status check: it waits as a unit call would (100 ms)...
         let peek = admitted(ask(&b, Some("k"), at, &p, Reserve::new().cost(0)).await);
         assert_eq!(
             (peek.delay(), peek.remaining(), peek.reset_after()),
-            (Duration::ZERO, 0, 1000 * MS)
+            (100 * MS, 0, 1000 * MS)
         );
-        // The peek consumed nothing; a cost that can never fit is its own error.
+        // ... and is refused when a unit call would be, twice over (the Redis
+        // backend's second answer may come from its negative cache).
+        for _ in 0..2 {
+            let r = rejected(ask(&b, Some("k"), at, &p, Reserve::new().cost(0).no_wait()).await);
+            assert_eq!(
+                (r.retry_after(), r.remaining(), r.reset_after()),
+                (100 * MS, 0, 1000 * MS)
+            );
+        }
+        // The peeks consumed nothing; a cost that can never fit is its own error.
         assert_eq!(
             ask(&b, Some("k"), at, &p, Reserve::new().cost(11).no_wait()).await,
             Err(FreqLimitError::CostExceedsCapacity {
@@ -137,6 +147,40 @@ mod cases {
         );
         let waited = admitted(ask(&b, Some("k"), at, &p, Reserve::new().cost(2)).await);
         assert_eq!(waited.delay(), 200 * MS);
+    }
+
+    /// `status` reads a key without consuming anything, a new key included
+    /// (which it does not store).
+    pub async fn status_reads_without_consuming<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(10).with_burst(3);
+        let status = |key: Option<&'static str>, at: Duration| {
+            let key = key.map(str::to_owned);
+            let b = &b;
+            async move { b.status(key.as_ref(), T0 + at, &p).await.unwrap() }
+        };
+        let fresh = status(Some("k"), Duration::ZERO).await;
+        assert_eq!(
+            (fresh.remaining(), fresh.reset_after(), fresh.retry_after()),
+            (3, Duration::ZERO, Duration::ZERO)
+        );
+        for _ in 0..3 {
+            admitted(ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new().no_wait()).await);
+        }
+        for _ in 0..3 {
+            let empty = status(Some("k"), Duration::ZERO).await;
+            assert_eq!(
+                (empty.remaining(), empty.reset_after(), empty.retry_after()),
+                (0, 300 * MS, 100 * MS)
+            );
+        }
+        let later = status(Some("k"), 150 * MS).await;
+        assert_eq!((later.remaining(), later.reset_after()), (1, 150 * MS));
+        // The next call sees what the status said: one unit at 150 ms, then none.
+        admitted(ask(&b, Some("k"), 150 * MS, &p, Reserve::new().no_wait()).await);
+        rejected(ask(&b, Some("k"), 150 * MS, &p, Reserve::new().no_wait()).await);
+        // Another key and the global bucket are untouched.
+        assert_eq!(status(Some("other"), Duration::ZERO).await.remaining(), 3);
+        assert_eq!(status(None, Duration::ZERO).await.remaining(), 3);
     }
 
     pub async fn keys_are_independent_and_the_global_bucket_apart<B: Subject>(b: B) {
@@ -291,6 +335,7 @@ suite!(
     bounded_wait_rejects_without_consuming,
     reject_only_then_retry_after,
     cost_and_peek,
+    status_reads_without_consuming,
     keys_are_independent_and_the_global_bucket_apart,
     refund_gives_back_only_the_last_slot,
     clear_forgets_every_key,

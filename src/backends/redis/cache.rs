@@ -61,10 +61,6 @@ impl NegativeCache {
     /// already proves it; `None` when the server must be asked.
     pub(super) fn check(&self, key: &[u8], now: u64, m: &Micros) -> Option<Rejection> {
         let max_wait = m.max_wait?;
-        // Cost 0 only reports the state: never rejected.
-        if m.incr == 0 {
-            return None;
-        }
         // A cost that can never fit is the server's (or the limiter's) to report.
         if m.last.saturating_sub(m.tau) > max_wait {
             return None;

@@ -42,9 +42,7 @@ end
 local base = tat
 if base < now then base = now end
 
-if incr == 0 then
-  return {0, 0, base - now, tat, -1}
-end
+-- Cost 0 is a status check: decided as a unit call (`last` is 0), storing nothing.
 local delay = sub(sub(add(base, last), tau), now)
 if ARGV[5] ~= '' then
   local max_wait = tonumber(ARGV[5])
@@ -52,6 +50,9 @@ if ARGV[5] ~= '' then
     if sub(last, tau) > max_wait then return {2} end
     return {1, delay - max_wait, base - now}
   end
+end
+if incr == 0 then
+  return {0, delay, base - now, tat, -1}
 end
 local new_tat = add(base, incr)
 -- Expire exactly when the TAT has passed (rounded up to the next millisecond):
