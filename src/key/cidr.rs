@@ -115,6 +115,46 @@ impl Cidr {
         self.prefix_len
     }
 
+    /// The shortest IPv4 prefix [`ClientIp::behind_proxies`] trusts: a `/8`
+    /// is the largest block ever allocated to one organisation.
+    ///
+    /// [`ClientIp::behind_proxies`]: super::ClientIp::behind_proxies
+    pub const MIN_TRUSTED_PREFIX_V4: u8 = 8;
+
+    /// The shortest IPv6 prefix [`ClientIp::behind_proxies`] trusts outside
+    /// private space (`fc00::/7`, `fe80::/10`, which any prefix may name): a
+    /// `/32` is one provider's allocation; anything broader spans many
+    /// networks that clients connect from.
+    ///
+    /// [`ClientIp::behind_proxies`]: super::ClientIp::behind_proxies
+    pub const MIN_TRUSTED_PREFIX_V6: u8 = 32;
+
+    /// Whether trusting this network as proxies would trust clients too:
+    /// shorter than [`MIN_TRUSTED_PREFIX_V4`](Self::MIN_TRUSTED_PREFIX_V4) or
+    /// [`MIN_TRUSTED_PREFIX_V6`](Self::MIN_TRUSTED_PREFIX_V6) (`0.0.0.0/0`,
+    /// `::/0`, and `::ffff:0:0/96`, which is all of IPv4), unless it lies
+    /// within IPv6 private space.
+    ///
+    /// ```
+    /// use tower_freqlimit::key::Cidr;
+    ///
+    /// let broad = |net: &str| net.parse::<Cidr>().unwrap().is_too_broad_to_trust();
+    /// assert!(broad("0.0.0.0/0") && broad("::/0") && broad("::ffff:0:0/96") && broad("2000::/3"));
+    /// assert!(!broad("10.0.0.0/8") && !broad("2001:db8::/32") && !broad("fd00::/8"));
+    /// ```
+    #[must_use]
+    pub fn is_too_broad_to_trust(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(_) => self.prefix_len < Self::MIN_TRUSTED_PREFIX_V4,
+            IpAddr::V6(addr) => {
+                // Unique-local and link-local networks are private whatever their size.
+                let private = (self.prefix_len >= 7 && addr.segments()[0] & 0xfe00 == 0xfc00)
+                    || (self.prefix_len >= 10 && addr.segments()[0] & 0xffc0 == 0xfe80);
+                self.prefix_len < Self::MIN_TRUSTED_PREFIX_V6 && !private
+            }
+        }
+    }
+
     /// Whether `ip` is in this network. IPv4-mapped IPv6 addresses
     /// (`::ffff:a.b.c.d`) are taken as the IPv4 address they map.
     #[must_use]
@@ -241,9 +281,22 @@ enum CidrErrorKind {
     PrefixLen,
     PrefixTooLong { prefix_len: u8, max: u8 },
     HostBitsSet { network: Cidr, host: IpAddr },
+    TooBroadToTrust { min: u8 },
 }
 
 impl CidrError {
+    pub(crate) fn too_broad_to_trust(network: Cidr) -> Self {
+        Self {
+            input: network.to_string(),
+            kind: CidrErrorKind::TooBroadToTrust {
+                min: match network.addr {
+                    IpAddr::V4(_) => Cidr::MIN_TRUSTED_PREFIX_V4,
+                    IpAddr::V6(_) => Cidr::MIN_TRUSTED_PREFIX_V6,
+                },
+            },
+        }
+    }
+
     /// The input that was refused (at most its first 64 bytes).
     #[must_use]
     pub fn input(&self) -> &str {
@@ -265,6 +318,13 @@ impl fmt::Display for CidrError {
                 f,
                 "host bits are set (the network is {network}; a single host is {host}/{})",
                 max_prefix_len(*host)
+            ),
+            CidrErrorKind::TooBroadToTrust { min } => write!(
+                f,
+                "too broad to trust as proxies: shorter than /{min}, it holds addresses \
+                 clients connect from, and each could then write its own key; list your \
+                 proxies' networks, or call ClientIp::behind_proxies_allowing_broad if \
+                 only proxies can reach this server"
             ),
         }
     }

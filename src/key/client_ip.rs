@@ -111,7 +111,7 @@ pub fn peer_addr(extensions: &Extensions) -> Option<IpAddr> {
 /// use tower_freqlimit::key::{ClientIp, ProxyHeader};
 ///
 /// // Behind a load balancer in 10.0.0.0/8 that appends to X-Forwarded-For.
-/// let client_ip = ClientIp::behind_proxies(["10.0.0.0/8".parse()?]).prefix_v6(56);
+/// let client_ip = ClientIp::behind_proxies(["10.0.0.0/8".parse()?])?.prefix_v6(56);
 ///
 /// let mut req = http::Request::builder()
 ///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.3") // 6.6.6.6: forged by the client
@@ -219,17 +219,56 @@ impl ClientIp {
     /// further out whose appended address you trust (a CDN in front of your
     /// load balancer). Never list networks that clients can connect from.
     ///
+    /// # Errors
+    ///
+    /// [`CidrError`] for a network too broad to be only proxies
+    /// ([`Cidr::is_too_broad_to_trust`]: `0.0.0.0/0`, `::/0`, `::ffff:0:0/96`,
+    /// an IPv4 prefix under `/8`, a public IPv6 prefix under `/32`). Trusting
+    /// one lets every client in it write its own key, so one client gets as
+    /// many buckets as it likes. [`behind_proxies_allowing_broad`] is the
+    /// explicit opt-in.
+    ///
     /// ```
     /// use tower_freqlimit::key::{Cidr, ClientIp};
     ///
     /// let networks: Vec<Cidr> = vec!["10.0.0.0/8".parse()?, "2001:db8:ffff::/48".parse()?];
-    /// let client_ip = ClientIp::behind_proxies(networks);
+    /// let client_ip = ClientIp::behind_proxies(networks)?;
     /// assert!(client_ip.trusts("10.1.2.3".parse()?));
     /// assert!(!client_ip.trusts("192.0.2.1".parse()?));
+    ///
+    /// let everyone: Cidr = "0.0.0.0/0".parse()?;
+    /// assert!(ClientIp::behind_proxies([everyone]).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// [`behind_proxies_allowing_broad`]: Self::behind_proxies_allowing_broad
+    pub fn behind_proxies(networks: impl IntoIterator<Item = Cidr>) -> Result<Self, CidrError> {
+        let networks: Vec<Cidr> = networks.into_iter().collect();
+        if let Some(broad) = networks.iter().find(|net| net.is_too_broad_to_trust()) {
+            return Err(CidrError::too_broad_to_trust(*broad));
+        }
+        Ok(Self::behind_proxies_allowing_broad(networks))
+    }
+
+    /// [`behind_proxies`](Self::behind_proxies) without the check on broad
+    /// networks: `0.0.0.0/0` and `::/0` are trusted if listed.
+    ///
+    /// Only for a server that nothing but proxies can reach, whatever their
+    /// address (a firewall or a private network decides who connects). With a
+    /// client able to connect, every address it writes in the header becomes
+    /// a key of its own.
+    ///
+    /// ```
+    /// use tower_freqlimit::key::{Cidr, ClientIp};
+    ///
+    /// // Behind a firewall that only lets the load balancers in.
+    /// let anywhere: Cidr = "0.0.0.0/0".parse()?;
+    /// let client_ip = ClientIp::behind_proxies_allowing_broad([anywhere]);
+    /// assert!(client_ip.trusts("192.0.2.1".parse()?));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn behind_proxies(networks: impl IntoIterator<Item = Cidr>) -> Self {
+    pub fn behind_proxies_allowing_broad(networks: impl IntoIterator<Item = Cidr>) -> Self {
         Self {
             trusted: Trusted::new(networks),
             ..Self::peer()
@@ -242,7 +281,7 @@ impl ClientIp {
     /// # Errors
     ///
     /// The first [`CidrError`]: an address that does not parse, a prefix too
-    /// long, host bits set.
+    /// long, host bits set, a network too broad to trust.
     ///
     /// ```
     /// use tower_freqlimit::key::ClientIp;
@@ -253,6 +292,8 @@ impl ClientIp {
     ///     err.to_string(),
     ///     r#"invalid CIDR "10.0.0.0/33": prefix length 33 is above 32, the maximum for this address"#
     /// );
+    /// let err = ClientIp::try_behind_proxies(["::ffff:0:0/96"]).unwrap_err();
+    /// assert!(err.to_string().starts_with(r#"invalid CIDR "0.0.0.0/0": too broad to trust"#));
     /// ```
     pub fn try_behind_proxies<I, S>(networks: I) -> Result<Self, CidrError>
     where
@@ -263,7 +304,7 @@ impl ClientIp {
             .into_iter()
             .map(|net| net.as_ref().parse::<Cidr>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::behind_proxies(networks))
+        Self::behind_proxies(networks)
     }
 
     /// Reads `header` only (the default is [`ProxyHeader::XForwardedFor`]).

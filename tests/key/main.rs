@@ -7,3 +7,4 @@ mod support;
 
 mod extractors;
 mod proxy_walk;
+mod trusted_networks;
