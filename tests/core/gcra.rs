@@ -178,6 +178,36 @@ proptest! {
         }
     }
 
+    /// Cost 0 is a status check: admitted (with the same delay) exactly when a
+    /// unit call would be, refused with the unit call's `retry_after` when it
+    /// would not, and storing nothing either way. So no cost a client can
+    /// drive to 0 gets past a limit a unit call would meet.
+    #[test]
+    fn cost_zero_is_decided_as_a_unit_call_and_stores_nothing(
+        p in params(),
+        tat in prop::option::of(0u64..1 << 40),
+        now in 0u64..1 << 40,
+        max_wait_tenths in prop::option::of(0u64..=30),
+    ) {
+        let mut unit = Reserve::new();
+        if let Some(t) = max_wait_tenths {
+            unit = unit.max_wait(Duration::from_nanos(t * p.interval_nanos() / 10));
+        }
+        let zero = unit.cost(0);
+        match (gcra::reserve(tat, now, &p, &unit), gcra::reserve(tat, now, &p, &zero)) {
+            (Ok(u), Ok(z)) => {
+                prop_assert_eq!(z.new_tat, None);
+                prop_assert_eq!(z.admission.delay(), u.admission.delay());
+                prop_assert_eq!(nanos(z.admission.reset_after()), tat.map_or(0, |t| t.saturating_sub(now)));
+            }
+            (Err(Refusal::Rejected(u)), Err(Refusal::Rejected(z))) => {
+                prop_assert_eq!(z.retry_after(), u.retry_after());
+                prop_assert_eq!(z.reset_after(), u.reset_after());
+            }
+            (u, z) => prop_assert!(false, "unit {u:?} but cost 0 {z:?}"),
+        }
+    }
+
     /// A rejected call changes nothing: a backend that saw it answers every later
     /// call exactly as one that did not.
     #[test]
