@@ -27,7 +27,12 @@
 //!   from a peer that is not a trusted proxy is keyed by the peer.
 //! * **A trusted network that clients can reach** (a VPN range, a shared
 //!   cloud range, `0.0.0.0/0`) lets those clients write their own address.
-//!   Keep the list to your proxies' own addresses or subnets.
+//!   Keep the list to your proxies' own addresses or subnets. The catch-alls
+//!   are refused ([`ClientIp::behind_proxies`] returns a [`CidrError`]):
+//!   `0.0.0.0/0`, `::/0`, `::ffff:0:0/96` (all of IPv4), IPv4 prefixes under
+//!   `/8` and public IPv6 prefixes under `/32`
+//!   ([`Cidr::is_too_broad_to_trust`]). A server that only proxies can reach
+//!   says so with [`ClientIp::behind_proxies_allowing_broad`].
 //! * **Unusable entries** (`unknown`, obfuscated `_names`, garbage) end the
 //!   walk: the key is then the last trusted proxy reached, never an address
 //!   further left. Oversized headers are read from the right end only (4 KiB,
