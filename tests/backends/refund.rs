@@ -255,3 +255,149 @@ proptest! {
         );
     }
 }
+
+/// A small deterministic generator for the threads below.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+/// The spans of `admissions`, sorted; asserts that no two overlap (a slot
+/// given twice).
+fn assert_disjoint(admissions: &[Admission]) {
+    let mut spans: Vec<(u64, u64)> = admissions
+        .iter()
+        .map(|a| {
+            let token = a.refund_token();
+            (
+                token.start,
+                token.end.expect("a reservation that took a span"),
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two live reservations share a slot: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+/// Threads reserving and giving back on one shared key at once (the global
+/// bucket, then a key): every refund of a live reservation is taken, and no
+/// two live reservations ever hold the same slot.
+#[test]
+fn concurrent_reservations_and_refunds_never_share_a_slot() {
+    let params = FreqLimitParams::per_second(1_000).with_burst(2);
+    for global in [true, false] {
+        let backend = InMemoryBackend::<String>::builder()
+            .without_sweeper()
+            .build();
+        let key = key(global);
+        let threads: Vec<_> = (0..4u64)
+            .map(|thread| {
+                let (backend, key) = (backend.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let mut seed = thread + 1;
+                    let mut live: Vec<Admission> = Vec::new();
+                    for i in 0..3_000u64 {
+                        if next(&mut seed) % 5 < 2 && !live.is_empty() {
+                            let n = next(&mut seed) as usize % live.len();
+                            let a = live.swap_remove(n);
+                            assert!(
+                                backend.refund(key.as_ref(), &a),
+                                "a live span not taken back"
+                            );
+                        } else {
+                            let cost = 1 + (next(&mut seed) % 2) as u32;
+                            // Callers' clocks a few nanoseconds apart.
+                            let now = Timestamp::from_nanos(T0 + i % 7);
+                            live.push(
+                                backend
+                                    .reserve_now(
+                                        key.as_deref(),
+                                        now,
+                                        &params,
+                                        Reserve::new().cost(cost),
+                                    )
+                                    .unwrap(),
+                            );
+                        }
+                    }
+                    live
+                })
+            })
+            .collect();
+        let live: Vec<Admission> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_disjoint(&live);
+    }
+}
+
+/// Threads that each reserve a few waiting slots on one shared key and give
+/// them all back, at once: the key ends as it began.
+#[test]
+fn concurrent_waiters_that_all_give_up_leave_the_key_as_it_was() {
+    let params = FreqLimitParams::per_second(1_000).with_burst(2);
+    let now = Timestamp::from_nanos(T0);
+    for global in [true, false] {
+        for round in 0..50u64 {
+            let backend = InMemoryBackend::<String>::builder()
+                .without_sweeper()
+                .build();
+            let key = key(global);
+            backend
+                .reserve_now(key.as_deref(), now, &params, Reserve::new().cost(2))
+                .unwrap();
+            let fresh = InMemoryBackend::<String>::builder()
+                .without_sweeper()
+                .build();
+            fresh
+                .reserve_now(key.as_deref(), now, &params, Reserve::new().cost(2))
+                .unwrap();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4u64)
+                .map(|thread| {
+                    let (backend, key, barrier) = (backend.clone(), key.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let mut seed = round * 8 + thread + 1;
+                        barrier.wait();
+                        let mut mine: Vec<Admission> = (0..3)
+                            .map(|_| {
+                                let cost = 1 + (next(&mut seed) % 2) as u32;
+                                backend
+                                    .reserve_now(
+                                        key.as_deref(),
+                                        now,
+                                        &params,
+                                        Reserve::new().cost(cost),
+                                    )
+                                    .unwrap()
+                            })
+                            .collect();
+                        while !mine.is_empty() {
+                            let n = next(&mut seed) as usize % mine.len();
+                            let a = mine.swap_remove(n);
+                            assert!(backend.refund(key.as_ref(), &a));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(
+                probe(&backend, key.as_ref(), &params, T0),
+                probe(&fresh, key.as_ref(), &params, T0),
+                "round {round}, global {global}"
+            );
+        }
+    }
+}
