@@ -212,7 +212,7 @@ impl Holes {
                     interval,
                     RefundToken {
                         start: slot,
-                        end: Some(slot + need),
+                        end: Some(slot.saturating_add(need)),
                     },
                 );
                 return Ok(Placement {

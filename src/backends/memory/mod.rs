@@ -384,7 +384,7 @@ where
 /// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
 /// another thread got there first.
 #[inline(always)]
-pub(super) fn update(
+fn update(
     tat: &AtomicU64,
     now: u64,
     params: &FreqLimitParams,
