@@ -50,6 +50,16 @@ use crate::params::FreqLimitParams;
 ///   stopped when the last clone of the backend is dropped.
 /// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
 ///   `None` is one global bucket, distinct from every key.
+/// * **Every abandoned slot comes back.** A waiter that gives up
+///   ([`refund`](FreqLimitBackend::refund)) gives its span back whatever was
+///   reserved after it: the key's last span lowers its TAT, an earlier one
+///   becomes a hole that the next reservations take first
+///   ([`gcra::holes`], at most 16 per key). Holes sit in a side table that a
+///   call reads only when a relaxed counter says some key (or the global
+///   bucket) has one: otherwise it costs one atomic load. A refund of a
+///   reservation made before [`clear_now`](Self::clear_now), or before its key
+///   was evicted under `max_keys`, may free a slot of the new state: do not
+///   clear under waiters you will drop.
 /// * **Bounded, if you ask.** [`max_keys`](InMemoryBackendBuilder::max_keys)
 ///   caps the number of keys held, exactly, whatever the traffic (a flood of
 ///   unique keys included). A new key that finds the table full first drops
