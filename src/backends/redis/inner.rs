@@ -193,7 +193,7 @@ impl Inner {
                 }
                 Decision::Admitted {
                     reset_after,
-                    tat_after: Some(_),
+                    end: Some(_),
                     ..
                 } => cache.refresh(&key, sent.saturating_add(reset_after)),
                 _ => {}
@@ -316,7 +316,7 @@ impl Inner {
         admission: &Admission,
     ) -> bool {
         let token = admission.refund_token();
-        let Some(tat_after) = token.tat_after else {
+        let Some(end) = token.end else {
             return false;
         };
         if admission.is_fail_open() {
@@ -329,15 +329,9 @@ impl Inner {
         if let Some(cache) = &self.cache {
             cache.forget(&key);
         }
-        // The server's time of the reservation: its TAT minus what it then owed.
-        let reset_after = crate::nanos::from_duration(admission.reset_after()) / 1_000;
-        let at = tat_after.saturating_sub(reset_after);
-        let args = [
-            Arg::Num(tat_after),
-            Arg::Num(token.tat_before),
-            Arg::Num(at),
-            Arg::Num(self.ttl_slack_ms()),
-        ];
+        // The span, in the script's microseconds (as the reservation's reply
+        // gave it).
+        let args = [Arg::Num(token.start), Arg::Num(end)];
         let inner = Arc::clone(self);
         inner.refunds_in_flight.fetch_add(1, Ordering::AcqRel);
         bump(&inner.counters.refunds_sent, 1);

@@ -8,8 +8,9 @@
 //!
 //! * **Same semantics as [`InMemoryBackend`](super::memory::InMemoryBackend)**:
 //!   waiting, bounded waits whose rejection consumes nothing, cost,
-//!   `remaining`/`reset_after`, refunds of cancelled waits (a compare-and-swap in
-//!   Lua), the global bucket `None`.
+//!   `remaining`/`reset_after`, refunds of cancelled waits (any slot, not only
+//!   the last: the key's holes live in its own value, after the TAT, so one
+//!   script call on one key still does it all), the global bucket `None`.
 //! * **The server's clock** (`TIME`, by default): hosts with skewed clocks agree.
 //!   Time is integer microseconds; `T` is rounded *up* to the microsecond (see
 //!   [below](#time-and-rounding)).
