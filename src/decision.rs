@@ -118,22 +118,41 @@ pub struct Admission {
     // The refund token's parts, flattened: with the flags side by side the
     // admission takes 56 bytes, not 64, which keeps the layer's response future
     // within what the compiler moves without a `memcpy` call.
-    tat_before: u64,
-    tat_after: u64,
+    span_start: u64,
+    span_end: u64,
     stored: bool,
     // Let through without a decision because the backend failed (fail-open).
     fail_open: bool,
 }
 
-/// The key's TAT before and after a reservation, on the backend's scale: what a
-/// backend needs to undo that reservation, and only if nothing came after it.
+/// The span of its key's TAT axis a reservation took, `[start, end)` on the
+/// backend's scale: what a backend needs to give that reservation back
+/// ([`FreqLimitBackend::refund`]), whatever was reserved after it.
+///
+/// A reservation appended at the key's TAT spans from the TAT it found to the
+/// TAT it stored; one placed in a hole (the span of a reservation given back
+/// earlier, see [`gcra::holes`]) spans the part of the hole it took.
+///
+/// ```
+/// use tower_freqlimit::{gcra, FreqLimitParams, Reserve};
+///
+/// let params = FreqLimitParams::per_second(1); // T = 1 s
+/// let first = gcra::reserve(None, 0, &params, &Reserve::new()).unwrap();
+/// let second = gcra::reserve(first.new_tat, 0, &params, &Reserve::new()).unwrap();
+/// let token = second.admission.refund_token();
+/// assert_eq!((token.start, token.end), (1_000_000_000, Some(2_000_000_000)));
+/// ```
+///
+/// [`FreqLimitBackend::refund`]: crate::FreqLimitBackend::refund
+/// [`gcra::holes`]: crate::gcra::holes
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct RefundToken {
-    /// The stored TAT the reservation started from (0 for a new key: any TAT in
-    /// the past means a full bucket).
-    pub tat_before: u64,
-    /// The TAT the reservation stored; `None` when it stored nothing (cost 0).
-    pub tat_after: Option<u64>,
+    /// Where the span starts: for a reservation appended at the TAT, the TAT
+    /// it found (0 for a new key: any TAT in the past means a full bucket).
+    pub start: u64,
+    /// Where the span ends: for a reservation appended at the TAT, the TAT it
+    /// stored. `None` when the reservation took nothing (cost 0).
+    pub end: Option<u64>,
 }
 
 impl PartialEq for Admission {
@@ -178,9 +197,9 @@ impl Admission {
     #[inline]
     pub const fn refund_token(&self) -> RefundToken {
         RefundToken {
-            tat_before: self.tat_before,
-            tat_after: if self.stored {
-                Some(self.tat_after)
+            start: self.span_start,
+            end: if self.stored {
+                Some(self.span_end)
             } else {
                 None
             },
@@ -219,7 +238,7 @@ impl Admission {
     ///
     /// // Admitted at once, the bucket one call short of full (T = 1 s, burst 3).
     /// let s = 1_000_000_000;
-    /// let admission = Admission::from_parts(0, s, 2 * s, s, RefundToken { tat_before: 0, tat_after: Some(s) });
+    /// let admission = Admission::from_parts(0, s, 2 * s, s, RefundToken { start: 0, end: Some(s) });
     /// assert_eq!(admission.remaining(), 2);
     /// assert_eq!(admission.reset_after(), Duration::from_secs(1));
     /// ```
@@ -237,12 +256,12 @@ impl Admission {
             reset_after,
             tau,
             interval,
-            tat_before: refund.tat_before,
-            tat_after: match refund.tat_after {
-                Some(tat) => tat,
+            span_start: refund.start,
+            span_end: match refund.end {
+                Some(end) => end,
                 None => 0,
             },
-            stored: refund.tat_after.is_some(),
+            stored: refund.end.is_some(),
             fail_open: false,
         }
     }
@@ -273,7 +292,7 @@ impl Admission {
     /// let admission = Admission::fail_open(&FreqLimitParams::per_second(1).with_burst(5));
     /// assert!(admission.is_fail_open());
     /// assert_eq!(admission.remaining(), 4);
-    /// assert!(admission.refund_token().tat_after.is_none());
+    /// assert!(admission.refund_token().end.is_none());
     /// ```
     #[must_use]
     pub const fn fail_open(params: &FreqLimitParams) -> Self {
@@ -282,8 +301,8 @@ impl Admission {
             reset_after: params.interval_nanos(),
             tau: params.tau_nanos(),
             interval: params.interval_nanos(),
-            tat_before: 0,
-            tat_after: 0,
+            span_start: 0,
+            span_end: 0,
             stored: false,
             fail_open: true,
         }

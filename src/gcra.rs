@@ -35,6 +35,8 @@ use crate::decision::{Admission, RefundToken, Rejection, Reserve, remaining_afte
 use crate::nanos;
 use crate::params::FreqLimitParams;
 
+pub mod holes;
+
 /// Why [`reserve`] refused a call: the two answers the arithmetic can give.
 /// Converted into [`FreqLimitError`](crate::FreqLimitError) at the edge, where
 /// backend failures and missing keys join them.
@@ -170,24 +172,20 @@ pub fn reserve(
     let tau = params.tau_nanos();
     // A TAT in the past is a full bucket, the same as a new key.
     let base = tat.map_or(now, |tat| tat.max(now));
-    let cost = u64::from(request.cost);
+    // The span a refund gives back starts at the stored TAT, not at `base`:
+    // what lies between them is in the past and was free before this call.
+    let start = tat.unwrap_or(0);
 
-    if cost == 0 {
+    if request.cost == 0 {
         // A status check: decided exactly as a unit call (waits or is refused
         // when one would), but consumes nothing. Admitting it whatever the
         // state would give a client who can drive its cost to 0 (an empty
         // batch, a missing count) unlimited access.
-        let delay = base.saturating_sub(tau).saturating_sub(now);
-        if let Some(max_wait) = request.max_wait {
-            let max_wait = nanos::from_duration(max_wait);
-            if delay > max_wait {
-                return Err(Refusal::Rejected(Rejection {
-                    retry_after: Duration::from_nanos(delay - max_wait),
-                    remaining: 0,
-                    reset_after: Duration::from_nanos(base - now),
-                }));
-            }
-        }
+        let unit = Reserve {
+            cost: 1,
+            ..*request
+        };
+        let delay = delay_from(base, base - now, now, params, &unit)?;
         return Ok(Reserved {
             new_tat: None,
             admission: Admission::from_parts(
@@ -195,16 +193,48 @@ pub fn reserve(
                 base - now,
                 tau,
                 interval,
-                RefundToken {
-                    tat_before: tat.unwrap_or(0),
-                    tat_after: None,
-                },
+                RefundToken { start, end: None },
             ),
         });
     }
 
-    // The last of `cost` unit reservations conforms at `base + (cost-1)T - tau`.
-    let last_unit_tat = base.saturating_add((cost - 1).saturating_mul(interval));
+    let delay = delay_from(base, base - now, now, params, request)?;
+    let new_tat = base.saturating_add(u64::from(request.cost).saturating_mul(interval));
+    Ok(Reserved {
+        new_tat: Some(new_tat),
+        admission: Admission::from_parts(
+            delay,
+            new_tat - now,
+            tau,
+            interval,
+            RefundToken {
+                start,
+                end: Some(new_tat),
+            },
+        ),
+    })
+}
+
+/// The wait of `request` (cost 1 or more) whose units take the slots from
+/// `slot` on (`slot >= now`): the key's tail in [`reserve`], or a hole in
+/// [`holes`]. `owed` is the key's TAT minus `now` (0 if it has passed), the
+/// figures of a rejection.
+///
+/// The last of `cost` units conforms at `slot + (cost-1)T - tau`; one
+/// definition for both, so a call placed in a hole is decided exactly as one
+/// appended at a TAT equal to that hole's start.
+#[inline(always)]
+pub(crate) fn delay_from(
+    slot: u64,
+    owed: u64,
+    now: u64,
+    params: &FreqLimitParams,
+    request: &Reserve,
+) -> Result<u64, Refusal> {
+    let interval = params.interval_nanos();
+    let tau = params.tau_nanos();
+    let cost = u64::from(request.cost);
+    let last_unit_tat = slot.saturating_add((cost - 1).saturating_mul(interval));
     let delay = last_unit_tat.saturating_sub(tau).saturating_sub(now);
 
     if let Some(max_wait) = request.max_wait {
@@ -220,26 +250,12 @@ pub fn reserve(
             }
             return Err(Refusal::Rejected(Rejection {
                 retry_after: Duration::from_nanos(delay - max_wait),
-                remaining: remaining_after(base - now, tau, interval),
-                reset_after: Duration::from_nanos(base - now),
+                remaining: remaining_after(owed, tau, interval),
+                reset_after: Duration::from_nanos(owed),
             }));
         }
     }
-
-    let new_tat = base.saturating_add(cost.saturating_mul(interval));
-    Ok(Reserved {
-        new_tat: Some(new_tat),
-        admission: Admission::from_parts(
-            delay,
-            new_tat - now,
-            tau,
-            interval,
-            RefundToken {
-                tat_before: tat.unwrap_or(0),
-                tat_after: Some(new_tat),
-            },
-        ),
-    })
+    Ok(delay)
 }
 
 #[cfg(test)]

@@ -27,8 +27,10 @@ use crate::params::FreqLimitParams;
 ///
 /// A rejected call consumes nothing. The key `None` is one global bucket. A future
 /// dropped while it sleeps for its slot (a timeout fired, the caller gave up) gives
-/// the slot back if the backend [supports refunds](FreqLimitBackend::refund) and no
-/// later reservation was made on the key since; otherwise the slot stays used.
+/// the slot back if the backend [supports refunds](FreqLimitBackend::refund) (both
+/// provided backends do), even when later reservations were made on the key: the
+/// next caller takes it first. Waiters that all hang up leave the key as they
+/// found it.
 ///
 /// Decisions are exact to the nanosecond; the sleep is Tokio's, whose timer fires
 /// on the first millisecond tick at or after the slot, never before it. Each slot

@@ -294,15 +294,20 @@ pub trait FreqLimitBackend: Send + Sync {
 
     /// Gives back the slot of a reservation whose caller went away before using
     /// it (a waiting request that was dropped), so it does not delay the next
-    /// caller. It must act only if no later reservation was made on `key` since:
-    /// a compare-and-swap of the stored TAT from
-    /// [`RefundToken::tat_after`](crate::RefundToken::tat_after) back to
-    /// [`tat_before`](crate::RefundToken::tat_before). Returns whether the
-    /// slot was given back.
+    /// caller: the span of the key's TAT axis the reservation took
+    /// ([`RefundToken`](crate::RefundToken), from
+    /// [`Admission::refund_token`](crate::Admission::refund_token)) becomes
+    /// free again, **whatever was reserved after it**. The key's last span
+    /// lowers its TAT; an earlier one becomes a hole that later reservations
+    /// take first (the rules of [`gcra::holes`](crate::gcra::holes)). Returns
+    /// whether the slot was given back (for a remote backend: whether the
+    /// refund was sent).
     ///
-    /// It is called from `Drop`, so it must not block; a remote backend sends the
-    /// refund in the background. The default does nothing: a backend without
-    /// refunds keeps abandoned slots used.
+    /// It must be atomic with the key's reservations (no span given to two
+    /// callers), and is called once per admission. It is called from `Drop`,
+    /// so it must not block; a remote backend sends the refund in the
+    /// background. The default does nothing: a backend without refunds keeps
+    /// abandoned slots used.
     fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {
         let _ = (key, admission);
         false

@@ -38,7 +38,7 @@ pin_project! {
     ///    reservation. A refusal ends here through the layer's [`OnRefusal`].
     /// 2. **Sleeping**: waits on a Tokio timer until the slot. If the future is
     ///    dropped here, the slot is given back to the backend (when it supports
-    ///    refunds and nobody reserved after it).
+    ///    refunds), even if others reserved after it.
     /// 3. **Ready**: polls `poll_ready` of its own clone of the inner service,
     ///    taken in `call`, then calls it. The inner service's readiness is thus
     ///    only taken once the wait is over.

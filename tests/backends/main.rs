@@ -7,4 +7,5 @@ mod support;
 
 mod memory;
 mod redis;
+mod refund;
 mod suite;

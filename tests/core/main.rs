@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod abandoned;
 mod config;
 mod gcra;
 mod limiter;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod abandoned;
 mod attacks;
 mod grpc;
 mod http_axum;

@@ -10,5 +10,7 @@ mod support;
 mod hold;
 mod layer;
 mod parsers;
+#[cfg(all(feature = "reqwest", feature = "redis"))]
+mod redis;
 #[cfg(feature = "reqwest")]
 mod reqwest_middleware;

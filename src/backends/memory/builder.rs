@@ -8,6 +8,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::bound::Bound;
+use super::holes::HoleTable;
 use super::{InMemoryBackend, Inner, WhenFull};
 
 /// The default sweep period of [`InMemoryBackend::new`].
@@ -115,6 +116,7 @@ where
             inner: Arc::new(Inner {
                 tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 global: AtomicU64::new(0),
+                holes: HoleTable::default(),
                 bound: self
                     .max_keys
                     .map(|max_keys| Bound::new(max_keys, self.when_full)),

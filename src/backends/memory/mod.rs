@@ -2,6 +2,7 @@
 
 mod bound;
 mod builder;
+mod holes;
 mod sweeper;
 
 pub use bound::WhenFull;
@@ -21,10 +22,12 @@ use dashmap::mapref::entry::Entry;
 use tokio::task::AbortHandle;
 
 use self::bound::Bound;
+use self::holes::HoleTable;
 use super::{BorrowedKey, FreqLimitBackend, NoKey};
 use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra;
+use crate::gcra::holes::GiveBack;
 use crate::params::FreqLimitParams;
 
 /// Rate-limit state kept in this process: one `u64` TAT per key.
@@ -47,6 +50,16 @@ use crate::params::FreqLimitParams;
 ///   stopped when the last clone of the backend is dropped.
 /// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
 ///   `None` is one global bucket, distinct from every key.
+/// * **Every abandoned slot comes back.** A waiter that gives up
+///   ([`refund`](FreqLimitBackend::refund)) gives its span back whatever was
+///   reserved after it: the key's last span lowers its TAT, an earlier one
+///   becomes a hole that the next reservations take first
+///   ([`gcra::holes`], at most 16 per key). Holes sit in a side table that a
+///   call reads only when a relaxed counter says some key (or the global
+///   bucket) has one: otherwise it costs one atomic load. A refund of a
+///   reservation made before [`clear_now`](Self::clear_now), or before its key
+///   was evicted under `max_keys`, may free a slot of the new state: do not
+///   clear under waiters you will drop.
 /// * **Bounded, if you ask.** [`max_keys`](InMemoryBackendBuilder::max_keys)
 ///   caps the number of keys held, exactly, whatever the traffic (a flood of
 ///   unique keys included). A new key that finds the table full first drops
@@ -85,6 +98,9 @@ pub struct InMemoryBackend<K> {
 struct Inner<K> {
     tats: DashMap<K, AtomicU64, foldhash::fast::RandomState>,
     global: AtomicU64,
+    /// Spans given back by cancelled reservations that were not their key's
+    /// last (see `holes.rs`).
+    holes: HoleTable<K>,
     bound: Option<Bound<K>>,
     idle_ttl: u64,
     sweeper_interval: Option<Duration>,
@@ -112,10 +128,11 @@ impl<K> Clone for InMemoryBackend<K> {
     }
 }
 
-impl<K: Hash + Eq> fmt::Debug for InMemoryBackend<K> {
+impl<K: Hash + Eq + Clone> fmt::Debug for InMemoryBackend<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryBackend")
             .field("keys", &self.inner.tats.len())
+            .field("keys_with_holes", &self.inner.holes.keys())
             .field("max_keys", &self.inner.bound.as_ref().map(Bound::max_keys))
             .field("idle_ttl", &Duration::from_nanos(self.inner.idle_ttl))
             .field("sweeper_interval", &self.inner.sweeper_interval)
@@ -244,7 +261,7 @@ where
             None => self.inner.tats.clear(),
             Some(bound) => bound.clear(&self.inner.tats),
         }
-        self.inner.global.store(0, Ordering::Relaxed);
+        self.inner.holes.clear(&self.inner.global);
     }
 
     /// The bound set with [`max_keys`](InMemoryBackendBuilder::max_keys), if any.
@@ -341,11 +358,22 @@ where
         let inner = &*self.inner;
         let now = now.as_nanos();
         let Some(key) = key else {
+            // One relaxed load when the global bucket has no hole.
+            if inner.holes.any_global() {
+                return inner
+                    .holes
+                    .reserve_global(&inner.global, now, params, &request);
+            }
             return update(&inner.global, now, params, &request);
         };
         if let Some(tat) = inner.tats.get(key) {
+            // One relaxed load when no key has a hole.
+            if inner.holes.any_keyed() {
+                return inner.holes.reserve_keyed(&tat, key, now, params, &request);
+            }
             return update(&tat, now, params, &request);
         }
+        inner.holes.forget_for_new_key(key);
         if let Some(bound) = &inner.bound {
             return bound.insert(&inner.tats, key, now, params, &request);
         }
@@ -410,25 +438,29 @@ where
         let tat = now
             .saturating_add(crate::nanos::from_duration(hold))
             .saturating_add(params.tau_nanos());
-        let raise = |held: &AtomicU64| held.fetch_max(tat, Ordering::Relaxed) < tat;
         let Some(key) = key else {
-            return Ok(raise(&inner.global));
+            return Ok(inner.holes.hold_global(&inner.global, tat));
         };
         if let Some(held) = inner.tats.get(key) {
-            return Ok(raise(&held));
+            return Ok(if inner.holes.any_keyed() {
+                inner.holes.hold_keyed(&held, key, tat)
+            } else {
+                held.fetch_max(tat, Ordering::Relaxed) < tat
+            });
         }
         if hold.is_zero() {
             return Ok(false);
         }
+        // Holes an earlier key of that name left are not this key's.
+        inner.holes.forget_for_new_key(key);
         if let Some(bound) = &inner.bound {
             return bound.insert_held(&inner.tats, key, now, tat);
         }
-        Ok(raise(
-            &inner
-                .tats
-                .entry(key.to_key())
-                .or_insert_with(|| AtomicU64::new(0)),
-        ))
+        let held = inner
+            .tats
+            .entry(key.to_key())
+            .or_insert_with(|| AtomicU64::new(0));
+        Ok(held.fetch_max(tat, Ordering::Relaxed) < tat)
     }
 }
 
@@ -507,31 +539,41 @@ where
         ready(self.hold_now(key, now, hold, params))
     }
 
+    /// Gives the reservation's span back, whatever came after it: the key's
+    /// last span lowers its TAT, an earlier one becomes a hole that the next
+    /// reservations take first (see [`gcra::holes`]). Returns whether
+    /// anything was given back: `false` for a cost-0 admission, a span given
+    /// back already, or a key swept or cleared since.
+    ///
+    /// Call it once per admission ([`FreqLimit`](crate::FreqLimit) and the
+    /// layer do): a span given back twice after another caller took it would
+    /// be given twice.
     fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
         let token = admission.refund_token();
-        let Some(tat_after) = token.tat_after else {
+        if token.end.is_none() {
             return false;
-        };
-        let give_back = |tat: &AtomicU64| {
-            tat.compare_exchange(
-                tat_after,
-                token.tat_before,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        };
-        match key {
-            None => give_back(&self.inner.global),
+        }
+        let inner = &*self.inner;
+        let given = match key {
+            None => inner.holes.refund_global(&inner.global, token),
             // A key that was swept since has no reservation left to give back.
             Some(key) => {
-                let given_back = self.inner.tats.get(key).is_some_and(|tat| give_back(&tat));
-                if given_back {
-                    if let Some(bound) = &self.inner.bound {
-                        bound.lowered(token.tat_before);
+                let Some(tat) = inner.tats.get(key) else {
+                    return false;
+                };
+                inner.holes.refund_keyed(&tat, key, token)
+            }
+        };
+        match given {
+            GiveBack::Nothing => false,
+            GiveBack::Hole => true,
+            GiveBack::Lowered(tat) => {
+                if key.is_some() {
+                    if let Some(bound) = &inner.bound {
+                        bound.lowered(tat);
                     }
                 }
-                given_back
+                true
             }
         }
     }

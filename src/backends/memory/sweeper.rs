@@ -49,7 +49,7 @@ where
 
 impl<K> Inner<K>
 where
-    K: Hash + Eq,
+    K: Hash + Eq + Clone,
 {
     /// Drops every key drained by `now` (plus `idle_ttl`); returns how many.
     pub(super) fn sweep(&self, now: Timestamp) -> usize {
@@ -63,6 +63,9 @@ where
         if let Some(bound) = &self.bound {
             bound.removed(removed);
         }
+        // Holes that have ended serve no one; a key's holes lie below its TAT,
+        // so a swept key's are among them.
+        self.holes.sweep(now);
         removed
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! * **Same semantics as [`InMemoryBackend`](super::memory::InMemoryBackend)**:
 //!   waiting, bounded waits whose rejection consumes nothing, cost,
-//!   `remaining`/`reset_after`, refunds of cancelled waits (a compare-and-swap in
-//!   Lua), the global bucket `None`.
+//!   `remaining`/`reset_after`, refunds of cancelled waits (any slot, not only
+//!   the last: the key's holes live in its own value, after the TAT, so one
+//!   script call on one key still does it all), the global bucket `None`.
 //! * **The server's clock** (`TIME`, by default): hosts with skewed clocks agree.
 //!   Time is integer microseconds; `T` is rounded *up* to the microsecond (see
 //!   [below](#time-and-rounding)).
@@ -343,6 +344,26 @@ where
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         let inner = Arc::clone(&self.inner);
         async move { inner.clear().await }
+    }
+
+    /// One script call (`hold.lua`): every process sharing the server holds
+    /// the key at once. The hold counts from the server's time (or the
+    /// configured [`RedisClock`]); this process's negative cache remembers it.
+    fn hold<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        hold: std::time::Duration,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<bool, FreqLimitError>> + Send + 'static
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
+        let key = encode_borrowed(&self.inner.prefix, key);
+        let inner = Arc::clone(&self.inner);
+        let params = *params;
+        async move { inner.hold(key, now, hold, params).await }
     }
 
     /// Sends the compare-and-swap in the background (a spawned task, bounded by

@@ -1,18 +1,72 @@
--- tower-freqlimit: give back an unused reservation, only if none came after it.
+-- tower-freqlimit: give back the span of an unused reservation, whatever came
+-- after it (the rules of gcra::holes in the crate, which the tests hold equal).
 --
--- KEYS[1]  the key's TAT
--- ARGV[1]  the TAT the reservation stored    ARGV[2]  the TAT before it
--- ARGV[3]  the time of the reservation (on the scale of the TATs)
--- ARGV[4]  extra milliseconds to keep the key after its TAT
+-- KEYS[1]  the key (see reserve.lua: "tat start1 end1 ...")
+-- ARGV[1]  the start of the reservation's span     ARGV[2]  its end
 --
--- Compare-and-swap: returns 1 if the TAT was put back, 0 if it had changed.
+-- The key's last span lowers its TAT to the span's start, absorbing the holes
+-- that end there; an earlier span becomes a hole (merged with adjacent ones; at
+-- most 16, the shortest forgotten beyond). Returns 1 if the span was given
+-- back, 0 if it was not held (given back already, or the key expired).
+local MAX_HOLES = 16
 local stored = redis.call('GET', KEYS[1])
-if not stored or tonumber(stored) ~= tonumber(ARGV[1]) then return 0 end
-local before, at = tonumber(ARGV[2]), tonumber(ARGV[3])
-if before > at then
-  -- Expires no earlier than the restored TAT (measured from the reservation).
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', math.floor((before - at) / 1000) + 1 + tonumber(ARGV[4]))
+if not stored then return 0 end
+local tat, holes, n = 0, {}, 0
+for field in string.gmatch(stored, '%S+') do
+  local v = tonumber(field)
+  if not v then return 0 end
+  if n == 0 then tat = v else holes[n] = v end
+  n = n + 1
+end
+if n < 1 or n % 2 == 0 then return 0 end
+
+local s, e = tonumber(ARGV[1]), tonumber(ARGV[2])
+if s >= e or e > tat then return 0 end
+if e == tat then
+  tat = s
+  while #holes > 0 and holes[#holes] >= tat do
+    if holes[#holes - 1] < tat then tat = holes[#holes - 1] end
+    holes[#holes] = nil
+    holes[#holes] = nil
+  end
 else
-  redis.call('DEL', KEYS[1])
+  -- The first hole that ends after the span starts.
+  local i = 1
+  while i < #holes and holes[i + 1] <= s do i = i + 2 end
+  if i < #holes and holes[i] < e then return 0 end -- overlaps a hole: given back already
+  local joins_before = i > 1 and holes[i - 1] == s
+  local joins_after = i < #holes and holes[i] == e
+  if joins_before and joins_after then
+    holes[i - 1] = holes[i + 1]
+    table.remove(holes, i + 1)
+    table.remove(holes, i)
+  elseif joins_before then
+    holes[i - 1] = e
+  elseif joins_after then
+    holes[i] = s
+  else
+    table.insert(holes, i, e)
+    table.insert(holes, i, s)
+    if #holes > 2 * MAX_HOLES then
+      -- Forget the shortest (the earliest of equals).
+      local shortest = 1
+      for j = 3, #holes, 2 do
+        if holes[j + 1] - holes[j] < holes[shortest + 1] - holes[shortest] then shortest = j end
+      end
+      table.remove(holes, shortest + 1)
+      table.remove(holes, shortest)
+    end
+  end
+end
+local fields = {string.format('%.0f', tat)}
+for i = 1, #holes do fields[i + 1] = string.format('%.0f', holes[i]) end
+-- The key keeps its expiry: that of a TAT at least as late as the new one.
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then
+  redis.call('SET', KEYS[1], table.concat(fields, ' '), 'PX', pttl)
+elseif pttl == -1 then
+  redis.call('SET', KEYS[1], table.concat(fields, ' '))
+else
+  return 0
 end
 return 1

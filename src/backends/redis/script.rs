@@ -11,8 +11,10 @@ use crate::params::FreqLimitParams;
 
 /// The GCRA step, run atomically on the server (see `reserve.lua`).
 pub(super) const RESERVE_LUA: &str = include_str!("reserve.lua");
-/// The refund's compare-and-swap (see `refund.lua`).
+/// The refund: the TAT lowered, or a hole recorded (see `refund.lua`).
 pub(super) const REFUND_LUA: &str = include_str!("refund.lua");
+/// A hold: the TAT pushed to at least a given time (see `hold.lua`).
+pub(super) const HOLD_LUA: &str = include_str!("hold.lua");
 
 /// The largest number the scripts handle: 2^53 µs (about 285 years), below which
 /// Lua's doubles hold every integer exactly. Arguments are capped here and the
@@ -93,8 +95,10 @@ pub(super) enum Decision {
     Admitted {
         delay: u64,
         reset_after: u64,
-        tat_before: u64,
-        tat_after: Option<u64>,
+        /// The span the reservation took (see `RefundToken`); `end` is
+        /// `None` when it took nothing (cost 0).
+        start: u64,
+        end: Option<u64>,
     },
     Rejected {
         retry_after: u64,
@@ -136,8 +140,8 @@ impl Decision {
             (Some(0), 5) => Ok(Self::Admitted {
                 delay: micros(&items[1])?,
                 reset_after: micros(&items[2])?,
-                tat_before: micros(&items[3])?,
-                tat_after: match int(&items[4])? {
+                start: micros(&items[3])?,
+                end: match int(&items[4])? {
                     -1 => None,
                     _ => Some(micros(&items[4])?),
                 },
@@ -163,17 +167,14 @@ impl Decision {
             Self::Admitted {
                 delay,
                 reset_after,
-                tat_before,
-                tat_after,
+                start,
+                end,
             } => Ok(Admission::from_parts(
                 delay * NS,
                 reset_after * NS,
                 m.tau * NS,
                 m.interval * NS,
-                RefundToken {
-                    tat_before,
-                    tat_after,
-                },
+                RefundToken { start, end },
             )),
             Self::Rejected {
                 retry_after,
@@ -255,8 +256,8 @@ mod tests {
             Decision::Admitted {
                 delay: 10,
                 reset_after: 20,
-                tat_before: 0,
-                tat_after: None
+                start: 0,
+                end: None
             }
         );
     }

@@ -10,6 +10,7 @@
 #![cfg(feature = "redis")]
 
 mod cluster;
+mod refund;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -112,8 +113,8 @@ async fn agree(backends: &[RedisBackend<String>], params: FreqLimitParams, steps
             );
             if let (Ok(got), Ok(want)) = (&got, &expected) {
                 let (g, w) = (got.refund_token(), want.admission.refund_token());
-                assert_eq!(g.tat_before * 1_000, w.tat_before, "step {i}");
-                assert_eq!(g.tat_after.map(|t| t * 1_000), w.tat_after, "step {i}");
+                assert_eq!(g.start * 1_000, w.start, "step {i}");
+                assert_eq!(g.end.map(|t| t * 1_000), w.end, "step {i}");
             }
         }
         if let Ok(r) = expected {
