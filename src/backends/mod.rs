@@ -246,6 +246,11 @@ pub trait FreqLimitBackend: Send + Sync {
     /// The future is `'static` (it owns what it needs), so a layer can keep
     /// it past the call that made it.
     ///
+    /// Holes ([`gcra::holes`](crate::gcra::holes)) below the hold are
+    /// forgotten. One gap remains: a wait reserved *before* the hold and
+    /// abandoned *after* it gives its slot back as usual, and that slot may
+    /// lie within the hold (at most one call per abandoned wait).
+    ///
     /// The default refuses with a [`BackendError`] of kind
     /// [`Other`](BackendErrorKind::Other): a backend that cannot hold a key
     /// says so rather than ignoring the server.
