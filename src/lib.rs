@@ -173,6 +173,12 @@ pub mod http;
 // Key extractors for http::Request: client IP, header, route.
 #[cfg(feature = "http")]
 pub mod key;
+
+#[cfg(feature = "http")]
+pub mod learn;
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 // tonic::Status refusals.
 #[cfg(feature = "tonic")]
 pub mod grpc;

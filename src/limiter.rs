@@ -264,14 +264,30 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
         A: KeyArg<B::Key>,
         B::Key: Borrow<A::Lookup>,
     {
-        if let Some(refusal) = request.impossible_under(&self.params) {
+        self.acquire_under(key.lookup(), &self.params, request)
+            .await
+    }
+
+    /// [`acquire_with`](Self::acquire_with) under `params` instead of the
+    /// limiter's own: per-request params, as the layer and the reqwest
+    /// middleware give them.
+    pub(crate) async fn acquire_under<Q>(
+        &self,
+        key: Option<&Q>,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        B::Key: Borrow<Q>,
+        Q: BorrowedKey<B::Key> + ?Sized,
+    {
+        if let Some(refusal) = request.impossible_under(params) {
             let refusal = FreqLimitError::from(refusal);
             self.reporter.refused(&refusal);
             return Err(refusal);
         }
-        let key = key.lookup();
         let now = self.clock.now();
-        let reserved = self.backend.reserve(key, now, &self.params, request).await;
+        let reserved = self.backend.reserve(key, now, params, request).await;
         let admission = match reserved {
             Ok(admission) => {
                 self.reporter.admitted(&admission);
@@ -333,6 +349,60 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     {
         let now = self.clock.now();
         self.backend.status(key.lookup(), now, &self.params).await
+    }
+
+    /// Holds `key` back: no call for it is admitted within `hold` from now;
+    /// then one, then one every `T`. For when the server being paced says to
+    /// slow down (a `429` with `Retry-After`, a chat API's `retry_after`
+    /// field): [`learn::Learner`](crate::learn::Learner) reads the standard
+    /// headers. With a shared backend (Redis) every process holds the key at
+    /// once. A hold never shortens what the key already owes. Returns whether
+    /// the key's schedule moved.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Backend`] when the backend fails or cannot hold keys
+    /// (see [`FreqLimitBackend::hold`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+    /// tokio::time::pause();
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(30), InMemoryBackend::<i64>::new());
+    /// let chat = -100_123_i64;
+    /// // The API answered `{"ok": false, "parameters": {"retry_after": 5}}`.
+    /// limiter.hold(&chat, Duration::from_secs(5)).await?;
+    /// let start = tokio::time::Instant::now();
+    /// limiter.acquire(&chat).await?;
+    /// assert_eq!(start.elapsed(), Duration::from_secs(5));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn hold<A>(&self, key: A, hold: Duration) -> Result<bool, FreqLimitError>
+    where
+        A: KeyArg<B::Key>,
+        B::Key: Borrow<A::Lookup>,
+    {
+        self.hold_under(key.lookup(), &self.params, hold).await
+    }
+
+    /// [`hold`](Self::hold) under per-request `params`.
+    pub(crate) async fn hold_under<Q>(
+        &self,
+        key: Option<&Q>,
+        params: &FreqLimitParams,
+        hold: Duration,
+    ) -> Result<bool, FreqLimitError>
+    where
+        B::Key: Borrow<Q>,
+        Q: BorrowedKey<B::Key> + ?Sized,
+    {
+        let now = self.clock.now();
+        self.backend.hold(key, now, hold, params).await
     }
 
     /// Forgets every key's state.

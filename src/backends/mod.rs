@@ -19,6 +19,7 @@ use std::borrow::Borrow;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::Timestamp;
 
@@ -234,6 +235,68 @@ pub trait FreqLimitBackend: Send + Sync {
     /// [`BackendError`] when the store fails.
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// Pushes `key`'s schedule back: from `now`, no call for it is admitted
+    /// within `hold`; after that, one call, then one every `T` (the burst
+    /// refills as usual). What a limiter does when the server it paces
+    /// requests to says "retry after `hold`" ([`crate::FreqLimit::hold`]).
+    /// Atomic like [`reserve`](Self::reserve): the stored TAT becomes the later
+    /// of itself and `now + hold + tau`, so a hold never shortens a debt.
+    /// Returns whether the schedule moved.
+    ///
+    /// The future is `'static` (it owns what it needs), so a layer can keep
+    /// it past the call that made it.
+    ///
+    /// Holes ([`gcra::holes`](crate::gcra::holes)) below the hold are
+    /// forgotten. One gap remains: a wait reserved *before* the hold and
+    /// abandoned *after* it gives its slot back as usual, and that slot may
+    /// lie within the hold (at most one call per abandoned wait).
+    ///
+    /// The default refuses with a [`BackendError`] of kind
+    /// [`Other`](BackendErrorKind::Other): a backend that cannot hold a key
+    /// says so rather than ignoring the server.
+    ///
+    /// # Errors
+    ///
+    /// [`FreqLimitError::Backend`] when the store fails (or, in memory, a new
+    /// key finds a bounded table full).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::backends::FreqLimitBackend;
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::FreqLimitParams;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
+    /// let backend = InMemoryBackend::<String>::new();
+    /// let params = FreqLimitParams::per_second(1);
+    /// let now = Timestamp::now();
+    /// assert!(backend.hold(Some("api"), now, Duration::from_secs(10), &params).await?);
+    /// // A shorter hold moves nothing.
+    /// assert!(!backend.hold(Some("api"), now, Duration::from_secs(3), &params).await?);
+    /// assert_eq!(backend.status(Some("api"), now, &params).await?.retry_after(), Duration::from_secs(10));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn hold<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        hold: Duration,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<bool, FreqLimitError>> + Send + 'static
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
+        let _ = (key, now, hold, params);
+        std::future::ready(Err(FreqLimitError::Backend(BackendError::new(
+            BackendErrorKind::Other,
+            "this backend cannot hold a key back (FreqLimitBackend::hold is not implemented)",
+        ))))
+    }
+
     /// Gives back the slot of a reservation whose caller went away before using
     /// it (a waiting request that was dropped), so it does not delay the next
     /// caller: the span of the key's TAT axis the reservation took
@@ -350,6 +413,20 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
         Q: BorrowedKey<Self::Key> + ?Sized,
     {
         (**self).status(key, now, params)
+    }
+
+    fn hold<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        hold: Duration,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<bool, FreqLimitError>> + Send + 'static
+    where
+        Self::Key: Borrow<Q>,
+        Q: BorrowedKey<Self::Key> + ?Sized,
+    {
+        (**self).hold(key, now, hold, params)
     }
 
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {

@@ -174,6 +174,27 @@ impl Holes {
         }
     }
 
+    /// Forgets every part of a hole below `floor`: a slot there would admit a
+    /// call before `floor - tau`, which a hold
+    /// ([`FreqLimitBackend::hold`](crate::FreqLimitBackend::hold)) forbids.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::holes::{Hole, Holes};
+    /// use tower_freqlimit::RefundToken;
+    ///
+    /// let mut holes = Holes::new();
+    /// holes.give_back(100, RefundToken { start: 10, end: Some(20) });
+    /// holes.give_back(100, RefundToken { start: 30, end: Some(40) });
+    /// holes.forget_below(35);
+    /// assert_eq!(holes.as_slice(), &[Hole { start: 35, end: 40 }]);
+    /// ```
+    pub fn forget_below(&mut self, floor: u64) {
+        self.forget_past(floor);
+        if let Some(first) = self.spans.first_mut() {
+            first.start = first.start.max(floor);
+        }
+    }
+
     /// Decides a reservation on a key whose TAT is `tat` and whose holes these
     /// are, without changing anything: the earliest hole the cost fits in,
     /// else the TAT ([`reserve`](super::reserve)). Apply it with

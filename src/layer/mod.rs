@@ -109,6 +109,15 @@ pub struct FreqLimitLayer<B, P = Policy, H = RefuseWithError> {
     config: Arc<Config<B, P, H>>,
 }
 
+impl<B, P, H> FreqLimitLayer<B, P, H> {
+    /// What this layer's services share, for a layer that works beside it
+    /// (`learn::LearnLayer`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn config(&self) -> Arc<Config<B, P, H>> {
+        Arc::clone(&self.config)
+    }
+}
+
 /// What a layer and its services share.
 #[derive(Clone)]
 pub(crate) struct Config<B, P, H> {

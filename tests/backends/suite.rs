@@ -226,6 +226,64 @@ mod cases {
         assert_eq!(fresh.delay(), Duration::ZERO);
     }
 
+    /// A hold (the paced server said "retry after"): nothing within it, then
+    /// one call, then one every `T`; a shorter hold moves nothing; holes
+    /// below the hold are forgotten (a slot there would admit a call within
+    /// it); the global bucket and other keys are untouched.
+    pub async fn hold_pushes_the_schedule_back<B: Subject>(b: B) {
+        let p = FreqLimitParams::per_second(10).with_burst(3); // T = 100 ms, tau = 200 ms
+        let hold = |key: Option<&'static str>, at: Duration, d: Duration| {
+            let key = key.map(str::to_owned);
+            let b = &b;
+            async move { b.hold(key.as_ref(), T0 + at, d, &p).await.unwrap() }
+        };
+        assert!(hold(Some("k"), Duration::ZERO, 5000 * MS).await);
+        assert!(!hold(Some("k"), Duration::ZERO, 3000 * MS).await);
+        let r = rejected(ask(&b, Some("k"), Duration::ZERO, &p, Reserve::new().no_wait()).await);
+        assert_eq!(r.retry_after(), 5000 * MS);
+        let first = admitted(ask(&b, Some("k"), 5000 * MS, &p, Reserve::new().no_wait()).await);
+        assert_eq!(first.delay(), Duration::ZERO);
+        let next = admitted(ask(&b, Some("k"), 5000 * MS, &p, Reserve::new()).await);
+        assert_eq!(next.delay(), 100 * MS);
+        assert_eq!(
+            admitted(
+                ask(
+                    &b,
+                    Some("other"),
+                    Duration::ZERO,
+                    &p,
+                    Reserve::new().no_wait()
+                )
+                .await
+            )
+            .delay(),
+            Duration::ZERO
+        );
+        assert_eq!(
+            admitted(ask(&b, None, Duration::ZERO, &p, Reserve::new().no_wait()).await).delay(),
+            Duration::ZERO
+        );
+
+        // A hole given back before the hold is not used within it.
+        let p1 = FreqLimitParams::per_second(1); // T = 1 s, burst 1
+        let key = Some("h".to_owned());
+        let a = admitted(ask(&b, Some("h"), Duration::ZERO, &p1, Reserve::new()).await);
+        let second = admitted(ask(&b, Some("h"), Duration::ZERO, &p1, Reserve::new()).await);
+        admitted(ask(&b, Some("h"), Duration::ZERO, &p1, Reserve::new()).await);
+        assert_eq!((a.delay(), second.delay()), (Duration::ZERO, 1000 * MS));
+        assert!(b.refund(key.as_ref(), &second)); // a hole at [1 s, 2 s)
+        b.settle().await;
+        // The TAT (3 s) is past the hold's end: it stays, but the part of the
+        // hole below 1.5 s goes, and what is left of it is too short for a call.
+        assert!(!b.hold(key.as_ref(), T0, 1500 * MS, &p1).await.unwrap());
+        let after = admitted(ask(&b, Some("h"), Duration::ZERO, &p1, Reserve::new()).await);
+        assert_eq!(
+            after.delay(),
+            3000 * MS,
+            "the hole is below the hold: the call goes at the TAT"
+        );
+    }
+
     pub async fn clear_forgets_every_key<B: Subject>(b: B) {
         let p = FreqLimitParams::per_hour(1);
         let no_wait = Reserve::new().no_wait();
@@ -341,6 +399,7 @@ suite!(
     status_reads_without_consuming,
     keys_are_independent_and_the_global_bucket_apart,
     refund_gives_back_any_slot,
+    hold_pushes_the_schedule_back,
     clear_forgets_every_key,
     time_going_back_admits_no_burst,
     a_drained_key_is_as_good_as_new,

@@ -282,6 +282,35 @@ where
         }
     }
 
+    /// The new-key path of [`InMemoryBackend::hold_now`](super::InMemoryBackend::hold_now):
+    /// a slot for a key that must not be admitted before `tat - tau`. Whether
+    /// the key's TAT moved.
+    pub(super) fn insert_held<Q>(
+        &self,
+        tats: &Tats<K>,
+        key: &Q,
+        now: u64,
+        tat: u64,
+    ) -> Result<bool, FreqLimitError>
+    where
+        Q: BorrowedKey<K> + ?Sized,
+    {
+        if !self.try_take_slot() {
+            self.make_room(tats, now)?;
+        }
+        match tats.entry(key.to_key()) {
+            Entry::Occupied(held) => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                Ok(held.get().fetch_max(tat, Ordering::Relaxed) < tat)
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(AtomicU64::new(tat));
+                self.inserted_min.fetch_min(tat, Ordering::Relaxed);
+                Ok(true)
+            }
+        }
+    }
+
     /// Frees one slot for the caller, or refuses. On `Ok` the caller holds a
     /// slot (counted in `held`).
     fn make_room(&self, tats: &Tats<K>, now: u64) -> Result<(), FreqLimitError> {

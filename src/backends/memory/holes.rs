@@ -90,6 +90,16 @@ impl<K> HoleTable<K> {
         result
     }
 
+    /// Holds the global bucket (see [`hold_keyed`](HoleTable::hold_keyed)).
+    pub(super) fn hold_global(&self, tat: &AtomicU64, target: u64) -> bool {
+        let mut holes = self.lock_global();
+        let moved = tat.fetch_max(target, Ordering::Relaxed) < target;
+        holes.forget_below(target);
+        self.global_has_holes
+            .store(!holes.is_empty(), Ordering::Relaxed);
+        moved
+    }
+
     /// Gives the global bucket's span back.
     pub(super) fn refund_global(&self, tat: &AtomicU64, token: RefundToken) -> GiveBack {
         let mut holes = self.lock_global();
@@ -134,6 +144,33 @@ where
             self.keys_with_holes.fetch_sub(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Raises a known key's TAT to `target` and forgets its holes below it,
+    /// under its hole lock (so no reservation takes such a hole meanwhile);
+    /// `tat` is the key's TAT, whose shard the caller holds (read). Whether
+    /// the TAT moved.
+    pub(super) fn hold_keyed<Q>(&self, tat: &AtomicU64, key: &Q, target: u64) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some(mut holes) = self.keyed.get_mut(key) else {
+            return tat.fetch_max(target, Ordering::Relaxed) < target;
+        };
+        let moved = tat.fetch_max(target, Ordering::Relaxed) < target;
+        holes.forget_below(target);
+        let used_up = holes.is_empty();
+        drop(holes);
+        if used_up
+            && self
+                .keyed
+                .remove_if(key, |_, holes| holes.is_empty())
+                .is_some()
+        {
+            self.keys_with_holes.fetch_sub(1, Ordering::Relaxed);
+        }
+        moved
     }
 
     /// A new key: holes an earlier key of that name left behind are not its

@@ -15,7 +15,7 @@ use super::conn::{Arg, Conn, classify};
 use super::future::RedisReserveFuture;
 use super::key::{RedisKey, encode_key};
 use super::policy::{FailurePolicy, RedisClock};
-use super::script::{Decision, MAX_MICROS, Micros, REFUND_LUA, RESERVE_LUA, Script};
+use super::script::{Decision, HOLD_LUA, MAX_MICROS, Micros, REFUND_LUA, RESERVE_LUA, Script};
 use super::stats::{Counters, bump};
 use crate::clock::Timestamp;
 use crate::decision::{Admission, Reserve};
@@ -35,6 +35,7 @@ pub(super) struct Inner {
     pub(super) cache: Option<NegativeCache>,
     reserve: Script,
     refund: Script,
+    hold: Script,
     pub(super) counters: Counters,
     refunds_in_flight: AtomicUsize,
     refunds_done: Notify,
@@ -73,6 +74,7 @@ impl Inner {
             cache: (negative_cache > 0).then(|| NegativeCache::new(negative_cache)),
             reserve: Script::new(RESERVE_LUA),
             refund: Script::new(REFUND_LUA),
+            hold: Script::new(HOLD_LUA),
             counters: Counters::default(),
             refunds_in_flight: AtomicUsize::new(0),
             refunds_done: Notify::new(),
@@ -307,6 +309,54 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// [`FreqLimitBackend::hold`](crate::FreqLimitBackend::hold) of the Redis
+    /// key `key`. Never fails open: a hold that could not be stored is an
+    /// error. A retry could not hold twice (the TAT goes to a maximum), but
+    /// none is made: the caller learns again from the next response.
+    pub(super) async fn hold(
+        self: Arc<Self>,
+        key: Vec<u8>,
+        now: Timestamp,
+        hold: Duration,
+        params: FreqLimitParams,
+    ) -> Result<bool, FreqLimitError> {
+        let m = Micros::new(&params, &Reserve::new());
+        let ahead = (crate::nanos::from_duration(hold) / 1_000)
+            .saturating_add(m.tau)
+            .min(MAX_MICROS);
+        let args = [
+            Arg::Num(ahead),
+            self.now_arg(now),
+            Arg::Num(self.ttl_slack_ms()),
+        ];
+        bump(&self.counters.script_calls, 1);
+        let moved = match self.eval(&self.hold, &key, &args).await {
+            Ok(Ok(Value::Int(moved))) => moved == 1,
+            Ok(Ok(other)) => {
+                return Err(FreqLimitError::Backend(BackendError::new(
+                    BackendErrorKind::Protocol,
+                    format!("unexpected reply from the hold script: {other:?}"),
+                )));
+            }
+            Ok(Err(err)) => return Err(FreqLimitError::Backend(classify(err))),
+            Err(_) => {
+                return Err(FreqLimitError::Backend(BackendError::new(
+                    BackendErrorKind::Timeout,
+                    format!(
+                        "no answer from Redis within {:?}; the hold may or may not be stored",
+                        self.timeout
+                    ),
+                )));
+            }
+        };
+        if let Some(cache) = &self.cache {
+            // The key now owes at least `ahead` past the caller's now: this
+            // process refuses it without a round trip until then.
+            cache.remember(&key, (now.as_nanos() / 1_000).saturating_add(ahead));
+        }
+        Ok(moved)
     }
 
     /// [`FreqLimitBackend::refund`](crate::FreqLimitBackend::refund) of `key`.

@@ -346,6 +346,26 @@ where
         async move { inner.clear().await }
     }
 
+    /// One script call (`hold.lua`): every process sharing the server holds
+    /// the key at once. The hold counts from the server's time (or the
+    /// configured [`RedisClock`]); this process's negative cache remembers it.
+    fn hold<Q>(
+        &self,
+        key: Option<&Q>,
+        now: Timestamp,
+        hold: std::time::Duration,
+        params: &FreqLimitParams,
+    ) -> impl Future<Output = Result<bool, FreqLimitError>> + Send + 'static
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
+        let key = encode_borrowed(&self.inner.prefix, key);
+        let inner = Arc::clone(&self.inner);
+        let params = *params;
+        async move { inner.hold(key, now, hold, params).await }
+    }
+
     /// Sends the compare-and-swap in the background (a spawned task, bounded by
     /// the timeout) and returns `true` once it is on its way; `false` when there
     /// is nothing to give back or no Tokio runtime to send it from. Whether it

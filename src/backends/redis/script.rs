@@ -13,6 +13,8 @@ use crate::params::FreqLimitParams;
 pub(super) const RESERVE_LUA: &str = include_str!("reserve.lua");
 /// The refund: the TAT lowered, or a hole recorded (see `refund.lua`).
 pub(super) const REFUND_LUA: &str = include_str!("refund.lua");
+/// A hold: the TAT pushed to at least a given time (see `hold.lua`).
+pub(super) const HOLD_LUA: &str = include_str!("hold.lua");
 
 /// The largest number the scripts handle: 2^53 µs (about 285 years), below which
 /// Lua's doubles hold every integer exactly. Arguments are capped here and the
