@@ -236,3 +236,16 @@ proptest! {
         prop_assert_eq!(hold(200, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &unix)]), None);
     }
 }
+
+/// The documented clamp is one day, and a learner shows its settings.
+#[test]
+fn the_default_clamp_is_one_day_and_debug_shows_the_settings() {
+    assert_eq!(Learner::DEFAULT_MAX_HOLD, Duration::from_secs(86_400));
+    let learner = Learner::new()
+        .max_hold(Duration::from_secs(5))
+        .custom(|_, _| None);
+    assert_eq!(
+        format!("{learner:?}"),
+        "Learner { max_hold: 5s, custom: true }"
+    );
+}
