@@ -369,9 +369,8 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
     /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
     ///
-    /// # #[tokio::main(flavor = "current_thread")]
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), tower_freqlimit::FreqLimitError> {
-    /// tokio::time::pause();
     /// let limiter = FreqLimit::new(FreqLimitParams::per_second(30), InMemoryBackend::<i64>::new());
     /// let chat = -100_123_i64;
     /// // The API answered `{"ok": false, "parameters": {"retry_after": 5}}`.
