@@ -45,7 +45,7 @@ section() { # $1 = title, $2 = command (run through bash), $3 = what it measures
 
 # Figures measured by hand (fuzzing, floods, extractor timings) live in the
 # page's last section; keep it across regenerations.
-KEPT=$(sed -n '/^## Measured outside `bench\/all.sh`/,$p' "$OUT" 2>/dev/null || true)
+KEPT=$(sed -n '/^## Measured outside `tools\/all.sh`/,$p' "$OUT" 2>/dev/null || true)
 
 : >"$TMP/doc"
 section "Core: one decision, ours vs governor" \
