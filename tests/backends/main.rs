@@ -6,5 +6,6 @@
 mod support;
 
 mod memory;
+mod prefix_flood;
 mod redis;
 mod suite;

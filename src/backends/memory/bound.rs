@@ -44,13 +44,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use super::groups::Groups;
 use crate::backends::BorrowedKey;
 use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra;
 use crate::params::FreqLimitParams;
 
-type Tats<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;
+pub(super) type Tats<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;
 
 /// What a bounded [`InMemoryBackend`](super::InMemoryBackend) does with a new key
 /// when it already holds [`max_keys`](super::InMemoryBackendBuilder::max_keys)
@@ -134,6 +135,9 @@ pub(super) struct Bound<K> {
     inserted_min: AtomicU64,
     reclaim: Mutex<Reclaim<K>>,
     full: BackendError,
+    /// A share of the table per group of keys, and the groups' overflow
+    /// buckets (see [`groups`](super::groups)).
+    groups: Option<Groups<K>>,
 }
 
 struct Reclaim<K> {
@@ -178,7 +182,7 @@ impl<K> fmt::Debug for Bound<K> {
 }
 
 impl<K> Bound<K> {
-    pub(super) fn new(max_keys: usize, when_full: WhenFull) -> Self {
+    pub(super) fn new(max_keys: usize, when_full: WhenFull, groups: Option<Groups<K>>) -> Self {
         Self {
             max_keys,
             when_full,
@@ -193,6 +197,7 @@ impl<K> Bound<K> {
             }),
             // Made once: a refusal under a flood clones an `Arc`, no allocation.
             full: BackendError::new(BackendErrorKind::Full, KeyTableFull { max_keys }),
+            groups,
         }
     }
 
@@ -209,6 +214,39 @@ impl<K> Bound<K> {
         if n > 0 {
             self.held.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+
+    /// The groups, if keys are grouped.
+    pub(super) fn groups(&self) -> Option<&Groups<K>> {
+        self.groups.as_ref()
+    }
+
+    /// `key` left the table: its group holds one key less. (Its slot is
+    /// counted by the caller.)
+    pub(super) fn forget(&self, key: &K) {
+        if let Some(groups) = &self.groups {
+            groups.release(groups.group_of(key));
+        }
+    }
+
+    /// The sweep of the groups' overflow buckets; returns how many went.
+    pub(super) fn sweep_groups(&self, now: u64, idle_ttl: u64) -> usize {
+        let freed = self
+            .groups
+            .as_ref()
+            .map_or(0, |groups| groups.sweep(now, idle_ttl));
+        self.removed(freed);
+        freed
+    }
+
+    /// Gives back a slot taken for an insert that stored nothing.
+    pub(super) fn give_slot_back(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An insert stored `tat`.
+    pub(super) fn inserted(&self, tat: u64) {
+        self.inserted_min.fetch_min(tat, Ordering::Relaxed);
     }
 
     /// A refund moved a key's TAT back to `tat`: it may drain sooner than the
@@ -260,14 +298,15 @@ where
     where
         Q: BorrowedKey<K> + ?Sized,
     {
+        if let Some(groups) = &self.groups {
+            return self.insert_grouped(groups, tats, key, now, params, request);
+        }
         // Decide first: a refused call (or cost 0) stores nothing and needs no slot.
         let reserved = gcra::reserve(None, now, params, request)?;
         let Some(new_tat) = reserved.new_tat else {
             return Ok(reserved.admission);
         };
-        if !self.try_take_slot() {
-            self.make_room(tats, now)?;
-        }
+        self.take_slot(tats, now)?;
         match tats.entry(key.to_key()) {
             // Inserted by another call meanwhile: give the slot back, update it.
             Entry::Occupied(tat) => {
@@ -280,6 +319,15 @@ where
                 Ok(reserved.admission)
             }
         }
+    }
+
+    /// Takes a slot for a new entry, making room if the table is full, or
+    /// refuses. On `Ok` the caller holds a slot (counted in `held`).
+    pub(super) fn take_slot(&self, tats: &Tats<K>, now: u64) -> Result<(), FreqLimitError> {
+        if self.try_take_slot() {
+            return Ok(());
+        }
+        self.make_room(tats, now)
     }
 
     /// Frees one slot for the caller, or refuses. On `Ok` the caller holds a
@@ -302,10 +350,10 @@ where
                 break;
             };
             // A candidate hit since the scan owes time again: it stays.
-            if tats
-                .remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= now)
-                .is_some()
+            if let Some((key, _)) =
+                tats.remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= now)
             {
+                self.forget(&key);
                 return Ok(());
             }
         }
@@ -329,10 +377,10 @@ where
             WhenFull::EvictClosestToDraining => {
                 // Candidates not hit since the scan (their TAT has not grown).
                 while let Some((scanned_tat, key)) = reclaim.candidates.pop() {
-                    if tats
-                        .remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= scanned_tat)
-                        .is_some()
+                    if let Some((key, _)) =
+                        tats.remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= scanned_tat)
                     {
+                        self.forget(&key);
                         return Ok(());
                     }
                 }
@@ -342,7 +390,8 @@ where
                     return Ok(());
                 }
                 while let Some((_, key)) = reclaim.candidates.pop() {
-                    if tats.remove(&key).is_some() {
+                    if let Some((key, _)) = tats.remove(&key) {
+                        self.forget(&key);
                         return Ok(());
                     }
                 }
@@ -367,6 +416,7 @@ where
             let tat = *tat.get_mut();
             if tat <= now {
                 freed += 1;
+                self.forget(key);
                 return false;
             }
             if closest.len() < batch {
@@ -393,6 +443,10 @@ where
                 .map(|ByTat(tat, key)| (tat, key)),
         );
         reclaim.since_scan = 0;
+        // Drained overflow buckets go too.
+        if let Some(groups) = &self.groups {
+            freed += groups.sweep(now, 0);
+        }
         if freed == 0 {
             return false;
         }
@@ -409,6 +463,9 @@ where
             removed += 1;
             false
         });
+        if let Some(groups) = &self.groups {
+            removed += groups.clear();
+        }
         self.removed(removed);
         reclaim.candidates.clear();
         reclaim.threshold = 0;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::bound::Bound;
+use super::groups::{self, Groups};
 use super::{InMemoryBackend, Inner, WhenFull};
 
 /// The default sweep period of [`InMemoryBackend::new`].
@@ -32,7 +33,27 @@ pub struct InMemoryBackendBuilder<K> {
     sweeper_interval: Option<Duration>,
     max_keys: Option<usize>,
     when_full: WhenFull,
-    _key: std::marker::PhantomData<fn() -> K>,
+    group_by: GroupBy<K>,
+    group_share: Option<usize>,
+}
+
+/// How keys are grouped under `max_keys`.
+#[derive(Debug)]
+enum GroupBy<K> {
+    /// By network for IP addresses; not at all for other key types.
+    Default,
+    By(fn(&K) -> u64),
+    Off,
+}
+
+impl<K> Clone for GroupBy<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Default => Self::Default,
+            Self::By(group_of) => Self::By(*group_of),
+            Self::Off => Self::Off,
+        }
+    }
 }
 
 impl<K> InMemoryBackendBuilder<K>
@@ -46,7 +67,8 @@ where
             sweeper_interval: Some(DEFAULT_SWEEPER_INTERVAL),
             max_keys: None,
             when_full: WhenFull::default(),
-            _key: std::marker::PhantomData,
+            group_by: GroupBy::Default,
+            group_share: None,
         }
     }
 
@@ -108,16 +130,71 @@ where
         self
     }
 
+    /// Group keys with `group_of` under [`max_keys`](Self::max_keys): a group
+    /// holds at most [`group_share`](Self::group_share) keys of the table, and
+    /// its further keys are decided together on one *overflow bucket* (same
+    /// params), so that one group flooding new keys cannot fill the table.
+    ///
+    /// **The default** groups [`IpAddr`](std::net::IpAddr) keys (and
+    /// `Ipv4Addr`, `Ipv6Addr`) by network, with
+    /// [`ip_group`](super::ip_group): the IPv6 `/48`, the IPv4 `/24`. Other key
+    /// types are not grouped unless given a function here. A known key never
+    /// looks at its group: the function runs only when a key enters or leaves
+    /// the table. Without `max_keys` there is nothing to share and groups are
+    /// not used.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_freqlimit::backends::memory::{InMemoryBackend, ip_group};
+    ///
+    /// // Keys of (client address, route): group them by the client's network.
+    /// let backend = InMemoryBackend::<(IpAddr, &'static str)>::builder()
+    ///     .max_keys(10_000)
+    ///     .group_by(|(ip, _route)| ip_group(*ip))
+    ///     .build();
+    /// assert_eq!(backend.group_share(), Some(312)); // 10 000 / 32
+    /// ```
+    pub fn group_by(mut self, group_of: fn(&K) -> u64) -> Self {
+        self.group_by = GroupBy::By(group_of);
+        self
+    }
+
+    /// At most `share` keys of the table per group (default: `max_keys / 32`,
+    /// at least 1); see [`group_by`](Self::group_by). A smaller share takes
+    /// more networks to fill the table, and limits together sooner the extra
+    /// clients of one big network.
+    pub fn group_share(mut self, share: usize) -> Self {
+        self.group_share = Some(share);
+        self
+    }
+
+    /// No groups, even for IP addresses: under `max_keys`, any key may take any
+    /// free slot (the behaviour before groups; one network may then fill the
+    /// table).
+    pub fn without_groups(mut self) -> Self {
+        self.group_by = GroupBy::Off;
+        self
+    }
+
     /// The backend.
     #[must_use]
     pub fn build(self) -> InMemoryBackend<K> {
+        let group_of = match self.group_by {
+            GroupBy::Default => groups::default_group_of::<K>(),
+            GroupBy::By(group_of) => Some(group_of),
+            GroupBy::Off => None,
+        };
         InMemoryBackend {
             inner: Arc::new(Inner {
                 tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 global: AtomicU64::new(0),
-                bound: self
-                    .max_keys
-                    .map(|max_keys| Bound::new(max_keys, self.when_full)),
+                bound: self.max_keys.map(|max_keys| {
+                    let share = self
+                        .group_share
+                        .unwrap_or(max_keys / groups::DEFAULT_SHARE_DIVISOR);
+                    let groups = group_of.map(|group_of| Groups::new(group_of, share));
+                    Bound::new(max_keys, self.when_full, groups)
+                }),
                 idle_ttl: crate::nanos::from_duration(self.idle_ttl),
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),

@@ -2,10 +2,12 @@
 
 mod bound;
 mod builder;
+mod groups;
 mod sweeper;
 
 pub use bound::WhenFull;
 pub use builder::InMemoryBackendBuilder;
+pub use groups::ip_group;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -258,6 +260,40 @@ where
     #[must_use]
     pub fn max_keys(&self) -> Option<usize> {
         self.inner.bound.as_ref().map(Bound::max_keys)
+    }
+
+    /// The most keys of the table one group may hold (see
+    /// [`group_by`](InMemoryBackendBuilder::group_by)); `None` when keys are
+    /// not grouped (no `max_keys`, a key type with no default grouping, or
+    /// [`without_groups`](InMemoryBackendBuilder::without_groups)).
+    ///
+    /// ```
+    /// # use std::net::IpAddr;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// let by_network = InMemoryBackend::<IpAddr>::builder().max_keys(10_000).build();
+    /// assert_eq!(by_network.group_share(), Some(312));
+    /// assert_eq!(InMemoryBackend::<u64>::builder().max_keys(10_000).build().group_share(), None);
+    /// ```
+    #[must_use]
+    pub fn group_share(&self) -> Option<usize> {
+        let groups = self.inner.bound.as_ref()?.groups()?;
+        Some(groups.share())
+    }
+
+    /// The groups' overflow buckets held: each takes a slot of `max_keys`, so
+    /// `len() + overflow_buckets()` never exceeds `max_keys`.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// assert_eq!(InMemoryBackend::<u64>::new().overflow_buckets(), 0);
+    /// ```
+    #[must_use]
+    pub fn overflow_buckets(&self) -> usize {
+        self.inner
+            .bound
+            .as_ref()
+            .and_then(Bound::groups)
+            .map_or(0, groups::Groups::overflow_buckets)
     }
 
     /// What a full table does with a new key (see [`WhenFull`]); `None` when
