@@ -23,6 +23,10 @@
 //!    (more above 1 048 576 keys, where the batch stops growing).
 //! 3. **The policy**, when nothing drained could go: [`WhenFull`].
 //!
+//! With groups (the default for IP addresses, see [`groups`](super::groups)),
+//! a new key first claims a place in its group; a group at its share sends
+//! its new keys to its overflow bucket, which takes a slot here like a key.
+//!
 //! The bound is exact: the table never holds more than `max_keys` keys, even
 //! with calls racing on many threads. It is not a bound on bytes: a key's size
 //! is the key type's (an `IpAddr` is 17 bytes, a `String` its heap bytes too).
@@ -100,7 +104,10 @@ pub enum WhenFull {
     ///
     /// **Costs:** new clients are turned away while the table is full of keys
     /// that still owe time, which a flood of unique keys can arrange for as long
-    /// as it lasts (plus one interval). Keys already held are never touched, so
+    /// as it lasts (plus one interval), unless the flood comes from one group
+    /// (one network, for `IpAddr` keys: see
+    /// [`group_by`](super::InMemoryBackendBuilder::group_by)), which holds at
+    /// most its share of the table. Keys already held are never touched, so
     /// the limit stays exact: no call is ever admitted early. This is the
     /// default: a rate limiter's first promise is not to over-admit, and a
     /// refusal is visible (an error, a `503`), where an early admission is not.

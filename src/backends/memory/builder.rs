@@ -107,15 +107,43 @@ where
     /// about `max_keys` entries of the map: for `IpAddr` keys, 40 to 80 bytes a
     /// key with the hash table's slack.
     ///
+    /// **One network cannot fill it.** `IpAddr` keys are grouped by network
+    /// (the IPv6 `/48`, the IPv4 `/24`) and a group holds at most
+    /// [`group_share`](Self::group_share) keys, `max_keys / 32` by default;
+    /// the keys it sends beyond that are decided together on one overflow
+    /// bucket per group, which takes a slot of `max_keys` like a key (so keys
+    /// plus overflow buckets never exceed `max_keys`). A flood of `/64`s from
+    /// one `/48` then throttles that `/48`, and clients of other networks find
+    /// room. No key is admitted early for it: see [`group_by`](Self::group_by)
+    /// for other key types and the costs.
+    ///
     /// ```
-    /// use std::net::IpAddr;
+    /// use std::net::{IpAddr, Ipv6Addr};
     /// use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
     ///
     /// let backend = InMemoryBackend::<IpAddr>::builder()
-    ///     .max_keys(100_000)
+    ///     .max_keys(10_000)
     ///     .when_full(WhenFull::RefuseNewKeys)
     ///     .build();
-    /// assert_eq!(backend.max_keys(), Some(100_000));
+    /// assert_eq!(backend.max_keys(), Some(10_000));
+    /// assert_eq!(backend.group_share(), Some(312));
+    ///
+    /// // 65 536 /64s of one /48 at once: 312 get an entry, the rest share one
+    /// // overflow bucket (one more call admitted, the others rejected: 429).
+    /// let params = FreqLimitParams::per_minute(1);
+    /// let now = Timestamp::from_nanos(1_000_000_000);
+    /// for n in 0..65_536u128 {
+    ///     let flood = Ipv6Addr::from_bits((0x2001_0db8_0001_u128 << 80) | (n << 64));
+    ///     let _ = backend.reserve_now(Some(&IpAddr::V6(flood)), now, &params, Reserve::new().no_wait());
+    /// }
+    /// assert_eq!((backend.len(), backend.overflow_buckets()), (312, 1));
+    ///
+    /// // A client from another network is admitted at once.
+    /// let client: IpAddr = "203.0.113.7".parse()?;
+    /// assert!(backend.reserve_now(Some(&client), now, &params, Reserve::new().no_wait()).is_ok());
+    /// # Ok::<(), std::net::AddrParseError>(())
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
@@ -134,6 +162,20 @@ where
     /// holds at most [`group_share`](Self::group_share) keys of the table, and
     /// its further keys are decided together on one *overflow bucket* (same
     /// params), so that one group flooding new keys cannot fill the table.
+    ///
+    /// * **No early admission.** A key decided on its group's overflow bucket
+    ///   has its debt there; if it later gets an entry of its own (its group
+    ///   fell under its share), that entry starts from the overflow bucket's
+    ///   TAT, never from a fresh bucket. Overflow buckets are dropped only once
+    ///   drained, like keys.
+    /// * **Bounded.** An overflow bucket takes a slot of `max_keys`: keys plus
+    ///   overflow buckets never exceed it ([`InMemoryBackend::overflow_buckets`]).
+    /// * **Costs.** Known keys pay nothing (the group is computed only when a
+    ///   key enters or leaves the table). A network with more active clients
+    ///   than its share has its extra clients limited together, on one bucket.
+    ///   An attacker holding many networks (an IPv6 `/32` is 65 536 `/48`s; a
+    ///   botnet spans thousands) still fills the table: a group bounds what one
+    ///   network holds, not how many networks one attacker holds.
     ///
     /// **The default** groups [`IpAddr`](std::net::IpAddr) keys (and
     /// `Ipv4Addr`, `Ipv6Addr`) by network, with

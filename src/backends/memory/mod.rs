@@ -54,7 +54,10 @@ use crate::params::FreqLimitParams;
 ///   unique keys included). A new key that finds the table full first drops
 ///   drained keys (losslessly); if none has drained, [`WhenFull`] decides:
 ///   refuse the new key (the default) or evict the key closest to draining.
-///   Known keys pay nothing for the bound. Without `max_keys` the table grows
+///   Known keys pay nothing for the bound. Keys are grouped (IP addresses by
+///   network by default, see
+///   [`group_by`](InMemoryBackendBuilder::group_by)) and a group holds at most
+///   its share of the table, so one network's flood cannot lock others out. Without `max_keys` the table grows
 ///   with the number of keys active within a sweep period.
 ///
 /// Clones share the same state.
