@@ -181,6 +181,45 @@ fn the_flooding_network_holds_its_share_and_one_overflow_bucket() {
     assert_eq!(admitted, share + 1);
 }
 
+#[test]
+fn racing_threads_keep_the_bound_and_the_group_counts() {
+    // Two threads, each flooding a /48 of its own and both a shared one, at
+    // one frozen instant; then everything drains and is swept. No claim may
+    // leak: afterwards the shared /48 gets exactly its share again.
+    let params = FreqLimitParams::per_second(1);
+    let backend = InMemoryBackend::<IpAddr>::builder()
+        .max_keys(1_000)
+        .group_share(100)
+        .without_sweeper()
+        .build();
+    let net = |prefix: u128, n: u128| IpAddr::V6(Ipv6Addr::from_bits((prefix << 80) | (n << 64)));
+    let now = Timestamp::from_nanos(T0);
+    std::thread::scope(|scope| {
+        for own in [0x2001_0db8_0001_u128, 0x2001_0db8_0002] {
+            let backend = &backend;
+            let params = &params;
+            scope.spawn(move || {
+                for n in 0..5_000u128 {
+                    for key in [net(own, n), net(0x2001_0db8_00ff, n % 300)] {
+                        let _ =
+                            backend.reserve_now(Some(&key), now, params, Reserve::new().no_wait());
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(backend.len(), 300);
+    assert_eq!(backend.overflow_buckets(), 3);
+    let later = now + Duration::from_secs(2);
+    assert_eq!(backend.sweep(later), 300);
+    assert_eq!((backend.len(), backend.overflow_buckets()), (0, 0));
+    for n in 0..300u128 {
+        let key = net(0x2001_0db8_00ff, n);
+        let _ = backend.reserve_now(Some(&key), later, &params, Reserve::new().no_wait());
+    }
+    assert_eq!((backend.len(), backend.overflow_buckets()), (100, 1));
+}
+
 mod known_key {
     //! A key's calls go through its own entry, its group's overflow bucket,
     //! refusals of a full table, sweeps and refunds; whatever the path, its
