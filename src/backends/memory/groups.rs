@@ -128,8 +128,9 @@ struct Group {
 /// Where a new key of a group is decided.
 pub(super) enum Claim {
     /// The group is under its share: the key may have an entry of its own
-    /// (the claim is counted in the group and must be kept or released).
-    Own,
+    /// (the claim is counted in the group and must be kept or released). With
+    /// the overflow bucket's TAT as the claim saw it, if there was one.
+    Own(Option<u64>),
     /// The group is at its share: the key is decided on the overflow bucket.
     Overflow,
 }
@@ -174,7 +175,8 @@ impl<K> Groups<K> {
         });
         if entry.keys < self.share {
             entry.keys += 1;
-            Claim::Own
+            let overflow = entry.overflow.load(Ordering::Relaxed);
+            Claim::Own((overflow != 0).then_some(overflow))
         } else {
             Claim::Overflow
         }
@@ -188,12 +190,6 @@ impl<K> Groups<K> {
             entry.keys = entry.keys.saturating_sub(1);
             entry.keys == 0 && *entry.overflow.get_mut() == 0
         });
-    }
-
-    /// The overflow bucket's TAT, if the group has one (drained or not).
-    pub(super) fn overflow_tat(&self, group: u64) -> Option<u64> {
-        let tat = self.map.get(&group)?.overflow.load(Ordering::Relaxed);
-        (tat != 0).then_some(tat)
     }
 
     /// One GCRA step on the group's overflow bucket, if it has one; `None`
@@ -285,8 +281,9 @@ where
         let group = groups.group_of(&key);
         match groups.claim(group) {
             Claim::Overflow => self.on_overflow(groups, group, tats, now, params, request),
-            Claim::Own => {
-                let result = self.insert_own(groups, group, tats, key, now, params, request);
+            Claim::Own(overflow) => {
+                let result =
+                    self.insert_own(groups, (group, overflow), tats, key, now, params, request);
                 if !matches!(result, Ok(Stored::Yes(_))) {
                     groups.release(group);
                 }
@@ -301,7 +298,7 @@ where
     fn insert_own(
         &self,
         groups: &Groups<K>,
-        group: u64,
+        (group, overflow): (u64, Option<u64>),
         tats: &Tats<K>,
         key: K,
         now: u64,
@@ -311,7 +308,7 @@ where
         // A first decision that stores nothing: a call that would be refused
         // (or costs 0) needs no slot. It starts where the key would: on the
         // overflow bucket if the group has one.
-        let peek = gcra::reserve(groups.overflow_tat(group), now, params, request)?;
+        let peek = gcra::reserve(overflow, now, params, request)?;
         if peek.new_tat.is_none() {
             return Ok(Stored::No(peek.admission));
         }
