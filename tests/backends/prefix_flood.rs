@@ -220,6 +220,57 @@ fn racing_threads_keep_the_bound_and_the_group_counts() {
     assert_eq!((backend.len(), backend.overflow_buckets()), (100, 1));
 }
 
+#[test]
+fn a_wait_on_an_overflow_bucket_is_refunded() {
+    use tower_freqlimit::FreqLimitBackend;
+    // A share of one key: 10.0.0.1 has the entry, the others of 10.0.0.0/24
+    // share the overflow bucket.
+    let params = FreqLimitParams::per_second(1);
+    let backend = InMemoryBackend::<IpAddr>::builder()
+        .max_keys(10)
+        .group_share(1)
+        .without_sweeper()
+        .build();
+    let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
+    let now = Timestamp::from_nanos(T0);
+    let call = |last: u8| {
+        backend
+            .reserve_now(Some(&ip(last)), now, &params, Reserve::new())
+            .unwrap()
+    };
+    assert_eq!(call(1).delay(), Duration::ZERO);
+    let created = call(2);
+    assert_eq!(created.delay(), Duration::ZERO);
+    let waiting = call(3);
+    assert_eq!(waiting.delay(), Duration::from_secs(1));
+    // The waiter is dropped: its slot goes back, the next one takes it.
+    assert!(backend.refund(Some(&ip(3)), &waiting));
+    assert!(!backend.refund(Some(&ip(3)), &waiting));
+    assert_eq!(call(4).delay(), Duration::from_secs(1));
+    // Refunding the reservation that created the bucket keeps the bucket, as
+    // drained, until the sweep: its slot is neither lost nor counted twice.
+    let backend2 = InMemoryBackend::<IpAddr>::builder()
+        .max_keys(10)
+        .group_share(1)
+        .without_sweeper()
+        .build();
+    backend2
+        .reserve_now(Some(&ip(1)), now, &params, Reserve::new())
+        .unwrap();
+    let created = backend2
+        .reserve_now(Some(&ip(2)), now, &params, Reserve::new())
+        .unwrap();
+    assert!(backend2.refund(Some(&ip(2)), &created));
+    assert_eq!(backend2.overflow_buckets(), 1);
+    let again = backend2
+        .reserve_now(Some(&ip(5)), now, &params, Reserve::new())
+        .unwrap();
+    assert_eq!(again.delay(), Duration::ZERO);
+    assert_eq!(backend2.overflow_buckets(), 1);
+    assert_eq!(backend2.sweep(now + Duration::from_secs(1)), 1);
+    assert_eq!((backend2.len(), backend2.overflow_buckets()), (0, 0));
+}
+
 mod known_key {
     //! A key's calls go through its own entry, its group's overflow bucket,
     //! refusals of a full table, sweeps and refunds; whatever the path, its

@@ -210,6 +210,26 @@ impl<K> Groups<K> {
         Some(super::update(&entry.overflow, now, params, request))
     }
 
+    /// Gives back a reservation of `key` made on its group's overflow bucket,
+    /// if nothing was reserved there since (as a key's refund does).
+    pub(super) fn refund(&self, key: &K, tat_after: u64, tat_before: u64) -> bool {
+        let Some(entry) = self.map.get(&self.group_of(key)) else {
+            return false;
+        };
+        // The reservation that created the bucket started from nothing (0),
+        // which here means "no bucket": 1, as far in the past, keeps the bucket
+        // (and its slot) until the sweep.
+        entry
+            .overflow
+            .compare_exchange(
+                tat_after,
+                tat_before.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
     /// Stores a new overflow bucket for `group` with `tat`, if it has none.
     /// Returns `false` when another call created one meanwhile (the caller
     /// then gives its slot back and decides on that one).

@@ -55,10 +55,10 @@ use crate::params::FreqLimitParams;
 ///   drained keys (losslessly); if none has drained, [`WhenFull`] decides:
 ///   refuse the new key (the default) or evict the key closest to draining.
 ///   Known keys pay nothing for the bound. Keys are grouped (IP addresses by
-///   network by default, see
-///   [`group_by`](InMemoryBackendBuilder::group_by)) and a group holds at most
-///   its share of the table, so one network's flood cannot lock others out. Without `max_keys` the table grows
-///   with the number of keys active within a sweep period.
+///   network by default, see [`group_by`](InMemoryBackendBuilder::group_by))
+///   and a group holds at most its share of the table, so one network's flood
+///   cannot lock others out. Without `max_keys` the table grows with the
+///   number of keys active within a sweep period.
 ///
 /// Clones share the same state.
 ///
@@ -486,8 +486,14 @@ where
                     if let Some(bound) = &self.inner.bound {
                         bound.lowered(token.tat_before);
                     }
+                    return true;
                 }
-                given_back
+                // Or decided on its group's overflow bucket.
+                self.inner
+                    .bound
+                    .as_ref()
+                    .and_then(Bound::groups)
+                    .is_some_and(|groups| groups.refund(key, tat_after, token.tat_before))
             }
         }
     }
