@@ -6,6 +6,7 @@
 mod support;
 
 mod memory;
+mod prefix_flood;
 mod redis;
 mod refund;
 mod suite;

@@ -736,6 +736,8 @@ async fn axum_matched_route_is_one_bucket() {
 }
 
 /// A full bounded table refuses new clients with `503`; known clients go on.
+/// (Clients of three networks: two of one `/24` would be one group, whose
+/// share of a table of 2 is one key.)
 #[tokio::test(start_paused = true)]
 async fn axum_full_table_refuses_new_clients_with_503() {
     let backend = InMemoryBackend::<IpAddr>::builder()
@@ -748,12 +750,12 @@ async fn axum_full_table_refuses_new_clients_with_503() {
         StatusCode::OK
     );
     assert_eq!(
-        status(&app, get_with("/", Some("203.0.113.2"))).await,
+        status(&app, get_with("/", Some("198.51.100.2"))).await,
         StatusCode::OK
     );
     let refused = app
         .clone()
-        .oneshot(get_with("/", Some("203.0.113.3")))
+        .oneshot(get_with("/", Some("192.0.2.3")))
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -116,3 +116,39 @@ async fn a_backend_without_hold_refuses_it_plainly() {
     assert_eq!(err.kind(), BackendErrorKind::Other);
     assert!(err.to_string().contains("hold"), "{err}");
 }
+
+/// With groups (`IpAddr` keys under `max_keys`), a key past its network's
+/// share is decided on the group's overflow bucket: a hold on it holds that
+/// bucket, which its siblings past the share share.
+#[test]
+fn a_hold_on_a_key_past_its_groups_share_holds_the_overflow_bucket() {
+    use std::net::IpAddr;
+    let backend = InMemoryBackend::<IpAddr>::builder()
+        .max_keys(32)
+        .without_sweeper()
+        .build();
+    assert_eq!(backend.group_share(), Some(1));
+    let params = FreqLimitParams::per_second(1);
+    let now = Timestamp::from_nanos(1_000_000_000);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // The /48's one own entry, then a second /64 of it: past the share.
+    backend
+        .reserve_now(Some(&ip("2001:db8:1:1::")), now, &params, Reserve::new())
+        .unwrap();
+    assert!(
+        backend
+            .hold_now(Some(&ip("2001:db8:1:2::")), now, 9 * S, &params)
+            .unwrap()
+    );
+    assert_eq!(backend.len(), 1);
+    assert_eq!(backend.overflow_buckets(), 1);
+    // A third /64 of that /48 waits for the hold; another network does not.
+    let sibling = backend
+        .reserve_now(Some(&ip("2001:db8:1:3::")), now, &params, Reserve::new())
+        .unwrap();
+    assert_eq!(sibling.delay(), 9 * S);
+    let other = backend
+        .reserve_now(Some(&ip("2001:db8:2::")), now, &params, Reserve::new())
+        .unwrap();
+    assert_eq!(other.delay(), Duration::ZERO);
+}

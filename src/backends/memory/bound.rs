@@ -23,6 +23,10 @@
 //!    (more above 1 048 576 keys, where the batch stops growing).
 //! 3. **The policy**, when nothing drained could go: [`WhenFull`].
 //!
+//! With groups (the default for IP addresses, see [`groups`](super::groups)),
+//! a new key first claims a place in its group; a group at its share sends
+//! its new keys to its overflow bucket, which takes a slot here like a key.
+//!
 //! The bound is exact: the table never holds more than `max_keys` keys, even
 //! with calls racing on many threads. It is not a bound on bytes: a key's size
 //! is the key type's (an `IpAddr` is 17 bytes, a `String` its heap bytes too).
@@ -44,13 +48,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use super::groups::Groups;
 use crate::backends::BorrowedKey;
 use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra;
 use crate::params::FreqLimitParams;
 
-type Tats<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;
+pub(super) type Tats<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;
 
 /// What a bounded [`InMemoryBackend`](super::InMemoryBackend) does with a new key
 /// when it already holds [`max_keys`](super::InMemoryBackendBuilder::max_keys)
@@ -99,7 +104,10 @@ pub enum WhenFull {
     ///
     /// **Costs:** new clients are turned away while the table is full of keys
     /// that still owe time, which a flood of unique keys can arrange for as long
-    /// as it lasts (plus one interval). Keys already held are never touched, so
+    /// as it lasts (plus one interval), unless the flood comes from one group
+    /// (one network, for `IpAddr` keys: see
+    /// [`group_by`](super::InMemoryBackendBuilder::group_by)), which holds at
+    /// most its share of the table. Keys already held are never touched, so
     /// the limit stays exact: no call is ever admitted early. This is the
     /// default: a rate limiter's first promise is not to over-admit, and a
     /// refusal is visible (an error, a `503`), where an early admission is not.
@@ -134,6 +142,9 @@ pub(super) struct Bound<K> {
     inserted_min: AtomicU64,
     reclaim: Mutex<Reclaim<K>>,
     full: BackendError,
+    /// A share of the table per group of keys, and the groups' overflow
+    /// buckets (see [`groups`](super::groups)).
+    groups: Option<Groups<K>>,
 }
 
 struct Reclaim<K> {
@@ -178,7 +189,7 @@ impl<K> fmt::Debug for Bound<K> {
 }
 
 impl<K> Bound<K> {
-    pub(super) fn new(max_keys: usize, when_full: WhenFull) -> Self {
+    pub(super) fn new(max_keys: usize, when_full: WhenFull, groups: Option<Groups<K>>) -> Self {
         Self {
             max_keys,
             when_full,
@@ -193,6 +204,7 @@ impl<K> Bound<K> {
             }),
             // Made once: a refusal under a flood clones an `Arc`, no allocation.
             full: BackendError::new(BackendErrorKind::Full, KeyTableFull { max_keys }),
+            groups,
         }
     }
 
@@ -209,6 +221,39 @@ impl<K> Bound<K> {
         if n > 0 {
             self.held.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+
+    /// The groups, if keys are grouped.
+    pub(super) fn groups(&self) -> Option<&Groups<K>> {
+        self.groups.as_ref()
+    }
+
+    /// `key` left the table: its group holds one key less. (Its slot is
+    /// counted by the caller.)
+    pub(super) fn forget(&self, key: &K) {
+        if let Some(groups) = &self.groups {
+            groups.release(groups.group_of(key));
+        }
+    }
+
+    /// The sweep of the groups' overflow buckets; returns how many went.
+    pub(super) fn sweep_groups(&self, now: u64, idle_ttl: u64) -> usize {
+        let freed = self
+            .groups
+            .as_ref()
+            .map_or(0, |groups| groups.sweep(now, idle_ttl));
+        self.removed(freed);
+        freed
+    }
+
+    /// Gives back a slot taken for an insert that stored nothing.
+    pub(super) fn give_slot_back(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An insert stored `tat`.
+    pub(super) fn inserted(&self, tat: u64) {
+        self.inserted_min.fetch_min(tat, Ordering::Relaxed);
     }
 
     /// A refund moved a key's TAT back to `tat`: it may drain sooner than the
@@ -260,14 +305,15 @@ where
     where
         Q: BorrowedKey<K> + ?Sized,
     {
+        if let Some(groups) = &self.groups {
+            return self.insert_grouped(groups, tats, key, now, params, request);
+        }
         // Decide first: a refused call (or cost 0) stores nothing and needs no slot.
         let reserved = gcra::reserve(None, now, params, request)?;
         let Some(new_tat) = reserved.new_tat else {
             return Ok(reserved.admission);
         };
-        if !self.try_take_slot() {
-            self.make_room(tats, now)?;
-        }
+        self.take_slot(tats, now)?;
         match tats.entry(key.to_key()) {
             // Inserted by another call meanwhile: give the slot back, update it.
             Entry::Occupied(tat) => {
@@ -283,8 +329,9 @@ where
     }
 
     /// The new-key path of [`InMemoryBackend::hold_now`](super::InMemoryBackend::hold_now):
-    /// a slot for a key that must not be admitted before `tat - tau`. Whether
-    /// the key's TAT moved.
+    /// an entry for a key that must not be admitted before `tat - tau` (with
+    /// groups, the group's overflow bucket for a key past its group's share).
+    /// Whether the key's TAT moved.
     pub(super) fn insert_held<Q>(
         &self,
         tats: &Tats<K>,
@@ -295,20 +342,43 @@ where
     where
         Q: BorrowedKey<K> + ?Sized,
     {
-        if !self.try_take_slot() {
-            self.make_room(tats, now)?;
+        if let Some(groups) = &self.groups {
+            return self.insert_held_grouped(groups, tats, key.to_key(), now, tat);
         }
-        match tats.entry(key.to_key()) {
+        self.store_held(tats, key.to_key(), now, tat)
+            .map(|(moved, _)| moved)
+    }
+
+    /// Takes a slot and stores `key` with a TAT of at least `tat`: whether
+    /// its TAT moved, and whether this call inserted it.
+    pub(super) fn store_held(
+        &self,
+        tats: &Tats<K>,
+        key: K,
+        now: u64,
+        tat: u64,
+    ) -> Result<(bool, bool), FreqLimitError> {
+        self.take_slot(tats, now)?;
+        match tats.entry(key) {
             Entry::Occupied(held) => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
-                Ok(held.get().fetch_max(tat, Ordering::Relaxed) < tat)
+                self.give_slot_back();
+                Ok((held.get().fetch_max(tat, Ordering::Relaxed) < tat, false))
             }
             Entry::Vacant(slot) => {
                 slot.insert(AtomicU64::new(tat));
-                self.inserted_min.fetch_min(tat, Ordering::Relaxed);
-                Ok(true)
+                self.inserted(tat);
+                Ok((true, true))
             }
         }
+    }
+
+    /// Takes a slot for a new entry, making room if the table is full, or
+    /// refuses. On `Ok` the caller holds a slot (counted in `held`).
+    pub(super) fn take_slot(&self, tats: &Tats<K>, now: u64) -> Result<(), FreqLimitError> {
+        if self.try_take_slot() {
+            return Ok(());
+        }
+        self.make_room(tats, now)
     }
 
     /// Frees one slot for the caller, or refuses. On `Ok` the caller holds a
@@ -331,10 +401,10 @@ where
                 break;
             };
             // A candidate hit since the scan owes time again: it stays.
-            if tats
-                .remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= now)
-                .is_some()
+            if let Some((key, _)) =
+                tats.remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= now)
             {
+                self.forget(&key);
                 return Ok(());
             }
         }
@@ -358,10 +428,10 @@ where
             WhenFull::EvictClosestToDraining => {
                 // Candidates not hit since the scan (their TAT has not grown).
                 while let Some((scanned_tat, key)) = reclaim.candidates.pop() {
-                    if tats
-                        .remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= scanned_tat)
-                        .is_some()
+                    if let Some((key, _)) =
+                        tats.remove_if(&key, |_, tat| tat.load(Ordering::Relaxed) <= scanned_tat)
                     {
+                        self.forget(&key);
                         return Ok(());
                     }
                 }
@@ -371,7 +441,8 @@ where
                     return Ok(());
                 }
                 while let Some((_, key)) = reclaim.candidates.pop() {
-                    if tats.remove(&key).is_some() {
+                    if let Some((key, _)) = tats.remove(&key) {
+                        self.forget(&key);
                         return Ok(());
                     }
                 }
@@ -396,6 +467,7 @@ where
             let tat = *tat.get_mut();
             if tat <= now {
                 freed += 1;
+                self.forget(key);
                 return false;
             }
             if closest.len() < batch {
@@ -422,6 +494,10 @@ where
                 .map(|ByTat(tat, key)| (tat, key)),
         );
         reclaim.since_scan = 0;
+        // Drained overflow buckets go too.
+        if let Some(groups) = &self.groups {
+            freed += groups.sweep(now, 0);
+        }
         if freed == 0 {
             return false;
         }
@@ -438,6 +514,9 @@ where
             removed += 1;
             false
         });
+        if let Some(groups) = &self.groups {
+            removed += groups.clear();
+        }
         self.removed(removed);
         reclaim.candidates.clear();
         reclaim.threshold = 0;

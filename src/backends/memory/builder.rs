@@ -8,6 +8,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::bound::Bound;
+use super::groups::{self, Groups};
 use super::holes::HoleTable;
 use super::{InMemoryBackend, Inner, WhenFull};
 
@@ -33,7 +34,27 @@ pub struct InMemoryBackendBuilder<K> {
     sweeper_interval: Option<Duration>,
     max_keys: Option<usize>,
     when_full: WhenFull,
-    _key: std::marker::PhantomData<fn() -> K>,
+    group_by: GroupBy<K>,
+    group_share: Option<usize>,
+}
+
+/// How keys are grouped under `max_keys`.
+#[derive(Debug)]
+enum GroupBy<K> {
+    /// By network for IP addresses; not at all for other key types.
+    Default,
+    By(fn(&K) -> u64),
+    Off,
+}
+
+impl<K> Clone for GroupBy<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Default => Self::Default,
+            Self::By(group_of) => Self::By(*group_of),
+            Self::Off => Self::Off,
+        }
+    }
 }
 
 impl<K> InMemoryBackendBuilder<K>
@@ -47,7 +68,8 @@ where
             sweeper_interval: Some(DEFAULT_SWEEPER_INTERVAL),
             max_keys: None,
             when_full: WhenFull::default(),
-            _key: std::marker::PhantomData,
+            group_by: GroupBy::Default,
+            group_share: None,
         }
     }
 
@@ -86,15 +108,43 @@ where
     /// about `max_keys` entries of the map: for `IpAddr` keys, 40 to 80 bytes a
     /// key with the hash table's slack.
     ///
+    /// **One network cannot fill it.** `IpAddr` keys are grouped by network
+    /// (the IPv6 `/48`, the IPv4 `/24`) and a group holds at most
+    /// [`group_share`](Self::group_share) keys, `max_keys / 32` by default;
+    /// the keys it sends beyond that are decided together on one overflow
+    /// bucket per group, which takes a slot of `max_keys` like a key (so keys
+    /// plus overflow buckets never exceed `max_keys`). A flood of `/64`s from
+    /// one `/48` then throttles that `/48`, and clients of other networks find
+    /// room. No key is admitted early for it: see [`group_by`](Self::group_by)
+    /// for other key types and the costs.
+    ///
     /// ```
-    /// use std::net::IpAddr;
+    /// use std::net::{IpAddr, Ipv6Addr};
     /// use tower_freqlimit::backends::memory::{InMemoryBackend, WhenFull};
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
     ///
     /// let backend = InMemoryBackend::<IpAddr>::builder()
-    ///     .max_keys(100_000)
+    ///     .max_keys(10_000)
     ///     .when_full(WhenFull::RefuseNewKeys)
     ///     .build();
-    /// assert_eq!(backend.max_keys(), Some(100_000));
+    /// assert_eq!(backend.max_keys(), Some(10_000));
+    /// assert_eq!(backend.group_share(), Some(312));
+    ///
+    /// // 65 536 /64s of one /48 at once: 312 get an entry, the rest share one
+    /// // overflow bucket (one more call admitted, the others rejected: 429).
+    /// let params = FreqLimitParams::per_minute(1);
+    /// let now = Timestamp::from_nanos(1_000_000_000);
+    /// for n in 0..65_536u128 {
+    ///     let flood = Ipv6Addr::from_bits((0x2001_0db8_0001_u128 << 80) | (n << 64));
+    ///     let _ = backend.reserve_now(Some(&IpAddr::V6(flood)), now, &params, Reserve::new().no_wait());
+    /// }
+    /// assert_eq!((backend.len(), backend.overflow_buckets()), (312, 1));
+    ///
+    /// // A client from another network is admitted at once.
+    /// let client: IpAddr = "203.0.113.7".parse()?;
+    /// assert!(backend.reserve_now(Some(&client), now, &params, Reserve::new().no_wait()).is_ok());
+    /// # Ok::<(), std::net::AddrParseError>(())
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = Some(max_keys);
@@ -109,17 +159,86 @@ where
         self
     }
 
+    /// Group keys with `group_of` under [`max_keys`](Self::max_keys): a group
+    /// holds at most [`group_share`](Self::group_share) keys of the table, and
+    /// its further keys are decided together on one *overflow bucket* (same
+    /// params), so that one group flooding new keys cannot fill the table.
+    ///
+    /// * **No early admission.** A key decided on its group's overflow bucket
+    ///   has its debt there; if it later gets an entry of its own (its group
+    ///   fell under its share), that entry starts from the overflow bucket's
+    ///   TAT, never from a fresh bucket. Overflow buckets are dropped only once
+    ///   drained, like keys.
+    /// * **Bounded.** An overflow bucket takes a slot of `max_keys`: keys plus
+    ///   overflow buckets never exceed it ([`InMemoryBackend::overflow_buckets`]).
+    /// * **Costs.** Known keys pay nothing (the group is computed only when a
+    ///   key enters or leaves the table). A network with more active clients
+    ///   than its share has its extra clients limited together, on one bucket.
+    ///   An attacker holding many networks (an IPv6 `/32` is 65 536 `/48`s; a
+    ///   botnet spans thousands) still fills the table: a group bounds what one
+    ///   network holds, not how many networks one attacker holds.
+    ///
+    /// **The default** groups [`IpAddr`](std::net::IpAddr) keys (and
+    /// `Ipv4Addr`, `Ipv6Addr`) by network, with
+    /// [`ip_group`](super::ip_group): the IPv6 `/48`, the IPv4 `/24`. Other key
+    /// types are not grouped unless given a function here. A known key never
+    /// looks at its group: the function runs only when a key enters or leaves
+    /// the table. Without `max_keys` there is nothing to share and groups are
+    /// not used.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_freqlimit::backends::memory::{InMemoryBackend, ip_group};
+    ///
+    /// // Keys of (client address, route): group them by the client's network.
+    /// let backend = InMemoryBackend::<(IpAddr, &'static str)>::builder()
+    ///     .max_keys(10_000)
+    ///     .group_by(|(ip, _route)| ip_group(*ip))
+    ///     .build();
+    /// assert_eq!(backend.group_share(), Some(312)); // 10 000 / 32
+    /// ```
+    pub fn group_by(mut self, group_of: fn(&K) -> u64) -> Self {
+        self.group_by = GroupBy::By(group_of);
+        self
+    }
+
+    /// At most `share` keys of the table per group (default: `max_keys / 32`,
+    /// at least 1); see [`group_by`](Self::group_by). A smaller share takes
+    /// more networks to fill the table, and limits together sooner the extra
+    /// clients of one big network.
+    pub fn group_share(mut self, share: usize) -> Self {
+        self.group_share = Some(share);
+        self
+    }
+
+    /// No groups, even for IP addresses: under `max_keys`, any key may take any
+    /// free slot (the behaviour before groups; one network may then fill the
+    /// table).
+    pub fn without_groups(mut self) -> Self {
+        self.group_by = GroupBy::Off;
+        self
+    }
+
     /// The backend.
     #[must_use]
     pub fn build(self) -> InMemoryBackend<K> {
+        let group_of = match self.group_by {
+            GroupBy::Default => groups::default_group_of::<K>(),
+            GroupBy::By(group_of) => Some(group_of),
+            GroupBy::Off => None,
+        };
         InMemoryBackend {
             inner: Arc::new(Inner {
                 tats: DashMap::with_hasher(foldhash::fast::RandomState::default()),
                 global: AtomicU64::new(0),
                 holes: HoleTable::default(),
-                bound: self
-                    .max_keys
-                    .map(|max_keys| Bound::new(max_keys, self.when_full)),
+                bound: self.max_keys.map(|max_keys| {
+                    let share = self
+                        .group_share
+                        .unwrap_or(max_keys / groups::DEFAULT_SHARE_DIVISOR);
+                    let groups = group_of.map(|group_of| Groups::new(group_of, share));
+                    Bound::new(max_keys, self.when_full, groups)
+                }),
                 idle_ttl: crate::nanos::from_duration(self.idle_ttl),
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),

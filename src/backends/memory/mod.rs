@@ -2,11 +2,13 @@
 
 mod bound;
 mod builder;
+mod groups;
 mod holes;
 mod sweeper;
 
 pub use bound::WhenFull;
 pub use builder::InMemoryBackendBuilder;
+pub use groups::ip_group;
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -65,8 +67,11 @@ use crate::params::FreqLimitParams;
 ///   unique keys included). A new key that finds the table full first drops
 ///   drained keys (losslessly); if none has drained, [`WhenFull`] decides:
 ///   refuse the new key (the default) or evict the key closest to draining.
-///   Known keys pay nothing for the bound. Without `max_keys` the table grows
-///   with the number of keys active within a sweep period.
+///   Known keys pay nothing for the bound. Keys are grouped (IP addresses by
+///   network by default, see [`group_by`](InMemoryBackendBuilder::group_by))
+///   and a group holds at most its share of the table, so one network's flood
+///   cannot lock others out. Without `max_keys` the table grows with the
+///   number of keys active within a sweep period.
 ///
 /// Clones share the same state.
 ///
@@ -275,6 +280,40 @@ where
     #[must_use]
     pub fn max_keys(&self) -> Option<usize> {
         self.inner.bound.as_ref().map(Bound::max_keys)
+    }
+
+    /// The most keys of the table one group may hold (see
+    /// [`group_by`](InMemoryBackendBuilder::group_by)); `None` when keys are
+    /// not grouped (no `max_keys`, a key type with no default grouping, or
+    /// [`without_groups`](InMemoryBackendBuilder::without_groups)).
+    ///
+    /// ```
+    /// # use std::net::IpAddr;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// let by_network = InMemoryBackend::<IpAddr>::builder().max_keys(10_000).build();
+    /// assert_eq!(by_network.group_share(), Some(312));
+    /// assert_eq!(InMemoryBackend::<u64>::builder().max_keys(10_000).build().group_share(), None);
+    /// ```
+    #[must_use]
+    pub fn group_share(&self) -> Option<usize> {
+        let groups = self.inner.bound.as_ref()?.groups()?;
+        Some(groups.share())
+    }
+
+    /// The groups' overflow buckets held: each takes a slot of `max_keys`, so
+    /// `len() + overflow_buckets()` never exceeds `max_keys`.
+    ///
+    /// ```
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// assert_eq!(InMemoryBackend::<u64>::new().overflow_buckets(), 0);
+    /// ```
+    #[must_use]
+    pub fn overflow_buckets(&self) -> usize {
+        self.inner
+            .bound
+            .as_ref()
+            .and_then(Bound::groups)
+            .map_or(0, groups::Groups::overflow_buckets)
     }
 
     /// What a full table does with a new key (see [`WhenFull`]); `None` when
@@ -550,18 +589,30 @@ where
     /// be given twice.
     fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
         let token = admission.refund_token();
-        if token.end.is_none() {
+        let Some(end) = token.end else {
             return false;
-        }
+        };
         let inner = &*self.inner;
         let given = match key {
             None => inner.holes.refund_global(&inner.global, token),
-            // A key that was swept since has no reservation left to give back.
             Some(key) => {
-                let Some(tat) = inner.tats.get(key) else {
-                    return false;
-                };
-                inner.holes.refund_keyed(&tat, key, token)
+                let own = inner
+                    .tats
+                    .get(key)
+                    .map(|tat| inner.holes.refund_keyed(&tat, key, token));
+                match own {
+                    Some(given @ (GiveBack::Hole | GiveBack::Lowered(_))) => given,
+                    // Swept since (nothing left to give back), or decided on
+                    // its group's overflow bucket (given back there if nothing
+                    // was reserved on it since).
+                    _ => {
+                        return inner
+                            .bound
+                            .as_ref()
+                            .and_then(Bound::groups)
+                            .is_some_and(|groups| groups.refund(key, end, token.start));
+                    }
+                }
             }
         };
         match given {

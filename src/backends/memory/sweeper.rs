@@ -55,13 +55,20 @@ where
     pub(super) fn sweep(&self, now: Timestamp) -> usize {
         let now = now.as_nanos();
         let mut removed = 0;
-        self.tats.retain(|_, tat| {
+        self.tats.retain(|key, tat| {
             let keep = tat.get_mut().saturating_add(self.idle_ttl) > now;
-            removed += usize::from(!keep);
+            if !keep {
+                removed += 1;
+                if let Some(bound) = &self.bound {
+                    bound.forget(key);
+                }
+            }
             keep
         });
         if let Some(bound) = &self.bound {
             bound.removed(removed);
+            // Overflow buckets are not keys: not counted in what is returned.
+            bound.sweep_groups(now, self.idle_ttl);
         }
         // Holes that have ended serve no one; a key's holes lie below its TAT,
         // so a swept key's are among them.
