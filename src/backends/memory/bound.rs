@@ -328,50 +328,6 @@ where
         }
     }
 
-    /// The new-key path of [`InMemoryBackend::hold_now`](super::InMemoryBackend::hold_now):
-    /// an entry for a key that must not be admitted before `tat - tau` (with
-    /// groups, the group's overflow bucket for a key past its group's share).
-    /// Whether the key's TAT moved.
-    pub(super) fn insert_held<Q>(
-        &self,
-        tats: &Tats<K>,
-        key: &Q,
-        now: u64,
-        tat: u64,
-    ) -> Result<bool, FreqLimitError>
-    where
-        Q: BorrowedKey<K> + ?Sized,
-    {
-        if let Some(groups) = &self.groups {
-            return self.insert_held_grouped(groups, tats, key.to_key(), now, tat);
-        }
-        self.store_held(tats, key.to_key(), now, tat)
-            .map(|(moved, _)| moved)
-    }
-
-    /// Takes a slot and stores `key` with a TAT of at least `tat`: whether
-    /// its TAT moved, and whether this call inserted it.
-    pub(super) fn store_held(
-        &self,
-        tats: &Tats<K>,
-        key: K,
-        now: u64,
-        tat: u64,
-    ) -> Result<(bool, bool), FreqLimitError> {
-        self.take_slot(tats, now)?;
-        match tats.entry(key) {
-            Entry::Occupied(held) => {
-                self.give_slot_back();
-                Ok((held.get().fetch_max(tat, Ordering::Relaxed) < tat, false))
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(AtomicU64::new(tat));
-                self.inserted(tat);
-                Ok((true, true))
-            }
-        }
-    }
-
     /// Takes a slot for a new entry, making room if the table is full, or
     /// refuses. On `Ok` the caller holds a slot (counted in `held`).
     pub(super) fn take_slot(&self, tats: &Tats<K>, now: u64) -> Result<(), FreqLimitError> {

@@ -3,6 +3,7 @@
 mod bound;
 mod builder;
 mod groups;
+mod hold;
 mod holes;
 mod sweeper;
 
@@ -427,79 +428,6 @@ where
                 Ok(reserved.admission)
             }
         }
-    }
-}
-
-impl<K> InMemoryBackend<K>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    /// [`FreqLimitBackend::hold`] without the future: from `now`, nothing is
-    /// admitted for `key` within `hold`; then one call, then one every `T`.
-    /// Returns whether the key's schedule moved (it does not when the key
-    /// already owed longer).
-    ///
-    /// # Errors
-    ///
-    /// Only for a new key on a bounded backend that finds its table full
-    /// ([`WhenFull::RefuseNewKeys`]): [`FreqLimitError::Backend`] of kind
-    /// [`Full`](crate::BackendErrorKind::Full).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_freqlimit::backends::memory::InMemoryBackend;
-    /// use tower_freqlimit::clock::Timestamp;
-    /// use tower_freqlimit::{FreqLimitParams, Reserve};
-    ///
-    /// let backend = InMemoryBackend::<&str>::new();
-    /// let params = FreqLimitParams::per_second(10).with_burst(5);
-    /// let now = Timestamp::now();
-    /// // The server said: retry after 30 s.
-    /// assert!(backend.hold_now(Some(&"api.example.com"), now, Duration::from_secs(30), &params)?);
-    /// let next = backend.reserve_now(Some(&"api.example.com"), now, &params, Reserve::new())?;
-    /// assert_eq!(next.delay(), Duration::from_secs(30));
-    /// # Ok::<(), tower_freqlimit::FreqLimitError>(())
-    /// ```
-    pub fn hold_now<Q>(
-        &self,
-        key: Option<&Q>,
-        now: Timestamp,
-        hold: Duration,
-        params: &FreqLimitParams,
-    ) -> Result<bool, FreqLimitError>
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
-        let inner = &*self.inner;
-        let now = now.as_nanos();
-        // A unit call conforms once `tat - tau` has passed.
-        let tat = now
-            .saturating_add(crate::nanos::from_duration(hold))
-            .saturating_add(params.tau_nanos());
-        let Some(key) = key else {
-            return Ok(inner.holes.hold_global(&inner.global, tat));
-        };
-        if let Some(held) = inner.tats.get(key) {
-            return Ok(if inner.holes.any_keyed() {
-                inner.holes.hold_keyed(&held, key, tat)
-            } else {
-                held.fetch_max(tat, Ordering::Relaxed) < tat
-            });
-        }
-        if hold.is_zero() {
-            return Ok(false);
-        }
-        // Holes an earlier key of that name left are not this key's.
-        inner.holes.forget_for_new_key(key);
-        if let Some(bound) = &inner.bound {
-            return bound.insert_held(&inner.tats, key, now, tat);
-        }
-        let held = inner
-            .tats
-            .entry(key.to_key())
-            .or_insert_with(|| AtomicU64::new(0));
-        Ok(held.fetch_max(tat, Ordering::Relaxed) < tat)
     }
 }
 
