@@ -177,25 +177,7 @@ pub fn reserve(
     let start = tat.unwrap_or(0);
 
     if request.cost == 0 {
-        // A status check: decided exactly as a unit call (waits or is refused
-        // when one would), but consumes nothing. Admitting it whatever the
-        // state would give a client who can drive its cost to 0 (an empty
-        // batch, a missing count) unlimited access.
-        let unit = Reserve {
-            cost: 1,
-            ..*request
-        };
-        let delay = delay_from(base, base - now, now, params, &unit)?;
-        return Ok(Reserved {
-            new_tat: None,
-            admission: Admission::from_parts(
-                delay,
-                base - now,
-                tau,
-                interval,
-                RefundToken { start, end: None },
-            ),
-        });
+        return status_check(base, start, now, params, request);
     }
 
     let delay = delay_from(base, base - now, now, params, request)?;
@@ -211,6 +193,37 @@ pub fn reserve(
                 start,
                 end: Some(new_tat),
             },
+        ),
+    })
+}
+
+/// A call of cost 0: a status check, decided exactly as a unit call (it
+/// waits, or is refused, when one would) but consuming nothing. Admitting it
+/// whatever the state would give a client who can drive its cost to 0 (an
+/// empty batch, a missing count) unlimited access. Out of line: the unit
+/// path stays small.
+#[cold]
+#[inline(never)]
+fn status_check(
+    base: u64,
+    start: u64,
+    now: u64,
+    params: &FreqLimitParams,
+    request: &Reserve,
+) -> Result<Reserved, Refusal> {
+    let unit = Reserve {
+        cost: 1,
+        ..*request
+    };
+    let delay = delay_from(base, base - now, now, params, &unit)?;
+    Ok(Reserved {
+        new_tat: None,
+        admission: Admission::from_parts(
+            delay,
+            base - now,
+            params.tau_nanos(),
+            params.interval_nanos(),
+            RefundToken { start, end: None },
         ),
     })
 }
