@@ -262,7 +262,11 @@ fn main() {
             (format!("redis://127.0.0.1:{}", own.port), own.port)
         }
     };
-    let script = include_str!("../src/backends/redis/reserve.lua");
+    // The backend sends the prelude and the script as one.
+    let script = concat!(
+        include_str!("../src/backends/redis/prelude.lua"),
+        include_str!("../src/backends/redis/reserve.lua")
+    );
     let sha = command(port, &["SCRIPT", "LOAD", script]).expect("SCRIPT LOAD");
     let have_raw = Command::new("redis-benchmark")
         .arg("--version")

@@ -9,31 +9,13 @@
 -- The TAT becomes the later of itself and now + ARGV[1]; the parts of holes
 -- below that are forgotten (a slot there would admit a call within the hold).
 -- Returns 1 if the TAT moved, 0 if the key already owed as long.
-local MAXV = 9007199254740992
-local now
-if ARGV[2] == '' then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[2])
-end
+local now = now_from(ARGV[2])
 local target = now + tonumber(ARGV[1])
 if target > MAXV then target = MAXV end
 
-local tat, holes = 0, {}
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local n = 0
-  for field in string.gmatch(stored, '%S+') do
-    local v = tonumber(field)
-    if not v then n = -1; break end
-    if n == 0 then tat = v else holes[n] = v end
-    n = n + 1
-  end
-  if n < 1 or n % 2 == 0 then
-    return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
-  end
+local tat, holes = load_key(KEYS[1])
+if not tat then
+  return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
 end
 
 local kept, cut = {}, false

@@ -9,16 +9,8 @@
 -- most 16, the shortest forgotten beyond). Returns 1 if the span was given
 -- back, 0 if it was not held (given back already, or the key expired).
 local MAX_HOLES = 16
-local stored = redis.call('GET', KEYS[1])
-if not stored then return 0 end
-local tat, holes, n = 0, {}, 0
-for field in string.gmatch(stored, '%S+') do
-  local v = tonumber(field)
-  if not v then return 0 end
-  if n == 0 then tat = v else holes[n] = v end
-  n = n + 1
-end
-if n < 1 or n % 2 == 0 then return 0 end
+local tat, holes, exists = load_key(KEYS[1])
+if not exists then return 0 end -- expired, or not a TAT
 
 local s, e = tonumber(ARGV[1]), tonumber(ARGV[2])
 if s >= e or e > tat then return 0 end

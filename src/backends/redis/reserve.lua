@@ -1,5 +1,6 @@
 -- tower-freqlimit: one GCRA reservation on one key, in integer microseconds.
 --
+-- (After prelude.lua, which reads the time and the key.)
 -- KEYS[1]  the key: its TAT, then the holes given back before it (spans of
 --          cancelled reservations that were not the last, see gcra::holes in
 --          the crate), as decimal integers separated by spaces:
@@ -15,7 +16,6 @@
 -- when rejected (nothing stored), {2} when the cost can never fit within
 -- max_wait. Every number is an integer below 2^53, so Lua's doubles hold it
 -- exactly; sums saturate at 2^53 (about 285 years).
-local MAXV = 9007199254740992
 local function add(a, b)
   local s = a + b
   if s > MAXV then return MAXV end
@@ -26,30 +26,12 @@ local function sub(a, b)
   return 0
 end
 
-local now
-if ARGV[6] == '' then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[6])
-end
+local now = now_from(ARGV[6])
 local tau, incr, last = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local tat = 0 -- a new key: any TAT in the past means a full bucket
-local holes = {} -- start1, end1, start2, end2, ...
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local n = 0
-  for field in string.gmatch(stored, '%S+') do
-    local v = tonumber(field)
-    if not v then n = -1; break end
-    if n == 0 then tat = v else holes[n] = v end
-    n = n + 1
-  end
-  if n < 1 or n % 2 == 0 then
-    return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
-  end
+local tat, holes = load_key(KEYS[1]) -- holes: start1, end1, start2, end2, ...
+if not tat then
+  return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
 end
 -- A TAT ahead of now (also after the server's clock went back) only delays.
 local base = tat

@@ -10,11 +10,13 @@ use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::params::FreqLimitParams;
 
 /// The GCRA step, run atomically on the server (see `reserve.lua`).
-pub(super) const RESERVE_LUA: &str = include_str!("reserve.lua");
+pub(super) const RESERVE_LUA: &str =
+    concat!(include_str!("prelude.lua"), include_str!("reserve.lua"));
 /// The refund: the TAT lowered, or a hole recorded (see `refund.lua`).
-pub(super) const REFUND_LUA: &str = include_str!("refund.lua");
+pub(super) const REFUND_LUA: &str =
+    concat!(include_str!("prelude.lua"), include_str!("refund.lua"));
 /// A hold: the TAT pushed to at least a given time (see `hold.lua`).
-pub(super) const HOLD_LUA: &str = include_str!("hold.lua");
+pub(super) const HOLD_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("hold.lua"));
 
 /// The largest number the scripts handle: 2^53 µs (about 285 years), below which
 /// Lua's doubles hold every integer exactly. Arguments are capped here and the
