@@ -251,3 +251,40 @@ impl<F, R, B: FreqLimitBackend, P, H> fmt::Debug for LearnFuture<F, R, B, P, H> 
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+    use crate::backends::memory::InMemoryBackend;
+
+    /// The learning service is ready exactly when its inner service is, and
+    /// each part shows what it learns with.
+    #[test]
+    fn readiness_passes_through_and_debug_names_the_parts() {
+        let limit =
+            FreqLimitLayer::new(FreqLimitParams::per_second(100), InMemoryBackend::global());
+        let learn = LearnLayer {
+            config: limit.config(),
+            learner: Learner::new(),
+        };
+        assert!(
+            format!("{learn:?}").starts_with("LearnLayer { learner: Learner {"),
+            "{learn:?}"
+        );
+        let (mock, mut handle) = tower_test::mock::pair::<Request<()>, Response<()>>();
+        let mut service = learn.layer(mock);
+        assert!(
+            format!("{service:?}").starts_with("LearnService {"),
+            "{service:?}"
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        handle.allow(0);
+        assert!(service.poll_ready(&mut cx).is_pending());
+        handle.allow(1);
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let future = service.call(Request::new(()));
+        assert_eq!(format!("{future:?}"), "LearnFuture { holding: false, .. }");
+    }
+}

@@ -336,10 +336,9 @@ fn reset_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A non-negative decimal number of seconds (`30`, `2.5`), finite.
 fn seconds(value: &str) -> Option<f64> {
-    // Only digits and one dot: no signs, exponents, `inf` or `NaN`.
-    let digits = value.bytes().filter(u8::is_ascii_digit).count();
-    let dots = value.bytes().filter(|&b| b == b'.').count();
-    if digits == 0 || digits + dots != value.len() || dots > 1 || value.len() > 32 {
+    // Digits and dots only (no sign, exponent, `inf` or `NaN`; what parses
+    // of the rest is a number), and no novel: at most 32 bytes.
+    if value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return None;
     }
     value.parse().ok()

@@ -162,3 +162,38 @@ async fn a_hold_is_clamped() {
         "{waited:?}"
     );
 }
+
+/// A request without a key under `MissingKey::Global` is limited on the
+/// global bucket, and what its response says holds that bucket.
+#[tokio::test(start_paused = true)]
+async fn a_keyless_request_on_the_global_bucket_learns_for_it() {
+    use tower_freqlimit::layer::MissingKey;
+    let (service, _) = upstream(|n, _| {
+        if n == 1 {
+            too_many(&[("retry-after", "4")])
+        } else {
+            Response::new(())
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            FreqLimitLayer::new(
+                FreqLimitParams::per_second(100),
+                InMemoryBackend::<String>::new(),
+            )
+            .key(tenant)
+            .on_missing_key(MissingKey::Global)
+            .learning(Learner::new()),
+        )
+        .service(service);
+    client.clone().oneshot(Request::new(())).await.unwrap();
+    let start = Instant::now();
+    client.clone().oneshot(for_tenant("a")).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "a keyed request is not held"
+    );
+    client.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), 4 * S);
+}

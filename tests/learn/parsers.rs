@@ -141,9 +141,15 @@ fn x_ratelimit_fields() {
     // A Unix time (GitHub's form), from the wall clock.
     assert_eq!(x("0", "1767225690"), Some((90 * S, HoldSource::XRateLimit)));
     assert_eq!(x("0", "1767225000"), None); // already past
-    for garbage in ["-1", "inf", "NaN", "1e9", "", "1..2", "0x1f"] {
+    for garbage in [
+        "-1", "+5", "inf", "NaN", "1e3", "1e9", "", ".", "1..2", "0x1f", " 5 5",
+    ] {
         assert_eq!(x("0", garbage), None, "{garbage:?}");
     }
+    // At most 32 bytes of number.
+    let long = format!("{:0>32}", 7);
+    assert_eq!(x("0", &long), Some((7 * S, HoldSource::XRateLimit)));
+    assert_eq!(x("0", &format!("0{long}")), None);
     // Discord's relative form.
     assert_eq!(
         hold(
