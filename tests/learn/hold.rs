@@ -39,7 +39,10 @@ async fn a_hold_never_shortens_what_is_owed() {
     assert!(limiter.hold(&1, 10 * S).await.unwrap());
     assert!(!limiter.hold(&1, 3 * S).await.unwrap());
     assert!(limiter.hold(&1, 12 * S).await.unwrap());
-    assert!(!limiter.hold(&1, 12 * S).await.unwrap(), "the same hold again moves nothing");
+    assert!(
+        !limiter.hold(&1, 12 * S).await.unwrap(),
+        "the same hold again moves nothing"
+    );
     assert_eq!(limiter.status(&1).await.unwrap().retry_after(), 12 * S);
     // A key that owes less than the hold is pushed to it.
     limiter.acquire(&2).await.unwrap();

@@ -138,3 +138,25 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::memory::WhenFull;
+
+    /// A key another call inserted meanwhile is raised, never lowered, and
+    /// gives its slot back.
+    #[test]
+    fn a_key_inserted_meanwhile_is_raised_not_replaced() {
+        let tats: Tats<u32> = Tats::with_hasher(foldhash::fast::RandomState::default());
+        let bound = Bound::new(2, WhenFull::RefuseNewKeys, None);
+        assert_eq!(bound.store_held(&tats, 1, 0, 500).unwrap(), (true, true));
+        assert_eq!(bound.store_held(&tats, 1, 0, 400).unwrap(), (false, false));
+        assert_eq!(bound.store_held(&tats, 1, 0, 500).unwrap(), (false, false));
+        assert_eq!(bound.store_held(&tats, 1, 0, 600).unwrap(), (true, false));
+        assert_eq!(tats.get(&1).unwrap().load(Ordering::Relaxed), 600);
+        // The slots given back leave room for exactly one more key.
+        assert_eq!(bound.store_held(&tats, 2, 0, 700).unwrap(), (true, true));
+        assert!(bound.store_held(&tats, 3, 0, 700).is_err());
+    }
+}
