@@ -21,7 +21,7 @@ impl<K> InMemoryBackend<K>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    /// [`FreqLimitBackend::hold`] without the future: from `now`, nothing is
+    /// [`FreqLimitBackend::hold`](crate::FreqLimitBackend::hold) without the future: from `now`, nothing is
     /// admitted for `key` within `hold`; then one call, then one every `T`.
     /// Returns whether the key's schedule moved (it does not when the key
     /// already owed longer).
@@ -29,7 +29,7 @@ where
     /// # Errors
     ///
     /// Only for a new key on a bounded backend that finds its table full
-    /// ([`WhenFull::RefuseNewKeys`]): [`FreqLimitError::Backend`] of kind
+    /// ([`WhenFull::RefuseNewKeys`](super::WhenFull::RefuseNewKeys)): [`FreqLimitError::Backend`] of kind
     /// [`Full`](crate::BackendErrorKind::Full).
     ///
     /// ```
