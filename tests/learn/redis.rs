@@ -69,3 +69,29 @@ async fn a_429_seen_by_one_client_holds_the_host_for_the_other() {
         "the second request was not sent"
     );
 }
+
+/// A hold primes this process's negative cache: the calls it refuses are
+/// answered without a round trip.
+#[tokio::test]
+async fn a_hold_is_remembered_by_the_negative_cache() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let backend = RedisBackend::<String>::builder()
+        .prefix("learn-cache")
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let limiter = tower_freqlimit::FreqLimit::new(FreqLimitParams::per_second(10), backend.clone());
+    assert!(limiter.hold("api", Duration::from_secs(60)).await.unwrap());
+    let calls = backend.stats().script_calls;
+    for _ in 0..3 {
+        let err = limiter.try_acquire("api").await.unwrap_err();
+        let FreqLimitError::Rejected(r) = err else {
+            panic!("{err:?}")
+        };
+        assert!(r.retry_after() > Duration::from_secs(59), "{r:?}");
+    }
+    assert_eq!(backend.stats().script_calls, calls, "no round trip");
+    assert_eq!(backend.stats().cache_rejections, 3);
+}
