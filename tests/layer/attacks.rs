@@ -1,7 +1,8 @@
 //! What a client might try to get around the limit, against a real axum
-//! server on loopback: a cost driven to 0. (Issue 13; the other probes live
-//! beside what they attack: trusted networks in `tests/key`, key floods and
-//! abandoned waiters in `tests/backends`.)
+//! server on loopback: a cost driven to 0, and a flood of new keys from one
+//! IPv6 network. (Issue 13; the other probes live beside what they attack:
+//! trusted networks in `tests/key`, the simulated 300 s prefix flood and
+//! abandoned waiters in `tests/backends`, `tests/core` and `tests/layer/abandoned.rs`.)
 #![cfg(feature = "http")]
 
 use axum::Router;
@@ -63,4 +64,59 @@ async fn a_zero_cost_never_gets_past_the_limit() {
         status.reset_after() > std::time::Duration::from_secs(119),
         "{status:?}"
     );
+}
+
+/// One IPv6 `/48` rotating `/64`s (written by a trusted proxy on loopback)
+/// against a server bounded to 64 keys: its network holds only its share of
+/// the table, so first-time clients from other networks are still served.
+/// Without groups (the former behaviour) the flood fills the table and they
+/// get `503`.
+#[tokio::test]
+async fn a_prefix_flood_cannot_lock_other_networks_out() {
+    use std::net::IpAddr;
+    use tower_freqlimit::backends::memory::InMemoryBackend;
+    use tower_freqlimit::key::ClientIp;
+
+    for grouped in [true, false] {
+        let mut builder = InMemoryBackend::<IpAddr>::builder().max_keys(64);
+        if !grouped {
+            builder = builder.without_groups();
+        }
+        let backend = builder.build();
+        let layer = FreqLimitLayer::server(HOURLY, backend.clone())
+            .key(ClientIp::try_behind_proxies(["127.0.0.1"]).unwrap());
+        let addr = serve(
+            Router::new()
+                .route("/", get(|| async { "ok" }))
+                .layer(layer),
+        )
+        .await;
+        let client = client();
+        let from = |ip: String| {
+            let client = &client;
+            async move {
+                http_get(client, addr, "/", [("x-forwarded-for", ip.as_str())])
+                    .await
+                    .status
+            }
+        };
+        for n in 0..200 {
+            from(format!("2001:db8:bad:{n:x}::1")).await;
+        }
+        let mut others = Vec::new();
+        for n in 0..20 {
+            let ip = if n % 2 == 0 {
+                format!("198.51.{n}.7")
+            } else {
+                format!("2001:db8:{n:x}::7")
+            };
+            others.push(from(ip).await.as_u16());
+        }
+        if grouped {
+            assert_eq!(others, [200; 20]);
+            assert!(backend.len() + backend.overflow_buckets() <= 64);
+        } else {
+            assert_eq!(others, [503; 20], "the former behaviour: locked out");
+        }
+    }
 }
