@@ -1,6 +1,8 @@
 //! Issue 13, point 3: one IPv6 /48 rotating through its 65 536 /64s must not
 //! lock first-time clients from other networks out of a bounded table. Time
 //! is passed in as explicit `Timestamp`s: no clock is read.
+// The flood keys clients as `ClientIp` does (IPv6 per /64), which needs `http`.
+#![cfg(feature = "http")]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
