@@ -223,6 +223,46 @@ fn racing_threads_keep_the_bound_and_the_group_counts() {
 }
 
 #[test]
+fn racing_calls_of_one_new_key_count_it_once_in_its_group() {
+    // Four threads send the same 300 keys of one /48 (share 100) at one
+    // frozen instant. Each key must be counted once in its group: when two
+    // calls of one key both counted it, a third key saw the group full for a
+    // moment and went to the overflow bucket for good (99 or 98 keys held in
+    // about half of the rounds).
+    let net = |n: u128| {
+        IpAddr::V6(Ipv6Addr::from_bits(
+            (0x2001_0db8_00ff_u128 << 80) | (n << 64),
+        ))
+    };
+    let params = FreqLimitParams::per_second(1);
+    let now = Timestamp::from_nanos(T0);
+    for round in 0..50 {
+        let backend = InMemoryBackend::<IpAddr>::builder()
+            .max_keys(1_000)
+            .group_share(100)
+            .without_sweeper()
+            .build();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (backend, params) = (&backend, &params);
+                scope.spawn(move || {
+                    for n in 0..3_000u128 {
+                        let key = net(n % 300);
+                        let _ =
+                            backend.reserve_now(Some(&key), now, params, Reserve::new().no_wait());
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            (backend.len(), backend.overflow_buckets()),
+            (100, 1),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
 fn a_wait_on_an_overflow_bucket_is_refunded() {
     use tower_freqlimit::FreqLimitBackend;
     // A share of one key: 10.0.0.1 has the entry, the others of 10.0.0.0/24

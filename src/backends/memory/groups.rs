@@ -53,13 +53,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
-use dashmap::mapref::entry::Entry;
-
-use super::bound::{Bound, Tats};
-use crate::backends::BorrowedKey;
 use crate::decision::{Admission, Reserve};
 use crate::error::FreqLimitError;
-use crate::gcra;
 use crate::params::FreqLimitParams;
 
 /// The group of an IPv6 address: its `/48`.
@@ -125,14 +120,12 @@ struct Group {
     overflow: AtomicU64,
 }
 
-/// Where a new key of a group is decided.
-pub(super) enum Claim {
-    /// The group is under its share: the key may have an entry of its own
-    /// (the claim is counted in the group and must be kept or released). With
-    /// the overflow bucket's TAT as the claim saw it, if there was one.
-    Own(Option<u64>),
-    /// The group is at its share: the key is decided on the overflow bucket.
-    Overflow,
+/// Whether a group has room for one more key of its own.
+pub(super) enum Room {
+    /// Under its share, with its overflow bucket's TAT if it has one.
+    Yes(Option<u64>),
+    /// At its share: its new keys are decided on its overflow bucket.
+    No,
 }
 
 /// The groups of a bounded backend.
@@ -166,9 +159,24 @@ impl<K> Groups<K> {
         (self.group_of)(key)
     }
 
-    /// Claims a place for a new key in group `group`, if the group is under
-    /// its share.
-    pub(super) fn claim(&self, group: u64) -> Claim {
+    /// Whether `group` is under its share (a read: nothing is claimed).
+    pub(super) fn room(&self, group: u64) -> Room {
+        match self.map.get(&group) {
+            None => Room::Yes(None),
+            Some(entry) if entry.keys < self.share => {
+                let overflow = entry.overflow.load(Ordering::Relaxed);
+                Room::Yes((overflow != 0).then_some(overflow))
+            }
+            Some(_) => Room::No,
+        }
+    }
+
+    /// Counts a new key in `group` if the group is under its share (it must
+    /// then be [released](Self::release) when the key leaves or is not
+    /// stored). The caller holds the key's entry in the key map, so two calls
+    /// of one new key never both count it: a second claim for one key would
+    /// make the group look full to a third key.
+    pub(super) fn claim(&self, group: u64) -> Room {
         let mut entry = self.map.entry(group).or_insert_with(|| Group {
             keys: 0,
             overflow: AtomicU64::new(0),
@@ -176,9 +184,9 @@ impl<K> Groups<K> {
         if entry.keys < self.share {
             entry.keys += 1;
             let overflow = entry.overflow.load(Ordering::Relaxed);
-            Claim::Own((overflow != 0).then_some(overflow))
+            Room::Yes((overflow != 0).then_some(overflow))
         } else {
-            Claim::Overflow
+            Room::No
         }
     }
 
@@ -285,176 +293,5 @@ impl<K> Groups<K> {
         });
         self.overflows.fetch_sub(freed, Ordering::Relaxed);
         freed
-    }
-}
-
-impl<K> Bound<K>
-where
-    K: std::hash::Hash + Eq + Clone,
-{
-    /// The new-key path of a bounded backend with groups: a key of a group
-    /// under its share gets an entry of its own (a slot of the bound, made
-    /// room for if the table is full); a key of a group at its share is
-    /// decided on the group's overflow bucket.
-    pub(super) fn insert_grouped<Q>(
-        &self,
-        groups: &Groups<K>,
-        tats: &Tats<K>,
-        key: &Q,
-        now: u64,
-        params: &FreqLimitParams,
-        request: &Reserve,
-    ) -> Result<Admission, FreqLimitError>
-    where
-        Q: BorrowedKey<K> + ?Sized,
-    {
-        let key = key.to_key();
-        let group = groups.group_of(&key);
-        match groups.claim(group) {
-            Claim::Overflow => self.on_overflow(groups, group, tats, now, params, request),
-            Claim::Own(overflow) => {
-                let result =
-                    self.insert_own(groups, (group, overflow), tats, key, now, params, request);
-                if !matches!(result, Ok(Stored::Yes(_))) {
-                    groups.release(group);
-                }
-                result.map(Stored::admission)
-            }
-        }
-    }
-
-    /// [`insert_held`](Bound::insert_held) with groups: a key under its
-    /// group's share gets its own entry (starting no earlier than the group's
-    /// overflow bucket, as [`insert_grouped`](Self::insert_grouped) does); a
-    /// key past it holds the overflow bucket, where its calls are decided.
-    pub(super) fn insert_held_grouped(
-        &self,
-        groups: &Groups<K>,
-        tats: &Tats<K>,
-        key: K,
-        now: u64,
-        tat: u64,
-    ) -> Result<bool, FreqLimitError> {
-        let group = groups.group_of(&key);
-        match groups.claim(group) {
-            Claim::Own(overflow) => {
-                let start = overflow.map_or(tat, |overflow| overflow.max(tat));
-                let stored = self.store_held(tats, key, now, start);
-                if !matches!(stored, Ok((_, true))) {
-                    groups.release(group);
-                }
-                stored.map(|(moved, _)| moved)
-            }
-            Claim::Overflow => loop {
-                if let Some(moved) = groups.raise_overflow(group, tat) {
-                    return Ok(moved);
-                }
-                self.take_slot(tats, now)?;
-                if groups.create_overflow(group, tat) {
-                    return Ok(true);
-                }
-                // Another call created it meanwhile: hold that one.
-                self.give_slot_back();
-            },
-        }
-    }
-
-    /// A new key with a claim in its group. The caller releases the claim
-    /// unless the key was stored.
-    #[allow(clippy::too_many_arguments, reason = "one call site, all needed")]
-    fn insert_own(
-        &self,
-        groups: &Groups<K>,
-        (group, overflow): (u64, Option<u64>),
-        tats: &Tats<K>,
-        key: K,
-        now: u64,
-        params: &FreqLimitParams,
-        request: &Reserve,
-    ) -> Result<Stored, FreqLimitError> {
-        // A first decision that stores nothing: a call that would be refused
-        // (or costs 0) needs no slot. It starts where the key would: on the
-        // overflow bucket if the group has one.
-        let peek = gcra::reserve(overflow, now, params, request)?;
-        if peek.new_tat.is_none() {
-            return Ok(Stored::No(peek.admission));
-        }
-        self.take_slot(tats, now)?;
-        // The real decision. On the overflow bucket, atomically: the key's
-        // calls so far may be recorded there, and two calls of one new key
-        // racing here are then ordered by the bucket.
-        let decided = match groups.update_overflow(group, now, params, request) {
-            Some(result) => result.map(|admission| (admission.refund_token().end, admission)),
-            None => gcra::reserve(None, now, params, request)
-                .map(|reserved| (reserved.new_tat, reserved.admission))
-                .map_err(FreqLimitError::from),
-        };
-        let (new_tat, admission) = match decided {
-            Ok((Some(new_tat), admission)) => (new_tat, admission),
-            Ok((None, admission)) => {
-                self.give_slot_back();
-                return Ok(Stored::No(admission));
-            }
-            Err(refused) => {
-                self.give_slot_back();
-                return Err(refused);
-            }
-        };
-        match tats.entry(key) {
-            // Inserted by another call meanwhile: give the slot back and decide
-            // on that entry too (if this call was charged on the overflow
-            // bucket, it is charged twice: late, never early).
-            Entry::Occupied(tat) => {
-                self.give_slot_back();
-                super::update(tat.get(), now, params, request).map(Stored::No)
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(AtomicU64::new(new_tat));
-                self.inserted(new_tat);
-                Ok(Stored::Yes(admission))
-            }
-        }
-    }
-
-    /// A new key of a group at its share: decided on the group's overflow
-    /// bucket, which is created (taking a slot of the bound) if it is not there.
-    fn on_overflow(
-        &self,
-        groups: &Groups<K>,
-        group: u64,
-        tats: &Tats<K>,
-        now: u64,
-        params: &FreqLimitParams,
-        request: &Reserve,
-    ) -> Result<Admission, FreqLimitError> {
-        loop {
-            if let Some(decided) = groups.update_overflow(group, now, params, request) {
-                return decided;
-            }
-            let reserved = gcra::reserve(None, now, params, request)?;
-            let Some(new_tat) = reserved.new_tat else {
-                return Ok(reserved.admission);
-            };
-            self.take_slot(tats, now)?;
-            if groups.create_overflow(group, new_tat) {
-                return Ok(reserved.admission);
-            }
-            // Another call created it meanwhile: decide on that one.
-            self.give_slot_back();
-        }
-    }
-}
-
-/// Whether a new key's entry was stored (its group claim is then kept).
-enum Stored {
-    Yes(Admission),
-    No(Admission),
-}
-
-impl Stored {
-    fn admission(self) -> Admission {
-        match self {
-            Self::Yes(admission) | Self::No(admission) => admission,
-        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod bound;
 mod builder;
+mod grouped;
 mod groups;
 mod hold;
 mod holes;
