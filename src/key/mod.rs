@@ -95,13 +95,15 @@
 
 mod cidr;
 mod client_ip;
+mod peer;
 mod header;
 mod proxy;
 mod route;
 
 pub use cidr::{Cidr, CidrError};
-pub use client_ip::{ClientIp, PeerFn, peer_addr};
+pub use client_ip::ClientIp;
 pub use header::HeaderKey;
+pub use peer::{PeerFn, peer_addr};
 pub use proxy::ProxyHeader;
 pub use route::{Route, RouteKey};
 

@@ -1,5 +1,6 @@
 //! The embedded backend: per-key TATs in a sharded concurrent map.
 
+mod backend;
 mod bound;
 mod builder;
 mod grouped;
@@ -7,14 +8,14 @@ mod groups;
 mod hold;
 mod holes;
 mod sweeper;
+mod when_full;
 
-pub use bound::WhenFull;
 pub use builder::InMemoryBackendBuilder;
 pub use groups::ip_group;
+pub use when_full::WhenFull;
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::future::{Future, Ready, ready};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,11 +28,10 @@ use tokio::task::AbortHandle;
 
 use self::bound::Bound;
 use self::holes::HoleTable;
-use super::{BorrowedKey, FreqLimitBackend, NoKey};
+use super::{BorrowedKey, NoKey};
 use crate::decision::{Admission, Reserve};
-use crate::error::{BackendError, FreqLimitError};
+use crate::error::FreqLimitError;
 use crate::gcra;
-use crate::gcra::holes::GiveBack;
 use crate::params::FreqLimitParams;
 
 /// Rate-limit state kept in this process: one `u64` TAT per key.
@@ -55,7 +55,7 @@ use crate::params::FreqLimitParams;
 /// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
 ///   `None` is one global bucket, distinct from every key.
 /// * **Every abandoned slot comes back.** A waiter that gives up
-///   ([`refund`](FreqLimitBackend::refund)) gives its span back whatever was
+///   ([`refund`](crate::FreqLimitBackend::refund)) gives its span back whatever was
 ///   reserved after it: the key's last span lowers its TAT, an earlier one
 ///   becomes a hole that the next reservations take first
 ///   ([`gcra::holes`], at most 16 per key). Holes sit in a side table that a
@@ -97,7 +97,7 @@ use crate::params::FreqLimitParams;
 /// # }
 /// ```
 ///
-/// [`reserve`]: FreqLimitBackend::reserve
+/// [`reserve`]: crate::FreqLimitBackend::reserve
 pub struct InMemoryBackend<K> {
     inner: Arc<Inner<K>>,
 }
@@ -358,7 +358,7 @@ where
         self.inner.sweep(now)
     }
 
-    /// [`FreqLimitBackend::reserve`] without the future: the in-memory backend
+    /// [`FreqLimitBackend::reserve`](crate::FreqLimitBackend::reserve) without the future: the in-memory backend
     /// decides at once.
     ///
     /// # Errors
@@ -453,108 +453,6 @@ fn update(
         match tat.compare_exchange_weak(current, new_tat, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return Ok(reserved.admission),
             Err(actual) => current = actual,
-        }
-    }
-}
-
-impl<K> FreqLimitBackend for InMemoryBackend<K>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    type Key = K;
-    type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
-
-    fn reserve<Q>(
-        &self,
-        key: Option<&Q>,
-        now: Timestamp,
-        params: &FreqLimitParams,
-        request: Reserve,
-    ) -> Self::ReserveFuture
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
-        ready(self.reserve_now(key, now, params, request))
-    }
-
-    fn reserve_sync(
-        &self,
-        key: Option<&K>,
-        now: Timestamp,
-        params: &FreqLimitParams,
-        request: Reserve,
-    ) -> Option<Result<Admission, FreqLimitError>> {
-        Some(self.reserve_now(key, now, params, request))
-    }
-
-    fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
-        self.clear_now();
-        ready(Ok(()))
-    }
-
-    fn hold<Q>(
-        &self,
-        key: Option<&Q>,
-        now: Timestamp,
-        hold: Duration,
-        params: &FreqLimitParams,
-    ) -> impl Future<Output = Result<bool, FreqLimitError>> + Send + 'static
-    where
-        K: Borrow<Q>,
-        Q: BorrowedKey<K> + ?Sized,
-    {
-        ready(self.hold_now(key, now, hold, params))
-    }
-
-    /// Gives the reservation's span back, whatever came after it: the key's
-    /// last span lowers its TAT, an earlier one becomes a hole that the next
-    /// reservations take first (see [`gcra::holes`]). Returns whether
-    /// anything was given back: `false` for a cost-0 admission, a span given
-    /// back already, or a key swept or cleared since.
-    ///
-    /// Call it once per admission ([`FreqLimit`](crate::FreqLimit) and the
-    /// layer do): a span given back twice after another caller took it would
-    /// be given twice.
-    fn refund(&self, key: Option<&K>, admission: &Admission) -> bool {
-        let token = admission.refund_token();
-        let Some(end) = token.end else {
-            return false;
-        };
-        let inner = &*self.inner;
-        let given = match key {
-            None => inner.holes.refund_global(&inner.global, token),
-            Some(key) => {
-                let own = inner
-                    .tats
-                    .get(key)
-                    .map(|tat| inner.holes.refund_keyed(&tat, key, token));
-                match own {
-                    Some(given @ (GiveBack::Hole | GiveBack::Lowered(_))) => given,
-                    // Swept since (nothing left to give back), or decided on
-                    // its group's overflow bucket (given back there if nothing
-                    // was reserved on it since).
-                    _ => {
-                        return inner
-                            .bound
-                            .as_ref()
-                            .and_then(Bound::groups)
-                            .is_some_and(|groups| groups.refund(key, end, token.start));
-                    }
-                }
-            }
-        };
-        match given {
-            GiveBack::Nothing => false,
-            GiveBack::Hole => true,
-            GiveBack::Lowered(tat) => {
-                if key.is_some() {
-                    if let Some(bound) = &inner.bound {
-                        bound.lowered(tat);
-                    }
-                }
-                true
-            }
         }
     }
 }
