@@ -7,14 +7,12 @@
 
 use std::net::IpAddr;
 
-use axum::Router;
-use axum::routing::get;
 use tower_freqlimit::FreqLimitParams;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::key::{Cidr, ClientIp};
 use tower_freqlimit::layer::FreqLimitLayer;
 
-use crate::support::http::{client, get as http_get, serve};
+use crate::support::http::{client, get as http_get, ok_app, serve};
 
 const CATCH_ALL: [&str; 8] = [
     "0.0.0.0/0",
@@ -92,12 +90,7 @@ async fn a_catch_all_trusted_on_purpose_lets_each_client_write_its_key() {
     let backend = InMemoryBackend::<IpAddr>::new();
     let layer = FreqLimitLayer::server(FreqLimitParams::per_hour(1), backend.clone())
         .key(ClientIp::behind_proxies_allowing_broad([everyone]));
-    let addr = serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = serve(ok_app().layer(layer)).await;
     let client = client();
     for n in 1..=5 {
         let forged = format!("198.51.100.{n}");
@@ -111,12 +104,7 @@ async fn a_catch_all_trusted_on_purpose_lets_each_client_write_its_key() {
     let backend = InMemoryBackend::<IpAddr>::new();
     let layer = FreqLimitLayer::server(FreqLimitParams::per_hour(1), backend.clone())
         .key(ClientIp::try_behind_proxies(["10.0.0.0/8"]).unwrap());
-    let addr = serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = serve(ok_app().layer(layer)).await;
     let statuses = [
         http_get(&client, addr, "/", [("x-forwarded-for", "198.51.100.1")])
             .await

@@ -5,14 +5,12 @@
 //! abandoned waiters in `tests/backends`, `tests/core` and `tests/layer/abandoned.rs`.)
 #![cfg(feature = "http")]
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::get;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::{FreqLimit, FreqLimitLayer, FreqLimitParams};
 
-use crate::support::http::{client, get as http_get, serve};
+use crate::support::http::{client, get as http_get, ok_app, serve};
 
 /// A per-hour limit: nothing refills while the test runs on the real clock.
 const HOURLY: FreqLimitParams = FreqLimitParams::per_hour(60).with_burst(2);
@@ -33,12 +31,7 @@ fn items(req: &Request<Body>) -> u32 {
 async fn a_zero_cost_never_gets_past_the_limit() {
     let backend = InMemoryBackend::global();
     let layer = FreqLimitLayer::server(HOURLY, backend.clone()).cost_for(items);
-    let addr = serve(
-        Router::new()
-            .route("/", get(|| async { "ok" }))
-            .layer(layer),
-    )
-    .await;
+    let addr = serve(ok_app().layer(layer)).await;
     let client = client();
     let send = |n: &'static str| http_get(&client, addr, "/", [("x-items", n)]);
 
@@ -86,12 +79,7 @@ async fn a_prefix_flood_cannot_lock_other_networks_out() {
         let backend = builder.build();
         let layer = FreqLimitLayer::server(HOURLY, backend.clone())
             .key(ClientIp::try_behind_proxies(["127.0.0.1"]).unwrap());
-        let addr = serve(
-            Router::new()
-                .route("/", get(|| async { "ok" }))
-                .layer(layer),
-        )
-        .await;
+        let addr = serve(ok_app().layer(layer)).await;
         let client = client();
         let from = |ip: String| {
             let client = &client;

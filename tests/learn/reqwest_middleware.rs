@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
@@ -148,53 +148,35 @@ fn once_too_many(n: usize) -> Response {
 #[tokio::test]
 async fn retry_is_bounded_and_idempotent_only() {
     let params = FreqLimitParams::per_second(1_000);
-    let (addr, sent) = upstream(once_too_many).await;
-    let retrying = client(FreqLimitMiddleware::new(params, InMemoryBackend::new()).retry(1));
-    let reply = retrying
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .unwrap();
+    let middleware = || FreqLimitMiddleware::new(params, InMemoryBackend::new());
+    let retrying = client(middleware().retry(1));
+    let any = client(middleware().retry(1).retry_any_method());
+    let plain = client(middleware());
     assert_eq!(
-        (reply.status(), sent.load(Ordering::SeqCst)),
+        once_refused(&retrying, Method::GET).await,
         (StatusCode::OK, 2)
     );
-
-    let (addr, sent) = upstream(once_too_many).await;
-    let reply = retrying
-        .post(format!("http://{addr}/"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        (reply.status(), sent.load(Ordering::SeqCst)),
+        once_refused(&retrying, Method::POST).await,
         (StatusCode::TOO_MANY_REQUESTS, 1)
     );
-
-    let (addr, sent) = upstream(once_too_many).await;
-    let any = client(
-        FreqLimitMiddleware::new(params, InMemoryBackend::new())
-            .retry(1)
-            .retry_any_method(),
-    );
-    let reply = any
-        .post(format!("http://{addr}/"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        (reply.status(), sent.load(Ordering::SeqCst)),
-        (StatusCode::OK, 2)
-    );
-
+    assert_eq!(once_refused(&any, Method::POST).await, (StatusCode::OK, 2));
     // Off by default.
-    let (addr, sent) = upstream(once_too_many).await;
-    let plain = client(FreqLimitMiddleware::new(params, InMemoryBackend::new()));
-    let reply = plain.get(format!("http://{addr}/")).send().await.unwrap();
     assert_eq!(
-        (reply.status(), sent.load(Ordering::SeqCst)),
+        once_refused(&plain, Method::GET).await,
         (StatusCode::TOO_MANY_REQUESTS, 1)
     );
+}
+
+/// One request to a fresh upstream that answers its first request with a
+/// `429`: the status the caller got, and how many requests the upstream saw.
+async fn once_refused(client: &ClientWithMiddleware, method: Method) -> (StatusCode, usize) {
+    let (addr, sent) = upstream(once_too_many).await;
+    let reply = client
+        .request(method, format!("http://{addr}/"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    (reply.status(), sent.load(Ordering::SeqCst))
 }

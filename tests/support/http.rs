@@ -27,6 +27,11 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// An app that answers `ok` on `/`: put the layer under test on it.
+pub fn ok_app() -> Router {
+    Router::new().route("/", axum::routing::get(|| async { "ok" }))
+}
+
 /// Serves `app` *without* `ConnectInfo` (a misconfigured server).
 pub async fn serve_without_connect_info(app: Router) -> SocketAddr {
     let (listener, addr) = listen().await;

@@ -135,13 +135,8 @@ where
         let result = update_with_holes(tat, &mut holes, now, params, request);
         let used_up = holes.is_empty();
         drop(holes);
-        if used_up
-            && self
-                .keyed
-                .remove_if(key, |_, holes| holes.is_empty())
-                .is_some()
-        {
-            self.keys_with_holes.fetch_sub(1, Ordering::Relaxed);
+        if used_up {
+            self.forget_used_up(key);
         }
         result
     }
@@ -162,15 +157,26 @@ where
         holes.forget_below(target);
         let used_up = holes.is_empty();
         drop(holes);
-        if used_up
-            && self
-                .keyed
-                .remove_if(key, |_, holes| holes.is_empty())
-                .is_some()
+        if used_up {
+            self.forget_used_up(key);
+        }
+        moved
+    }
+
+    /// Drops a key's entry of holes once they are all used up (checked again
+    /// under the entry's write lock: a refund may have added one since).
+    fn forget_used_up<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if self
+            .keyed
+            .remove_if(key, |_, holes| holes.is_empty())
+            .is_some()
         {
             self.keys_with_holes.fetch_sub(1, Ordering::Relaxed);
         }
-        moved
     }
 
     /// A new key: holes an earlier key of that name left behind are not its
