@@ -2,8 +2,10 @@
 //!
 //! Every line but the diagnostic case (f) times one admission decision
 //! *including a clock read*, because governor reads its own clock (`quanta`)
-//! inside `check_key`/`check`; ours reads `tokio::time::Instant::now()` at the
-//! call site, as `FreqLimit` does. Both limiters are configured so that nothing
+//! inside `check_key`/`check`; ours reads its default clock at the call site,
+//! as `FreqLimit` does: the time-stamp counter through quanta, the default of
+//! a normal build (set explicitly: benches build with `test-util`, whose
+//! default is Tokio's clock, timed on extra `tokio_clock` lines). Both limiters are configured so that nothing
 //! is ever refused (10^9 per second, a burst of 10^9), and a warm-up asserts
 //! that, so both sides always take the "admitted, store the new TAT" path.
 //!
@@ -23,7 +25,8 @@
 //! * `d_global`: ours with key `None` (one atomic, no map) beside governor's
 //!   unkeyed `RateLimiter::direct` `check()`.
 //! * `e_clock`: the clock reads alone, to attribute differences: tokio's
-//!   `Instant::now()` (and std's) beside governor's `QuantaClock::now()`.
+//!   `Instant::now()` (and std's), and our default clock's (the time-stamp
+//!   counter), beside governor's `QuantaClock::now()`.
 //! * `f_no_clock_diagnostic`: not like-for-like; both sides with the clock read
 //!   taken out of the loop, and governor on foldhash like ours, to isolate the
 //!   cost of the decision itself.
@@ -90,23 +93,18 @@ fn backend() -> InMemoryBackend<u64> {
     InMemoryBackend::<u64>::builder().without_sweeper().build()
 }
 
-/// Ours through the trait: the clock read, `reserve` and one poll.
-#[inline(always)]
-fn ours_trait(backend: &InMemoryBackend<u64>, key: Option<&u64>) -> bool {
-    let admission = poll_once(FreqLimitBackend::reserve(
-        backend,
-        key,
-        Timestamp::now(),
-        &PARAMS,
-        Reserve::new(),
-    ));
-    black_box(admission).is_ok()
+/// The default clock of a normal build: the time-stamp counter. (Benches
+/// build with `test-util`, through the dev-dependencies, where `Clock::new()`
+/// is Tokio's.)
+fn default_clock() -> &'static Clock {
+    static CLOCK: std::sync::OnceLock<Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(Clock::fast)
 }
 
-/// Ours through the trait with the time from [`Clock::fast`] (the TSC through
-/// quanta, as governor's default clock reads it) instead of Tokio's clock.
+/// Ours through the trait: the clock read, `reserve` and one poll, as
+/// `FreqLimit` and the layer make them.
 #[inline(always)]
-fn ours_trait_fast(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Clock) -> bool {
+fn ours_trait(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Clock) -> bool {
     let admission = poll_once(FreqLimitBackend::reserve(
         backend,
         key,
@@ -119,8 +117,8 @@ fn ours_trait_fast(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Cl
 
 /// Ours through the synchronous method.
 #[inline(always)]
-fn ours_sync(backend: &InMemoryBackend<u64>, key: Option<&u64>) -> bool {
-    black_box(backend.reserve_now(key, Timestamp::now(), &PARAMS, Reserve::new())).is_ok()
+fn ours_sync(backend: &InMemoryBackend<u64>, key: Option<&u64>, clock: &Clock) -> bool {
+    black_box(backend.reserve_now(key, clock.now(), &PARAMS, Reserve::new())).is_ok()
 }
 
 #[inline(always)]
@@ -218,20 +216,23 @@ fn line(name: &'static str, run: impl FnMut(u64) -> Duration + 'static) -> Line 
 }
 
 fn case_hot_key() -> Case {
+    let clock = default_clock();
     let key = 42_u64;
     let ours = backend();
     assert_ours_undelayed(&ours, Some(&key));
-    warm_up("ours hot key", 100_000, |_| ours_trait(&ours, Some(&key)));
+    warm_up("ours hot key", 100_000, |_| {
+        ours_trait(&ours, Some(&key), clock)
+    });
     let ours2 = ours.clone();
-    let ours_fast = ours.clone();
-    let fast = Clock::fast();
+    let ours_tokio = ours.clone();
+    let tokio_clock: &'static Clock = Box::leak(Box::new(Clock::tokio()));
 
     // Diagnostic: `InMemoryBackend::new()` (with a sweeper) used outside a Tokio
     // runtime, where it cannot start the sweeper and so checks for a runtime on
     // every call.
     let ours_new = InMemoryBackend::<u64>::new();
     warm_up("ours new() hot key", 10_000, |_| {
-        ours_sync(&ours_new, Some(&key))
+        ours_sync(&ours_new, Some(&key), clock)
     });
 
     let gov = DefaultKeyedRateLimiter::<u64>::dashmap(quota());
@@ -246,13 +247,13 @@ fn case_hot_key() -> Case {
         group: "a_hot_key",
         lines: vec![
             line("ours/reserve_trait_poll", move |n| {
-                timed(n, |_| ours_trait(&ours, Some(&key)))
+                timed(n, |_| ours_trait(&ours, Some(&key), clock))
             }),
             line("ours/reserve_now", move |n| {
-                timed(n, |_| ours_sync(&ours2, Some(&key)))
+                timed(n, |_| ours_sync(&ours2, Some(&key), clock))
             }),
             line("ours/reserve_now_new_outside_runtime", move |n| {
-                timed(n, |_| ours_sync(&ours_new, Some(&key)))
+                timed(n, |_| ours_sync(&ours_new, Some(&key), clock))
             }),
             line("governor/check_key", move |n| {
                 timed(n, |_| governor_keyed(&gov, &key))
@@ -260,8 +261,8 @@ fn case_hot_key() -> Case {
             line("governor/check_key_foldhash", move |n| {
                 timed(n, |_| governor_keyed_fold(&gov_fold, &key))
             }),
-            line("ours/reserve_trait_poll_fast_clock", move |n| {
-                timed(n, |_| ours_trait_fast(&ours_fast, Some(&key), &fast))
+            line("ours/reserve_trait_poll_tokio_clock", move |n| {
+                timed(n, |_| ours_trait(&ours_tokio, Some(&key), tokio_clock))
             }),
         ],
         rows: vec![
@@ -286,7 +287,7 @@ fn case_hot_key() -> Case {
                 governor: 4,
             },
             Row {
-                label: "a hot key: reserve (trait+poll, Clock::fast) / check_key",
+                label: "a hot key: reserve (trait+poll, Clock::tokio) / check_key",
                 ours: 5,
                 governor: 3,
             },
@@ -300,13 +301,14 @@ fn governor_keyed_fold(limiter: &FoldKeyed, key: &u64) -> bool {
 }
 
 fn case_many_keys() -> Case {
+    let clock = default_clock();
     let ours = backend();
     for key in 0..MANY_KEYS {
-        assert!(ours_sync(&ours, Some(&key)));
+        assert!(ours_sync(&ours, Some(&key), clock));
     }
     assert_eq!(ours.len() as u64, MANY_KEYS);
     warm_up("ours 100k keys", 2 * MANY_KEYS, |i| {
-        ours_trait(&ours, Some(&(i % MANY_KEYS)))
+        ours_trait(&ours, Some(&(i % MANY_KEYS)), clock)
     });
     let ours2 = ours.clone();
 
@@ -321,8 +323,8 @@ fn case_many_keys() -> Case {
         governor_keyed_fold(&gov_fold, &(i % MANY_KEYS))
     });
 
-    let ours_fast = ours.clone();
-    let fast = Clock::fast();
+    let ours_tokio = ours.clone();
+    let tokio_clock: &'static Clock = Box::leak(Box::new(Clock::tokio()));
     // Each line keeps its own position in the round, carried across samples.
     let (mut p0, mut p1, mut p2, mut p3, mut p4) = (0_u64, 0_u64, 0_u64, 0_u64, 0_u64);
     Case {
@@ -331,13 +333,13 @@ fn case_many_keys() -> Case {
             line("ours/reserve_trait_poll", move |n| {
                 timed(n, |_| {
                     p0 = if p0 + 1 == MANY_KEYS { 0 } else { p0 + 1 };
-                    ours_trait(&ours, Some(&p0))
+                    ours_trait(&ours, Some(&p0), clock)
                 })
             }),
             line("ours/reserve_now", move |n| {
                 timed(n, |_| {
                     p1 = if p1 + 1 == MANY_KEYS { 0 } else { p1 + 1 };
-                    ours_sync(&ours2, Some(&p1))
+                    ours_sync(&ours2, Some(&p1), clock)
                 })
             }),
             line("governor/check_key", move |n| {
@@ -352,10 +354,10 @@ fn case_many_keys() -> Case {
                     governor_keyed_fold(&gov_fold, &p3)
                 })
             }),
-            line("ours/reserve_trait_poll_fast_clock", move |n| {
+            line("ours/reserve_trait_poll_tokio_clock", move |n| {
                 timed(n, |_| {
                     p4 = if p4 + 1 == MANY_KEYS { 0 } else { p4 + 1 };
-                    ours_trait_fast(&ours_fast, Some(&p4), &fast)
+                    ours_trait(&ours_tokio, Some(&p4), tokio_clock)
                 })
             }),
         ],
@@ -376,7 +378,7 @@ fn case_many_keys() -> Case {
                 governor: 3,
             },
             Row {
-                label: "b 100k keys: reserve (trait+poll, Clock::fast) / check_key",
+                label: "b 100k keys: reserve (trait+poll, Clock::tokio) / check_key",
                 ours: 4,
                 governor: 2,
             },
@@ -385,18 +387,19 @@ fn case_many_keys() -> Case {
 }
 
 fn case_two_threads() -> Case {
+    let clock = default_clock();
     let key = 7_u64;
     let ours = backend();
     assert_ours_undelayed(&ours, Some(&key));
     // Both threads at once during warm-up too: contention must not refuse either.
     two_threads(50_000, || {
-        let ok = ours_trait(&ours, Some(&key));
+        let ok = ours_trait(&ours, Some(&key), clock);
         assert!(ok, "ours refused under contention");
         ok
     });
     let ours2 = ours.clone();
-    let ours_fast = ours.clone();
-    let fast = Clock::fast();
+    let ours_tokio = ours.clone();
+    let tokio_clock: &'static Clock = Box::leak(Box::new(Clock::tokio()));
 
     let gov = DefaultKeyedRateLimiter::<u64>::dashmap(quota());
     two_threads(50_000, || {
@@ -409,16 +412,16 @@ fn case_two_threads() -> Case {
         group: "c_two_threads_one_key",
         lines: vec![
             line("ours/reserve_trait_poll", move |n| {
-                two_threads(n, || ours_trait(&ours, Some(&key)))
+                two_threads(n, || ours_trait(&ours, Some(&key), clock))
             }),
             line("ours/reserve_now", move |n| {
-                two_threads(n, || ours_sync(&ours2, Some(&key)))
+                two_threads(n, || ours_sync(&ours2, Some(&key), clock))
             }),
             line("governor/check_key", move |n| {
                 two_threads(n, || governor_keyed(&gov, &key))
             }),
-            line("ours/reserve_trait_poll_fast_clock", move |n| {
-                two_threads(n, || ours_trait_fast(&ours_fast, Some(&key), &fast))
+            line("ours/reserve_trait_poll_tokio_clock", move |n| {
+                two_threads(n, || ours_trait(&ours_tokio, Some(&key), tokio_clock))
             }),
         ],
         rows: vec![
@@ -433,7 +436,7 @@ fn case_two_threads() -> Case {
                 governor: 2,
             },
             Row {
-                label: "c 2 threads 1 key: reserve (trait+poll, Clock::fast) / check_key",
+                label: "c 2 threads 1 key: reserve (trait+poll, Clock::tokio) / check_key",
                 ours: 3,
                 governor: 2,
             },
@@ -442,9 +445,10 @@ fn case_two_threads() -> Case {
 }
 
 fn case_global() -> Case {
+    let clock = default_clock();
     let ours = backend();
     assert_ours_undelayed(&ours, None);
-    warm_up("ours global", 100_000, |_| ours_trait(&ours, None));
+    warm_up("ours global", 100_000, |_| ours_trait(&ours, None, clock));
     let ours2 = ours.clone();
 
     let gov: DefaultDirectRateLimiter = RateLimiter::direct(quota());
@@ -456,10 +460,10 @@ fn case_global() -> Case {
         group: "d_global",
         lines: vec![
             line("ours/reserve_trait_poll_none", move |n| {
-                timed(n, |_| ours_trait(&ours, None))
+                timed(n, |_| ours_trait(&ours, None, clock))
             }),
             line("ours/reserve_now_none", move |n| {
-                timed(n, |_| ours_sync(&ours2, None))
+                timed(n, |_| ours_sync(&ours2, None, clock))
             }),
             line("governor/direct_check", move |n| {
                 timed(n, |_| black_box(gov.check()).is_ok())
@@ -503,8 +507,20 @@ fn case_clock() -> Case {
                     true
                 })
             }),
+            line("ours_default_clock_now", |n| {
+                let clock = default_clock();
+                timed(n, |_| {
+                    black_box(clock.now());
+                    true
+                })
+            }),
         ],
         rows: vec![
+            Row {
+                label: "e clock: ours, default (TSC) / quanta now",
+                ours: 3,
+                governor: 2,
+            },
             Row {
                 label: "e clock: tokio Instant::now / quanta now",
                 ours: 0,
@@ -735,7 +751,40 @@ fn summary(cases: &mut [Case], mode: Mode) {
     println!("(ratio = ours / governor median time; below 1 means ours is faster)");
 }
 
+/// `CORE_COUNT=group:line CORE_COUNT_N=n`: sets up only `group`, then makes
+/// `n` calls of `line` in [`measured_calls`], for an instruction count under
+/// `valgrind --tool=callgrind` (see `tools/core_instructions.sh`).
+/// Instructions, unlike seconds, do not move with the machine's load.
+fn count(wanted: &str) {
+    let n: u64 = std::env::var("CORE_COUNT_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let (group, line) = wanted.split_once(':').expect("CORE_COUNT=group:line");
+    let mut case = match group {
+        "a_hot_key" => case_hot_key(),
+        "b_100k_keys" => case_many_keys(),
+        "d_global" => case_global(),
+        "e_clock" => case_clock(),
+        "f_no_clock_diagnostic" => case_no_clock(),
+        other => panic!("CORE_COUNT: no group {other}"),
+    };
+    let found = case.lines.iter_mut().find(|l| l.name == line);
+    let found = found.unwrap_or_else(|| panic!("CORE_COUNT: no line {line} in {group}"));
+    measured_calls(found, n);
+}
+
+/// The part of a [`count`] run that callgrind counts (`--toggle-collect`).
+#[inline(never)]
+fn measured_calls(line: &mut Line, n: u64) {
+    (line.run)(n);
+}
+
 fn main() {
+    if let Ok(wanted) = std::env::var("CORE_COUNT") {
+        count(&wanted);
+        return;
+    }
     let mode = mode();
     let mut cases = vec![
         case_hot_key(),

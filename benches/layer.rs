@@ -40,9 +40,10 @@
 //!   `DefaultClock::default()`, which it builds on every rejection) and the
 //!   clock reads.
 //!
-//! Extra lines: `ours_fast_clock` is ours with `.clock(Clock::fast())` (the
-//! time-stamp counter, as governor's quanta clock reads it, instead of Tokio's
-//! `clock_gettime`); `ours_closure_key` keys by a closure instead of the fn
+//! `ours` reads the time-stamp counter, the default clock of a normal build
+//! (benches build with `test-util`, so it is set explicitly). Extra lines:
+//! `ours_tokio_clock` is ours on `Clock::tokio()` (`clock_gettime`, the
+//! default with `test-util`); `ours_closure_key` keys by a closure instead of the fn
 //! pointer the other lines use to name their type.
 //!
 //! Requests are built outside the timed region, in chunks of [`CHUNK`]; their
@@ -127,16 +128,26 @@ type OursLayer = FreqLimitLayer<
 /// The key function is a fn pointer only to name the type; [`router_ours_closure`]
 /// checks that this costs nothing measurable.
 fn ours(params: FreqLimitParams) -> OursLayer {
-    FreqLimitLayer::new(params, InMemoryBackend::<IpAddr>::new())
-        .key(peer_ip as fn(&Request<Body>) -> Option<IpAddr>)
-        .max_wait(Duration::ZERO)
-        .http_responses()
+    // Benches build with `test-util` (dev-dependencies), where the default
+    // clock is Tokio's; a normal build's default is the time-stamp counter.
+    ours_on(params, Clock::fast())
 }
 
-/// [`ours`] reading the time-stamp counter ([`Clock::fast`]) instead of
-/// Tokio's clock (`clock_gettime`), as governor reads quanta's.
-fn ours_fast(params: FreqLimitParams) -> OursLayer {
-    ours(params).clock(Clock::fast())
+/// [`ours`] on the backend's clock `clock`.
+fn ours_on(params: FreqLimitParams, clock: Clock) -> OursLayer {
+    FreqLimitLayer::new(
+        params,
+        InMemoryBackend::<IpAddr>::builder().clock(clock).build(),
+    )
+    .key(peer_ip as fn(&Request<Body>) -> Option<IpAddr>)
+    .max_wait(Duration::ZERO)
+    .http_responses()
+}
+
+/// [`ours`] reading Tokio's clock (`clock_gettime`, [`Clock::tokio`]) instead
+/// of the time-stamp counter.
+fn ours_tokio(params: FreqLimitParams) -> OursLayer {
+    ours_on(params, Clock::tokio())
 }
 
 type GovLayer = GovernorLayer<PeerIpKeyExtractor, NoOpMiddleware, Body>;
@@ -303,7 +314,7 @@ const OK: StatusCode = StatusCode::OK;
 const REJECTED: StatusCode = StatusCode::TOO_MANY_REQUESTS;
 
 /// Groups a and b, for an inner service made by `inner`: no limiter, ours,
-/// governor, ours rejecting, governor rejecting, and ours on the fast clock,
+/// governor, ours rejecting, governor rejecting, and ours on Tokio's clock,
 /// each driven both ways.
 fn stack_case<S>(rt: &Arc<Runtime>, group: &'static str, inner: impl Fn() -> S) -> Case
 where
@@ -348,8 +359,8 @@ where
             ),
             line(
                 rt,
-                name("ours_fast_clock"),
-                ours_fast(OPEN).layer(inner()),
+                name("ours_tokio_clock"),
+                ours_tokio(OPEN).layer(inner()),
                 drive,
                 0,
                 OK,
@@ -360,18 +371,18 @@ where
         "a_noop_inner" => [
             "a no-op inner, ready+call: allowed",
             "a no-op inner, ready+call: rejected",
-            "a no-op inner, ready+call: allowed, fast clock",
+            "a no-op inner, ready+call: allowed, tokio clock",
             "a no-op inner, clone+oneshot: allowed",
             "a no-op inner, clone+oneshot: rejected",
-            "a no-op inner, clone+oneshot: allowed, fast clock",
+            "a no-op inner, clone+oneshot: allowed, tokio clock",
         ],
         _ => [
             "b boxed inner, ready+call: allowed",
             "b boxed inner, ready+call: rejected",
-            "b boxed inner, ready+call: allowed, fast clock",
+            "b boxed inner, ready+call: allowed, tokio clock",
             "b boxed inner, clone+oneshot: allowed",
             "b boxed inner, clone+oneshot: rejected",
-            "b boxed inner, clone+oneshot: allowed, fast clock",
+            "b boxed inner, clone+oneshot: allowed, tokio clock",
         ],
     };
     let mut rows = Vec::new();
@@ -428,8 +439,8 @@ fn case_router(rt: &Arc<Runtime>) -> Case {
         ),
         line(
             rt,
-            "ours_fast_clock",
-            router().layer(ours_fast(OPEN)),
+            "ours_tokio_clock",
+            router().layer(ours_tokio(OPEN)),
             OneshotClone,
             0,
             OK,
@@ -448,7 +459,7 @@ fn case_router(rt: &Arc<Runtime>) -> Case {
             row("c axum Router, clone+oneshot: allowed", 1, 2),
             row("c axum Router, clone+oneshot: rejected", 3, 4),
             row("c axum Router: allowed, key by closure", 5, 2),
-            row("c axum Router: allowed, fast clock", 6, 2),
+            row("c axum Router: allowed, tokio clock", 6, 2),
         ],
     }
 }
@@ -635,7 +646,7 @@ fn summary(cases: &mut [Case], mode: Mode) {
     println!();
     println!(
         "Goal: ours <= tower_governor, time per request (the default clock's rows are the \
-         issue's goal; `fast clock` rows show `.clock(Clock::fast())`)"
+         issue's goal; `tokio clock` rows show ours on `Clock::tokio()`)"
     );
     for goal in goals {
         println!(

@@ -1,23 +1,43 @@
 //! Where limiters read the time.
 //!
-//! Every decision needs the current time once. [`Clock::tokio`] (the default)
-//! reads [`tokio::time::Instant::now`], which follows `tokio::time::pause()` and
-//! `advance()`, so tests are exact. On Linux that is a `clock_gettime` call,
-//! measured at about 25 ns on this project's benchmark machine (a VM whose vDSO
-//! uses the serializing `rdtscp`), often more than the whole decision.
+//! Every decision needs the current time once, and every program keeps its
+//! rate-limit state on **one time base**: the decisions, the waits and the
+//! in-memory backend's sweeper all read the clock of the backend
+//! ([`FreqLimitBackend::clock`](crate::FreqLimitBackend::clock)), which is
+//! [`Clock::new`] unless you give the backend another.
 //!
-//! [`Clock::fast`] reads the CPU's time-stamp counter through
-//! [`quanta`](https://docs.rs/quanta) (about 10 ns there), anchored to a Tokio
-//! instant when the clock is made, and gives [`Timestamp`]s on the same scale,
-//! so it plugs into the same backends and timers. The price: it does **not** follow
-//! `tokio::time::pause()`, and it may drift from the system's monotonic clock by
-//! the TSC calibration error (parts per million), which shifts wake-ups by as
-//! much. Use it in production where the request rate makes the clock read
-//! matter; keep the default in tests. Use one kind of clock per backend: mixing
-//! them mixes two time bases. The in-memory backend's sweeper reads Tokio's
-//! clock, so with the fast clock give it an
-//! [`idle_ttl`](crate::backends::memory::InMemoryBackendBuilder::idle_ttl) of a
-//! second or more: drift then never lets it drop a key that still owes time.
+//! * **In a normal build** [`Clock::new`] reads the CPU's time-stamp counter
+//!   through [`quanta`](https://docs.rs/quanta) ([`Clock::fast`]): one
+//!   unserialized counter read and a multiply, about 3× cheaper than
+//!   `clock_gettime` on this project's benchmark machine (a VM whose vDSO uses
+//!   the serializing `rdtscp`). It is calibrated once per process against the
+//!   system's monotonic clock and shared by every clock of the process, so two
+//!   limiters never disagree. Where the counter is not usable (no invariant
+//!   TSC), quanta falls back to the monotonic clock.
+//! * **With the `test-util` feature** [`Clock::new`] is Tokio's clock
+//!   ([`Clock::tokio`]), which follows `tokio::time::pause()` and `advance()`,
+//!   so tests are exact to the nanosecond. Enable it where you test, as Tokio
+//!   asks for its own `test-util`:
+//!
+//!   ```toml
+//!   [dependencies]
+//!   tower-freqlimit = "0.1"
+//!
+//!   [dev-dependencies]
+//!   tower-freqlimit = { version = "0.1", features = ["test-util"] }
+//!   tokio = { version = "1", features = ["test-util"] }
+//!   ```
+//!
+//!   Cargo's feature resolver builds `cargo test` (tests, examples, benches)
+//!   with it and `cargo build`/`cargo run` without it, so one program never
+//!   holds two time bases. Without the feature, `tokio::time::pause()` does
+//!   not move the limiter's time: a paused test then waits in real time.
+//!
+//! Waits are timed on Tokio's timer: a wait of `d` on the counter's time base
+//! sleeps `d` on Tokio's and, on waking, checks the counter again and sleeps
+//! the rest if the two clocks drifted apart (they differ by the counter's
+//! calibration error, parts per million of the wait), so a request never goes
+//! before its slot on the time base its slot was decided on.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -25,54 +45,100 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A time source for [`FreqLimit`](crate::FreqLimit) and
-/// [`FreqLimitLayer`](crate::FreqLimitLayer); see the [module docs](self).
+/// A time source: the time base of a backend's state, which
+/// [`FreqLimit`](crate::FreqLimit) and [`FreqLimitLayer`](crate::FreqLimitLayer)
+/// read (see the [module docs](self)). Cloning is cheap (a few words).
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_freqlimit::clock::Clock;
 ///
-/// let tokio = Clock::tokio();
-/// let fast = Clock::fast();
-/// let (a, b) = (fast.now(), tokio.now());
-/// // Both are timestamps on (nearly) the same time base.
-/// assert!(a.max(b).saturating_duration_since(a.min(b)) < std::time::Duration::from_millis(50));
+/// let clock = Clock::new();
+/// // The time-stamp counter in a normal build, Tokio's clock with `test-util`.
+/// assert_eq!(clock.is_fast(), !cfg!(feature = "test-util"));
+/// let (a, b) = (clock.now(), clock.now());
+/// assert!(a <= b);
+/// // Both kinds give timestamps on (nearly) the same scale.
+/// let (fast, tokio) = (Clock::fast().now(), Clock::tokio().now());
+/// assert!(fast.max(tokio).saturating_duration_since(fast.min(tokio)) < Duration::from_millis(50));
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Clock {
-    fast: Option<FastClock>,
+    tsc: Option<Tsc>,
 }
 
+/// The process's calibrated time-stamp counter: a counter reading `raw_origin`
+/// was taken at timestamp `origin`; `mult` is nanoseconds per 2^32 ticks.
 #[derive(Clone)]
-struct FastClock {
-    tsc: quanta::Clock,
+struct Tsc {
+    counter: quanta::Clock,
     raw_origin: u64,
-    origin: Timestamp,
+    origin: u64,
+    mult: u64,
+}
+
+impl Tsc {
+    /// The counter of this process, calibrated on first use (quanta takes a
+    /// few milliseconds), then shared.
+    fn process() -> &'static Self {
+        static TSC: OnceLock<Tsc> = OnceLock::new();
+        TSC.get_or_init(|| {
+            let counter = quanta::Clock::new();
+            let raw_origin = counter.raw();
+            let origin = Timestamp::from_std(std::time::Instant::now()).0;
+            // quanta's own scale, taken once: ns for 2^32 ticks (2^32 itself
+            // when quanta fell back to a clock that counts nanoseconds).
+            let mult = counter.delta_as_nanos(0, 1 << 32);
+            Self {
+                counter,
+                raw_origin,
+                origin,
+                mult,
+            }
+        })
+    }
+
+    /// One counter read (a call into quanta), then a subtract, a 64×64
+    /// multiply, a shift and an add: no second call to scale the delta.
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        let ticks = self.counter.raw().saturating_sub(self.raw_origin);
+        #[allow(clippy::cast_possible_truncation, reason = "< 2^64 ns for centuries")]
+        let elapsed = ((u128::from(ticks) * u128::from(self.mult)) >> 32) as u64;
+        self.origin.saturating_add(elapsed)
+    }
 }
 
 impl Clock {
-    /// [`tokio::time::Instant::now`]: follows `tokio::time::pause()`. The default.
+    /// The program's clock: [`fast`](Self::fast) in a normal build,
+    /// [`tokio`](Self::tokio) with the `test-util` feature (see the
+    /// [module docs](self)). What backends use unless told otherwise.
     #[must_use]
-    pub fn tokio() -> Self {
-        Self { fast: None }
+    pub fn new() -> Self {
+        if cfg!(feature = "test-util") {
+            Self::tokio()
+        } else {
+            Self::fast()
+        }
     }
 
-    /// The time-stamp counter, via `quanta`, anchored to a Tokio instant taken
-    /// now. Does not follow `tokio::time::pause()`.
+    /// [`tokio::time::Instant::now`]: follows `tokio::time::pause()`. The
+    /// default with the `test-util` feature.
+    #[must_use]
+    pub fn tokio() -> Self {
+        Self { tsc: None }
+    }
+
+    /// The time-stamp counter, via `quanta`, calibrated once per process and
+    /// shared by every clock of the process. Does not follow
+    /// `tokio::time::pause()`. The default in a normal build.
     ///
-    /// The counter is calibrated once per process (the first call takes a few
-    /// milliseconds); later calls are cheap.
+    /// The first call in a process takes a few milliseconds (calibration);
+    /// later calls are cheap.
     #[must_use]
     pub fn fast() -> Self {
-        static CALIBRATED: OnceLock<quanta::Clock> = OnceLock::new();
-        let tsc = CALIBRATED.get_or_init(quanta::Clock::new).clone();
-        let raw_origin = tsc.raw();
-        let origin = Timestamp::now();
         Self {
-            fast: Some(FastClock {
-                tsc,
-                raw_origin,
-                origin,
-            }),
+            tsc: Some(Tsc::process().clone()),
         }
     }
 
@@ -80,19 +146,62 @@ impl Clock {
     #[inline]
     #[must_use]
     pub fn now(&self) -> Timestamp {
-        match &self.fast {
-            None => Timestamp::now(),
-            Some(fast) => {
-                let elapsed = fast.tsc.delta_as_nanos(fast.raw_origin, fast.tsc.raw());
-                Timestamp(fast.origin.0.saturating_add(elapsed))
-            }
+        match &self.tsc {
+            None => Timestamp::from(Instant::now()),
+            Some(tsc) => Timestamp(tsc.now()),
         }
     }
 
     /// Whether this is the [`fast`](Self::fast) clock.
     #[must_use]
     pub fn is_fast(&self) -> bool {
-        self.fast.is_some()
+        self.tsc.is_some()
+    }
+
+    /// The Tokio instant at which to wake for `deadline` on this clock: exact
+    /// for Tokio's clock; for the counter, now on Tokio's clock plus what is
+    /// left on the counter (so the two clocks' drift counts only over the
+    /// wait, never over the process's life). Check [`now`](Self::now) on
+    /// waking: the counter may be a little behind.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::clock::Clock;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let clock = Clock::new();
+    /// let deadline = clock.now() + Duration::from_millis(5);
+    /// while clock.now() < deadline {
+    ///     tokio::time::sleep_until(clock.wake_at(deadline)).await;
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn wake_at(&self, deadline: Timestamp) -> Instant {
+        match &self.tsc {
+            None => deadline.to_instant(),
+            Some(tsc) => {
+                let left = deadline.saturating_duration_since(Timestamp(tsc.now()));
+                let now = Instant::now();
+                now.checked_add(left).unwrap_or(now + FAR_FUTURE)
+            }
+        }
+    }
+
+    /// Sleeps until this clock reaches `deadline` (on Tokio's timer, checking
+    /// this clock on each wake: see [`wake_at`](Self::wake_at)).
+    pub(crate) async fn sleep_until(&self, deadline: Timestamp) {
+        while self.now() < deadline {
+            tokio::time::sleep_until(self.wake_at(deadline)).await;
+        }
+    }
+}
+
+impl Default for Clock {
+    /// [`Clock::new`].
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -113,7 +222,11 @@ impl fmt::Debug for Clock {
 /// Tokio instants convert both ways ([`From<Instant>`](#impl-From%3CInstant%3E-for-Timestamp),
 /// [`to_instant`](Self::to_instant)); the scale is anchored at the first
 /// conversion in the process, biased so that instants from before it (a paused
-/// test clock started earlier) still map to positive values.
+/// test clock started earlier) still map to positive values. The counter of
+/// [`Clock::fast`] is put on the same scale when it is calibrated; its
+/// timestamps then follow the counter, and drift from Tokio's instants by
+/// the calibration error: time a wait with [`Clock::wake_at`], not
+/// [`to_instant`](Self::to_instant).
 ///
 /// ```
 /// use std::time::Duration;
@@ -139,12 +252,17 @@ fn anchor() -> std::time::Instant {
 }
 
 impl Timestamp {
-    /// Tokio's current time ([`tokio::time::Instant::now`]), which follows
-    /// `tokio::time::pause()`.
+    /// The current time on the program's clock ([`Clock::new`]): the
+    /// time-stamp counter in a normal build, Tokio's clock (which follows
+    /// `tokio::time::pause()`) with the `test-util` feature.
     #[must_use]
     #[inline]
     pub fn now() -> Self {
-        Self::from(Instant::now())
+        if cfg!(feature = "test-util") {
+            Self::from(Instant::now())
+        } else {
+            Self(Tsc::process().now())
+        }
     }
 
     /// The timestamp `nanos` nanoseconds from the start of the scale.
@@ -192,9 +310,16 @@ const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 impl From<Instant> for Timestamp {
     #[inline]
     fn from(instant: Instant) -> Self {
+        Self::from_std(instant.into_std())
+    }
+}
+
+impl Timestamp {
+    /// A std instant on the scale (two calls into std's `Instant` arithmetic;
+    /// the counter avoids them).
+    #[inline]
+    fn from_std(instant: std::time::Instant) -> Self {
         let anchor = anchor();
-        let instant = instant.into_std();
-        // Two calls into std's `Instant` arithmetic; the fast clock avoids them.
         let nanos = match instant.checked_duration_since(anchor) {
             Some(after) => BIAS.saturating_add(crate::nanos::from_duration(after)),
             None => BIAS.saturating_sub(crate::nanos::from_duration(anchor - instant)),

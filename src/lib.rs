@@ -128,10 +128,14 @@
 //! | `serde` | | `FreqLimitParams` from config files (`{ limit = 20, period = "1m", burst = 3 }`); see [`config`] |
 //! | `metrics` | | counters and a delay histogram through the `metrics` facade ([`metrics`]) |
 //! | `tracing` | | debug events for delayed and refused requests (keys never logged) |
+//! | `reqwest` | | a `reqwest-middleware` middleware that paces outbound requests per host and learns from `429`s ([`reqwest`](crate::reqwest)) |
+//! | `test-util` | | for tests (under `[dev-dependencies]`): the default clock becomes Tokio's, which `tokio::time::pause()` controls |
 //!
-//! Time comes from Tokio's clock ([`clock`]), so `tokio::time::pause()` makes
-//! tests exact; [`clock::Clock::fast`] reads the CPU's time-stamp counter
-//! instead where the clock read matters.
+//! Time comes from the backend's clock ([`clock`]): the CPU's time-stamp
+//! counter in a normal build, Tokio's clock with `test-util`, so that
+//! `tokio::time::pause()` makes tests exact. One program, one time base:
+//! Cargo builds `cargo test` with the dev-dependency's feature and
+//! `cargo build` without it.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

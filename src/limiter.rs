@@ -13,8 +13,8 @@ use crate::params::FreqLimitParams;
 /// A rate limiter: one [`FreqLimitParams`] applied per key over a
 /// [`FreqLimitBackend`].
 ///
-/// Each method reads the time once (from Tokio's clock by default, so a paused
-/// test clock is followed exactly), asks the backend for a reservation, and, if
+/// Each method reads the time once (from the backend's clock: with the
+/// `test-util` feature Tokio's, so a paused test clock is followed exactly), asks the backend for a reservation, and, if
 /// the call must wait, sleeps until its slot. This is `aiofreqlimit`'s
 /// `async with limiter.resource(key)`.
 ///
@@ -82,28 +82,29 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
     pub fn new(params: FreqLimitParams, backend: B) -> Self {
         Self {
             params,
+            clock: backend.clock(),
             backend,
-            clock: Clock::tokio(),
             reporter: Reporter::default(),
         }
     }
 
-    /// Reads the time from `clock` instead of [`Clock::tokio`] (see
-    /// [`crate::clock`] for when [`Clock::fast`] is worth it).
+    /// The clock the limiter reads: its backend's
+    /// ([`FreqLimitBackend::clock`]), so that decisions, waits and the
+    /// backend's housekeeping share one time base. To choose another, give it
+    /// to the backend (for example
+    /// [`InMemoryBackendBuilder::clock`](crate::backends::memory::InMemoryBackendBuilder::clock)).
     ///
     /// ```
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
     /// use tower_freqlimit::clock::Clock;
     /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
     ///
-    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1000), InMemoryBackend::<u64>::new())
-    ///     .clock(Clock::fast());
-    /// # let _ = limiter;
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(1000), InMemoryBackend::<u64>::new());
+    /// // The time-stamp counter, or Tokio's clock with the `test-util` feature.
+    /// assert_eq!(limiter.clock().is_fast(), Clock::new().is_fast());
     /// ```
-    #[must_use]
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
+    pub const fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Names the limiter: the `limiter` label of its metrics (feature
@@ -303,7 +304,7 @@ impl<B: FreqLimitBackend> FreqLimit<B> {
             // the refund if the wait is given up.
             let mut unused = RefundOnDrop::new(&self.backend, key.map(BorrowedKey::to_key));
             unused.waiting(admission);
-            tokio::time::sleep_until((now + admission.delay()).to_instant()).await;
+            self.clock.sleep_until(now + admission.delay()).await;
             unused.used();
         }
         Ok(admission)

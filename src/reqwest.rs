@@ -42,7 +42,6 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::backends::FreqLimitBackend;
-use crate::clock::Clock;
 use crate::decision::Reserve;
 use crate::learn::Learner;
 use crate::limiter::FreqLimit;
@@ -242,13 +241,6 @@ impl<B: FreqLimitBackend> FreqLimitMiddleware<B> {
     #[must_use]
     pub fn retry_any_method(mut self) -> Self {
         self.any_method = true;
-        self
-    }
-
-    /// Reads time from `clock` (see [`crate::clock`]).
-    #[must_use]
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.limiter = self.limiter.clock(clock);
         self
     }
 

@@ -17,8 +17,9 @@
 //!   nanosecond, a burst of 10^9);
 //! * `ours-reject`, `governor-reject`: the same layers with one request per
 //!   hour per IP, so every request after the first gets `429`;
-//! * `ours-fast`: `ours` reading the time-stamp counter
-//!   (`.clock(Clock::fast())`) instead of Tokio's clock, as governor does.
+//! * `ours-tokio`: `ours` on Tokio's clock (`clock_gettime`) instead of the
+//!   time-stamp counter, the default of a normal build (`ours` sets it
+//!   explicitly: examples build with the `test-util` feature).
 //!
 //! The server runs on a multi-threaded Tokio runtime (one worker per core) and
 //! listens on the loopback interface only. `GET /` answers `Hello, World!`.
@@ -50,7 +51,7 @@ const OPEN: FreqLimitParams =
 /// One request per hour: all but the first are rejected.
 const TIGHT: FreqLimitParams = FreqLimitParams::per_hour(1);
 
-const MODES: &str = "none | ours | governor | ours-reject | governor-reject | ours-fast";
+const MODES: &str = "none | ours | governor | ours-reject | governor-reject | ours-tokio";
 
 /// The rate-limit key: the peer's IP address.
 fn peer_ip(req: &Request<Body>) -> Option<IpAddr> {
@@ -75,19 +76,25 @@ fn governor(period_ns: u64, burst: u32) -> Result<GovLayer, BoxError> {
 
 fn app(mode: &str) -> Result<Router, BoxError> {
     let hello = Router::new().route("/", get(hello));
-    let ours = |params| {
-        FreqLimitLayer::new(params, InMemoryBackend::<IpAddr>::new())
-            .key(peer_ip)
-            .max_wait(Duration::ZERO)
-            .http_responses()
+    // Examples build with `test-util` (dev-dependencies), where the default
+    // clock is Tokio's: `ours` names the default of a normal build.
+    let ours_on = |params, clock| {
+        FreqLimitLayer::new(
+            params,
+            InMemoryBackend::<IpAddr>::builder().clock(clock).build(),
+        )
+        .key(peer_ip)
+        .max_wait(Duration::ZERO)
+        .http_responses()
     };
+    let ours = |params| ours_on(params, Clock::fast());
     Ok(match mode {
         "none" => hello,
         "ours" => hello.layer(ours(OPEN)),
+        "ours-tokio" => hello.layer(ours_on(OPEN, Clock::tokio())),
         "governor" => hello.layer(governor(1, 1_000_000_000)?),
         "ours-reject" => hello.layer(ours(TIGHT)),
         "governor-reject" => hello.layer(governor(3_600_000_000_000, 1)?),
-        "ours-fast" => hello.layer(ours(OPEN).clock(Clock::fast())),
         other => return Err(format!("unknown mode {other:?}; expected {MODES}").into()),
     })
 }

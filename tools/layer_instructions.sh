@@ -35,14 +35,14 @@ for row in \
   "a_noop_inner ready_call allowed:ours:governor" \
   "a_noop_inner oneshot_clone allowed:ours:governor" \
   "a_noop_inner ready_call rejected:ours_reject:governor_reject" \
-  "a_noop_inner ready_call allowed, fast clock:ours_fast_clock:governor" \
-  "a_noop_inner oneshot_clone allowed, fast clock:ours_fast_clock:governor" \
+  "a_noop_inner ready_call allowed, tokio clock:ours_tokio_clock:governor" \
+  "a_noop_inner oneshot_clone allowed, tokio clock:ours_tokio_clock:governor" \
   "b_boxed_inner ready_call allowed:ours:governor" \
-  "b_boxed_inner ready_call allowed, fast clock:ours_fast_clock:governor" \
+  "b_boxed_inner ready_call allowed, tokio clock:ours_tokio_clock:governor" \
   "b_boxed_inner oneshot_clone allowed:ours:governor" \
-  "b_boxed_inner oneshot_clone allowed, fast clock:ours_fast_clock:governor" \
+  "b_boxed_inner oneshot_clone allowed, tokio clock:ours_tokio_clock:governor" \
   "c_axum_router oneshot_clone allowed:ours:governor" \
-  "c_axum_router oneshot_clone allowed, fast clock:ours_fast_clock:governor"; do
+  "c_axum_router oneshot_clone allowed, tokio clock:ours_tokio_clock:governor"; do
   label=${row%%:*}
   rest=${row#*:}
   ours_line=${rest%%:*}

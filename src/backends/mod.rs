@@ -21,7 +21,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 
 use crate::decision::{Admission, Reserve, Status};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
@@ -235,6 +235,27 @@ pub trait FreqLimitBackend: Send + Sync {
     /// [`BackendError`] when the store fails.
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// The clock of this backend's state: the time base that
+    /// [`FreqLimit`](crate::FreqLimit) and [`FreqLimitLayer`](crate::FreqLimitLayer)
+    /// read for each decision and time their waits on, and that the backend's
+    /// own housekeeping (the in-memory sweeper) reads. One clock for all of
+    /// them, so they never mix two time bases. The default is [`Clock::new`]:
+    /// the time-stamp counter, or Tokio's clock with the `test-util` feature
+    /// (see [`crate::clock`]).
+    ///
+    /// ```
+    /// use tower_freqlimit::FreqLimitBackend;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::clock::Clock;
+    ///
+    /// assert_eq!(InMemoryBackend::<u32>::new().clock().is_fast(), Clock::new().is_fast());
+    /// let tokio = InMemoryBackend::<u32>::builder().clock(Clock::tokio()).build();
+    /// assert!(!tokio.clock().is_fast());
+    /// ```
+    fn clock(&self) -> Clock {
+        Clock::new()
+    }
+
     /// Pushes `key`'s schedule back: from `now`, no call for it is admitted
     /// within `hold`; after that, one call, then one every `T` (the burst
     /// refills as usual). What a limiter does when the server it paces
@@ -431,6 +452,10 @@ impl<B: FreqLimitBackend + ?Sized> FreqLimitBackend for Arc<B> {
 
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         (**self).clear()
+    }
+
+    fn clock(&self) -> Clock {
+        (**self).clock()
     }
 
     fn refund(&self, key: Option<&Self::Key>, admission: &Admission) -> bool {

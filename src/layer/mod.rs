@@ -191,13 +191,13 @@ impl<B: FreqLimitBackend, H> FreqLimitLayer<B, Policy, H> {
     ) -> Self {
         Self {
             config: Arc::new(Config {
+                clock: backend.clock(),
                 backend,
                 params,
                 max_wait,
                 missing_key: MissingKey::default(),
                 policy: Policy::default(),
                 on_refusal,
-                clock: Clock::tokio(),
                 reporter: Reporter::default(),
             }),
         }
@@ -343,12 +343,6 @@ where
     /// [`OnRefusal`]).
     pub fn on_refusal<H2>(self, on_refusal: H2) -> FreqLimitLayer<B, P, H2> {
         self.map_config(|p| p, |_| on_refusal)
-    }
-
-    /// Reads the time from `clock` instead of [`Clock::tokio`] (see
-    /// [`crate::clock`] for when [`Clock::fast`] is worth it).
-    pub fn clock(self, clock: Clock) -> Self {
-        self.edit(|config| config.clock = clock)
     }
 
     /// Names the limiter: the `limiter` label of its metrics (feature

@@ -14,7 +14,7 @@ use super::Config;
 use super::future::{finish, refuse};
 use super::refusal::OnRefusal;
 use crate::backends::{FreqLimitBackend, RefundOnDrop};
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 use crate::decision::Admission;
 use crate::params::FreqLimitParams;
 
@@ -50,7 +50,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, R> {
         Reserving { #[pin] reserve: R, now: Timestamp },
-        Sleeping { #[pin] sleep: Sleep },
+        Sleeping { #[pin] sleep: Sleep, deadline: Timestamp },
         Ready,
         Calling { #[pin] call: F },
         Done,
@@ -58,14 +58,16 @@ pin_project! {
 }
 
 impl<F, R> State<F, R> {
-    fn sleeping(admission: &Admission, now: Timestamp) -> Self {
+    fn sleeping(admission: &Admission, now: Timestamp, clock: &Clock) -> Self {
         #[cfg(feature = "tracing")]
         tracing::debug!(
             delay_ms = admission.delay().as_secs_f64() * 1e3,
             "rate limit: request delayed"
         );
+        let deadline = now + admission.delay();
         State::Sleeping {
-            sleep: tokio::time::sleep_until((now + admission.delay()).to_instant()),
+            sleep: tokio::time::sleep_until(clock.wake_at(deadline)),
+            deadline,
         }
     }
 
@@ -95,14 +97,17 @@ where
         config: Arc<Config<B, P, H>>,
         params: FreqLimitParams,
     ) -> Self {
-        let mut slot = RefundOnDrop::new(config, key);
         let (state, admission) = match start {
             Start::Reserving(reserve) => (State::Reserving { reserve, now }, None),
-            Start::Sleeping(admission) => {
-                slot.waiting(admission);
-                (State::sleeping(&admission, now), Some(admission))
-            }
+            Start::Sleeping(admission) => (
+                State::sleeping(&admission, now, &config.clock),
+                Some(admission),
+            ),
         };
+        let mut slot = RefundOnDrop::new(config, key);
+        if let Some(admission) = admission {
+            slot.waiting(admission);
+        }
         Self {
             state,
             pending: Some(pending),
@@ -141,9 +146,9 @@ where
                         if admission.delay().is_zero() {
                             this.state.set(State::Ready);
                         } else {
-                            this.slot.waiting(admission);
-                            let sleeping = State::sleeping(&admission, *now);
+                            let sleeping = State::sleeping(&admission, *now, &config.clock);
                             this.state.set(sleeping);
+                            this.slot.waiting(admission);
                         }
                     }
                     Err(refusal) => {
@@ -151,8 +156,18 @@ where
                         return Poll::Ready(refuse(config, refusal, this.params));
                     }
                 },
-                StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Sleeping {
+                    mut sleep,
+                    deadline,
+                } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    // Tokio's timer and a counter clock drift apart a little
+                    // over a long wait: go only once the slot's own clock
+                    // says so.
+                    if config.clock.now() < *deadline {
+                        sleep.reset(config.clock.wake_at(*deadline));
+                        continue;
+                    }
                     this.slot.used();
                     this.state.set(State::Ready);
                 }

@@ -460,9 +460,10 @@ async fn fast_clock_limits_like_the_tokio_clock() {
     use tower_freqlimit::clock::Clock;
     let limiter = FreqLimit::new(
         FreqLimitParams::per_hour(1).with_burst(2),
-        InMemoryBackend::<u8>::new(),
-    )
-    .clock(Clock::fast());
+        InMemoryBackend::<u8>::builder()
+            .clock(Clock::fast())
+            .build(),
+    );
     assert!(limiter.try_acquire(&1).await.is_ok());
     assert!(limiter.try_acquire(&1).await.is_ok());
     let err = limiter.try_acquire(&1).await.unwrap_err();

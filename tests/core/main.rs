@@ -6,6 +6,7 @@
 mod support;
 
 mod abandoned;
+mod clock;
 mod config;
 mod gcra;
 mod limiter;

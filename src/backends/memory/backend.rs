@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::InMemoryBackend;
 use super::bound::Bound;
 use crate::backends::{BorrowedKey, FreqLimitBackend};
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, FreqLimitError};
 use crate::gcra::holes::GiveBack;
@@ -50,6 +50,10 @@ where
     fn clear(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         self.clear_now();
         ready(Ok(()))
+    }
+
+    fn clock(&self) -> Clock {
+        self.inner.clock.clone()
     }
 
     fn hold<Q>(

@@ -11,6 +11,7 @@ use super::bound::Bound;
 use super::groups::{self, Groups};
 use super::holes::HoleTable;
 use super::{InMemoryBackend, Inner, WhenFull};
+use crate::clock::Clock;
 
 /// The default sweep period of [`InMemoryBackend::new`].
 const DEFAULT_SWEEPER_INTERVAL: Duration = Duration::from_secs(60);
@@ -36,6 +37,7 @@ pub struct InMemoryBackendBuilder<K> {
     when_full: WhenFull,
     group_by: GroupBy<K>,
     group_share: Option<usize>,
+    clock: Clock,
 }
 
 /// How keys are grouped under `max_keys`.
@@ -70,7 +72,27 @@ where
             when_full: WhenFull::default(),
             group_by: GroupBy::Default,
             group_share: None,
+            clock: Clock::new(),
         }
+    }
+
+    /// The clock of the backend's state (default [`Clock::new`]): what
+    /// limiters built on the backend read for their decisions and waits, and
+    /// what the sweeper reads. See [`crate::clock`] for the choice.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::clock::Clock;
+    /// use tower_freqlimit::{FreqLimit, FreqLimitParams};
+    ///
+    /// // Tokio's clock in production too (`clock_gettime`; follows `pause()`).
+    /// let backend = InMemoryBackend::<u64>::builder().clock(Clock::tokio()).build();
+    /// let limiter = FreqLimit::new(FreqLimitParams::per_second(10), backend);
+    /// assert!(!limiter.clock().is_fast());
+    /// ```
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Keep a key this long after its TAT has passed before dropping it (default:
@@ -243,6 +265,7 @@ where
                 sweeper_interval: self.sweeper_interval,
                 sweeper_started: AtomicBool::new(false),
                 sweeper: Mutex::new(None),
+                clock: self.clock,
             }),
         }
     }

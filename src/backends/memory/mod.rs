@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::task::AbortHandle;
@@ -42,15 +42,17 @@ use crate::params::FreqLimitParams;
 ///   held across an `.await` (there is none: [`reserve`] answers at once).
 /// * **Time is passed in.** TATs are nanoseconds on the [`Timestamp`] scale of
 ///   the `now` the caller passes; [`FreqLimit`](crate::FreqLimit) and the layer
-///   read it from Tokio's clock by default, so a test with `tokio::time::pause()`
-///   is exact to the nanosecond.
+///   read it from the backend's [`clock`](InMemoryBackendBuilder::clock), which
+///   the sweeper reads too: the time-stamp counter, or Tokio's clock with the
+///   `test-util` feature, so a test with `tokio::time::pause()` is exact to the
+///   nanosecond.
 /// * **Lossless eviction.** A key is dropped only once its TAT has passed (plus
 ///   [`idle_ttl`](InMemoryBackendBuilder::idle_ttl)): its state is then exactly that
 ///   of a new key, so dropping it never lets an extra call through. Keys are swept
 ///   by a background task every
 ///   [`sweeper_interval`](InMemoryBackendBuilder::sweeper_interval) (60 s by
 ///   default), never by a scan on the request path. The task starts on the first
-///   reservation made inside a Tokio runtime, holds only a weak reference, and is
+///   reservation for a key made inside a Tokio runtime, holds only a weak reference, and is
 ///   stopped when the last clone of the backend is dropped.
 /// * **Keys** are any `Hash + Eq + Clone + Send + Sync + 'static` type; the key
 ///   `None` is one global bucket, distinct from every key.
@@ -113,6 +115,9 @@ struct Inner<K> {
     sweeper_interval: Option<Duration>,
     sweeper_started: AtomicBool,
     sweeper: Mutex<Option<AbortHandle>>,
+    /// The time base of the TATs: the sweeper reads it, and limiters built on
+    /// the backend read it.
+    clock: Clock,
 }
 
 impl<K> Drop for Inner<K> {
@@ -382,6 +387,7 @@ where
     /// assert_eq!(first.delay().as_millis(), 0);
     /// assert_eq!(second.delay().as_millis(), 500);
     /// ```
+    #[inline(always)]
     pub fn reserve_now<Q>(
         &self,
         key: Option<&Q>,
@@ -393,11 +399,10 @@ where
         K: Borrow<Q>,
         Q: BorrowedKey<K> + ?Sized,
     {
-        if !self.inner.sweeper_started.load(Ordering::Relaxed) {
-            self.start_sweeper();
-        }
         let inner = &*self.inner;
         let now = now.as_nanos();
+        // The global bucket needs no sweeper (it is one atomic, never
+        // dropped): only keys start it.
         let Some(key) = key else {
             // One relaxed load when the global bucket has no hole.
             if inner.holes.any_global() {
@@ -407,6 +412,26 @@ where
             }
             return update(&inner.global, now, params, &request);
         };
+        self.reserve_keyed(key, now, params, request)
+    }
+
+    /// [`reserve_now`](Self::reserve_now) for a key: apart, so that the
+    /// global bucket's path does not pay for the map's stack frame.
+    fn reserve_keyed<Q>(
+        &self,
+        key: &Q,
+        now: u64,
+        params: &FreqLimitParams,
+        request: Reserve,
+    ) -> Result<Admission, FreqLimitError>
+    where
+        K: Borrow<Q>,
+        Q: BorrowedKey<K> + ?Sized,
+    {
+        if !self.inner.sweeper_started.load(Ordering::Relaxed) {
+            self.start_sweeper();
+        }
+        let inner = &*self.inner;
         if let Some(tat) = inner.tats.get(key) {
             // One relaxed load when no key has a hole.
             if inner.holes.any_keyed() {

@@ -12,8 +12,11 @@ impl<K> InMemoryBackend<K>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    /// Starts the sweeper once, from the first reservation made inside a
-    /// Tokio runtime.
+    /// Starts the sweeper once, from the first reservation for a key made inside a
+    /// Tokio runtime. Out of line: inlined, it gave every reservation a
+    /// 400-byte stack frame and six saved registers.
+    #[cold]
+    #[inline(never)]
     pub(super) fn start_sweeper(&self) {
         let Some(period) = self.inner.sweeper_interval else {
             self.inner.sweeper_started.store(true, Ordering::Relaxed);
@@ -37,10 +40,11 @@ where
             let mut ticks = tokio::time::interval_at(start, period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let now = ticks.tick().await;
+                ticks.tick().await;
                 // The backend is gone: so is the reason to sweep.
                 let Some(inner) = weak.upgrade() else { break };
-                inner.sweep(Timestamp::from(now));
+                // The time of the decisions, not the timer's: one time base.
+                inner.sweep(inner.clock.now());
             }
         });
         *slot = Some(task.abort_handle());

@@ -1,0 +1,110 @@
+//! The clocks: the time-stamp counter (the default of a normal build) against
+//! Tokio's clock, and one time base per backend for the decisions, the waits
+//! and the sweeper.
+//!
+//! Two tests here read real time: they check the counter against the system's
+//! monotonic clock, which no paused clock can stand in for. They assert
+//! orderings and a drift bound, never how long anything took.
+
+use std::time::Duration;
+
+use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::clock::{Clock, Timestamp};
+use tower_freqlimit::{FreqLimit, FreqLimitBackend, FreqLimitError, FreqLimitParams};
+
+/// With `test-util` (every build of these tests has it), the default is
+/// Tokio's clock, so `pause()` moves every limiter built without a clock.
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_of_a_test_build_follows_pause() {
+    let clock = Clock::new();
+    assert!(!clock.is_fast());
+    assert!(!InMemoryBackend::<u8>::new().clock().is_fast());
+    let before = clock.now();
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(clock.now(), before + Duration::from_secs(3600));
+    assert_eq!(Timestamp::now(), clock.now());
+}
+
+/// The counter never goes back on one thread, and over a real 300 ms it
+/// agrees with Tokio's clock (the system's monotonic clock, unpaused) to
+/// within [`DRIFT_BOUND`]: the calibration error, parts per million, and the
+/// two reads' distance.
+#[tokio::test]
+async fn the_counter_is_monotonic_and_tracks_tokio_over_a_sleep() {
+    let fast = Clock::fast();
+    assert!(fast.is_fast());
+    let mut last = fast.now();
+    for _ in 0..100_000 {
+        let now = fast.now();
+        assert!(now >= last, "{now:?} < {last:?}");
+        last = now;
+    }
+    let tokio = Clock::tokio();
+    let (fast0, tokio0) = (fast.now(), tokio.now());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fast1, tokio1) = (fast.now(), tokio.now());
+    let on_fast = fast1.saturating_duration_since(fast0);
+    let on_tokio = tokio1.saturating_duration_since(tokio0);
+    let apart = on_fast.abs_diff(on_tokio);
+    assert!(on_tokio >= Duration::from_millis(300));
+    assert!(
+        apart <= DRIFT_BOUND,
+        "counter {on_fast:?}, Tokio {on_tokio:?}: {apart:?} apart"
+    );
+    // And both clocks put the same instant on one scale.
+    assert!(
+        fast1
+            .max(tokio1)
+            .saturating_duration_since(fast1.min(tokio1))
+            <= 2 * DRIFT_BOUND
+    );
+}
+
+/// How far the counter and Tokio's clock may disagree over the 300 ms sleep
+/// above: 100 µs (300 ppm), far above a calibrated counter's error and far
+/// below a clock that runs at another rate.
+const DRIFT_BOUND: Duration = Duration::from_micros(100);
+
+/// A wait decided on the counter is timed on Tokio's timer but ends on the
+/// counter: a waiting call never starts before its slot on the counter.
+#[tokio::test]
+async fn a_wait_on_the_counter_never_ends_before_its_slot() {
+    let backend = InMemoryBackend::<u8>::builder()
+        .clock(Clock::fast())
+        .build();
+    let limiter = FreqLimit::new(FreqLimitParams::per_second(50), backend);
+    let clock = limiter.clock().clone();
+    assert!(clock.is_fast());
+    let first = limiter.acquire(&1).await.unwrap();
+    assert!(first.delay().is_zero());
+    for n in 1..=5u32 {
+        let asked = clock.now();
+        let admission = limiter.acquire(&1).await.unwrap();
+        let slot = asked + admission.delay();
+        assert!(clock.now() >= slot, "call {n} started before its slot");
+        assert!(!admission.delay().is_zero());
+    }
+}
+
+/// The sweeper reads the backend's clock, not the timer's: with a counter
+/// clock and Tokio's clock paused and moved two hours on, the sweeper ticks
+/// (on Tokio's timer) but finds the key still owing time on the counter, so
+/// the key is kept and stays limited. When the sweeper read Tokio's time, it
+/// dropped the key and the next call was admitted an hour early.
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_reads_the_backends_clock() {
+    let backend = InMemoryBackend::<u8>::builder()
+        .clock(Clock::fast())
+        .sweeper_interval(Duration::from_secs(1))
+        .build();
+    let limiter = FreqLimit::new(FreqLimitParams::per_hour(1), backend.clone());
+    limiter.try_acquire(&1).await.unwrap();
+    assert_eq!(backend.len(), 1);
+    for _ in 0..3 {
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(backend.len(), 1, "swept on the timer's time");
+    let err = limiter.try_acquire(&1).await.unwrap_err();
+    assert!(matches!(err, FreqLimitError::Rejected(_)), "{err:?}");
+}
