@@ -169,7 +169,6 @@ pub fn reserve(
     request: &Reserve,
 ) -> Result<Reserved, Refusal> {
     let interval = params.interval_nanos();
-    let tau = params.tau_nanos();
     // A TAT in the past is a full bucket, the same as a new key.
     let base = tat.map_or(now, |tat| tat.max(now));
     // The span a refund gives back starts at the stored TAT, not at `base`:
@@ -193,7 +192,7 @@ pub fn reserve(
             admission: Admission::from_parts(
                 delay,
                 base - now,
-                tau,
+                params.burst(),
                 interval,
                 RefundToken { start, end: None },
             ),
@@ -205,7 +204,7 @@ pub fn reserve(
         admission: Admission::from_parts(
             delay,
             new_tat - now,
-            tau,
+            params.burst(),
             interval,
             RefundToken {
                 start,

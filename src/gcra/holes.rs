@@ -229,7 +229,7 @@ impl Holes {
                 let admission = Admission::from_parts(
                     delay,
                     owed,
-                    params.tau_nanos(),
+                    params.burst(),
                     interval,
                     RefundToken {
                         start: slot,

@@ -174,7 +174,7 @@ impl Decision {
             } => Ok(Admission::from_parts(
                 delay * NS,
                 reset_after * NS,
-                m.tau * NS,
+                params.burst(),
                 m.interval * NS,
                 RefundToken { start, end },
             )),
