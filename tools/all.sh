@@ -50,7 +50,10 @@ KEPT=$(sed -n '/^## Measured outside `tools\/all.sh`/,$p' "$OUT" 2>/dev/null || 
 : >"$TMP/doc"
 section "Core: one decision, ours vs governor" \
   "cargo bench --bench core -- summary_only_no_such_bench 2>/dev/null | sed -n '/^Summary/,\$p'" \
-  "Nanoseconds per call (clock read included) of \`InMemoryBackend\` beside \`governor\`'s keyed \`RateLimiter\`, a quota nothing exceeds; medians of interleaved samples."
+  "Nanoseconds per call (clock read included) of \`InMemoryBackend\` beside \`governor\`'s keyed \`RateLimiter\`, a quota nothing exceeds; medians of interleaved samples. Ours reads the default clock of a normal build (the time-stamp counter); the \`Clock::tokio\` lines show the default of a test build (\`test-util\`)."
+section "Core: instructions per decision (callgrind)" \
+  "bash tools/core_instructions.sh 200000" \
+  "Instructions per call (clock read included) counted by valgrind, which do not move with the machine's load: ours with the default clock of a normal build (the time-stamp counter) beside governor, the same lines as the table above."
 section "Memory per key" \
   "cargo bench --bench bytes_per_key 2>/dev/null" \
   "Live heap bytes per key after inserting distinct \`u64\` keys (a counting allocator), ours vs governor."

@@ -23,6 +23,7 @@ where
     type Key = K;
     type ReserveFuture = Ready<Result<Admission, FreqLimitError>>;
 
+    #[inline]
     fn reserve<Q>(
         &self,
         key: Option<&Q>,
@@ -37,6 +38,7 @@ where
         ready(self.reserve_now(key, now, params, request))
     }
 
+    #[inline]
     fn reserve_sync(
         &self,
         key: Option<&K>,
