@@ -417,6 +417,7 @@ where
 
     /// [`reserve_now`](Self::reserve_now) for a key: apart, so that the
     /// global bucket's path does not pay for the map's stack frame.
+    #[inline]
     fn reserve_keyed<Q>(
         &self,
         key: &Q,
