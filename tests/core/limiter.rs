@@ -473,9 +473,7 @@ async fn fast_clock_limits_like_the_tokio_clock() {
     // About an hour, less the few microseconds since the first call.
     assert!(rejection.retry_after() <= Duration::from_secs(3600));
     assert!(rejection.retry_after() > Duration::from_secs(3599));
-    // And the fast clock agrees with Tokio's to well under a millisecond.
-    let (fast, tokio) = (Clock::fast().now(), Timestamp::now());
-    assert!(fast.max(tokio).saturating_duration_since(fast.min(tokio)) < Duration::from_millis(1));
+    // (That both clocks share a scale is `clock::the_counter_and_tokio_share_a_scale`.)
 }
 
 /// Every form of key argument names the same bucket for the same key, and
