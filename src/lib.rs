@@ -128,7 +128,7 @@
 //! | `serde` | | `FreqLimitParams` from config files (`{ limit = 20, period = "1m", burst = 3 }`); see [`config`] |
 //! | `metrics` | | counters and a delay histogram through the `metrics` facade ([`metrics`]) |
 //! | `tracing` | | debug events for delayed and refused requests (keys never logged) |
-//! | `reqwest` | | a `reqwest-middleware` middleware that paces outbound requests per host and learns from `429`s ([`reqwest`](crate::reqwest)) |
+//! | `reqwest` | | a `reqwest-middleware` middleware that paces outbound requests per host and learns from `429`s ([`reqwest`]) |
 //! | `test-util` | | for tests (under `[dev-dependencies]`): the default clock becomes Tokio's, which `tokio::time::pause()` controls |
 //!
 //! Time comes from the backend's clock ([`clock`]): the CPU's time-stamp
