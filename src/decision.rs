@@ -115,8 +115,9 @@ pub struct Admission {
     reset_after: u64,
     interval: u64,
     // The refund token's parts, flattened: with the burst and the flags side
-    // by side the admission takes 48 bytes (six words), which the compiler
-    // moves in registers; every decision moves it two or three times.
+    // by side the admission takes 48 bytes (six words) instead of 56. It is
+    // returned through memory, so every word counts on the hot path; see
+    // `gcra::holes::Spot` for why the backends' slow paths return less.
     span_start: u64,
     span_end: u64,
     burst: u32,

@@ -125,6 +125,55 @@ pub enum GiveBack {
     Nothing,
 }
 
+/// Where a reservation goes, before it is decided: at the TAT, or at a slot
+/// in a hole. Small and `Copy`, and [`decide`](Spot::decide) is pure, so a
+/// backend can pick the spot under its hole lock and rebuild the decision
+/// outside the call that held it: a 48-byte decision returned by an
+/// out-of-line call was copied through memory on every call of the inlined
+/// fast path that shares its result (4 ns of a 20 ns global bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spot {
+    /// Appended at this TAT (`None` for a new key).
+    Tat(Option<u64>),
+    /// In the hole at `index`, from `slot`, on a key that owed `owed`
+    /// nanoseconds (its TAT minus now).
+    Hole { index: usize, slot: u64, owed: u64 },
+}
+
+impl Spot {
+    /// The decision at this spot, as [`reserve`](super::reserve) makes one
+    /// appended at a TAT of `slot` (in a hole, `remaining` and `reset_after`
+    /// are the TAT's: holes are not counted in them, the safe side).
+    #[inline(always)]
+    pub(crate) fn decide(
+        self,
+        now: u64,
+        params: &FreqLimitParams,
+        request: &Reserve,
+    ) -> Result<Reserved, Refusal> {
+        let (slot, owed) = match self {
+            Self::Tat(tat) => return super::reserve(tat, now, params, request),
+            Self::Hole { slot, owed, .. } => (slot, owed),
+        };
+        let interval = params.interval_nanos();
+        let need = u64::from(request.cost).saturating_mul(interval);
+        let delay = delay_from(slot, owed, now, params, request)?;
+        Ok(Reserved {
+            new_tat: None,
+            admission: Admission::from_parts(
+                delay,
+                owed,
+                params.burst(),
+                interval,
+                RefundToken {
+                    start: slot,
+                    end: Some(slot.saturating_add(need)),
+                },
+            ),
+        })
+    }
+}
+
 impl Holes {
     /// No hole.
     #[must_use]
@@ -215,9 +264,19 @@ impl Holes {
         params: &FreqLimitParams,
         request: &Reserve,
     ) -> Result<Placement, Refusal> {
+        self.place_at(self.spot(tat, now, params, request), now, params, request)
+    }
+
+    /// Where [`place`](Self::place) puts a reservation, before deciding it.
+    pub(crate) fn spot(
+        &self,
+        tat: Option<u64>,
+        now: u64,
+        params: &FreqLimitParams,
+        request: &Reserve,
+    ) -> Spot {
         if request.cost > 0 {
-            let interval = params.interval_nanos();
-            let need = u64::from(request.cost).saturating_mul(interval);
+            let need = u64::from(request.cost).saturating_mul(params.interval_nanos());
             for (index, hole) in self.spans.iter().enumerate() {
                 let slot = hole.start.max(now);
                 if hole.end <= now || slot.saturating_add(need) > hole.end {
@@ -225,29 +284,26 @@ impl Holes {
                 }
                 // Holes lie below the TAT, so the TAT is ahead of `now` here.
                 let owed = tat.map_or(0, |tat| tat.saturating_sub(now));
-                let delay = delay_from(slot, owed, now, params, request)?;
-                let admission = Admission::from_parts(
-                    delay,
-                    owed,
-                    params.burst(),
-                    interval,
-                    RefundToken {
-                        start: slot,
-                        end: Some(slot.saturating_add(need)),
-                    },
-                );
-                return Ok(Placement {
-                    reserved: Reserved {
-                        new_tat: None,
-                        admission,
-                    },
-                    hole: Some(index),
-                });
+                return Spot::Hole { index, slot, owed };
             }
         }
+        Spot::Tat(tat)
+    }
+
+    /// [`place`](Self::place) at a [`spot`](Self::spot) of these holes.
+    pub(crate) fn place_at(
+        &self,
+        spot: Spot,
+        now: u64,
+        params: &FreqLimitParams,
+        request: &Reserve,
+    ) -> Result<Placement, Refusal> {
         Ok(Placement {
-            reserved: super::reserve(tat, now, params, request)?,
-            hole: None,
+            reserved: spot.decide(now, params, request)?,
+            hole: match spot {
+                Spot::Hole { index, .. } => Some(index),
+                Spot::Tat(_) => None,
+            },
         })
     }
 

@@ -8,6 +8,9 @@
 //! * cancelling every reservation made since a point (in any order) restores
 //!   the key: the decisions that follow equal those on the state of that point.
 //!
+//! * the backend decides every call as the pure model does (a TAT and
+//!   [`Holes`], stepped one call at a time), refund tokens included.
+//!
 //! Costs stay within `burst`: a cost above it waits for its last unit but is
 //! admitted at one instant, so even plain GCRA counts more than `burst` units
 //! at that instant.
@@ -18,6 +21,7 @@ use proptest::prelude::*;
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::clock::Timestamp;
+use tower_freqlimit::gcra::holes::{GiveBack, Holes};
 use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, Reserve};
 
 /// An arbitrary origin, far from zero.
@@ -253,6 +257,79 @@ proptest! {
             probe(&visited, key.as_ref(), &params, now_b),
             probe(&untouched, key.as_ref(), &params, now_a)
         );
+    }
+}
+
+/// The backend's state as the pure parts step it: a TAT (0, in the past, for
+/// a bucket never used) and its holes.
+#[derive(Default)]
+struct Model {
+    tat: u64,
+    holes: Holes,
+}
+
+impl Model {
+    fn reserve(
+        &mut self,
+        now: u64,
+        params: &FreqLimitParams,
+        r: &Reserve,
+    ) -> Result<Admission, FreqLimitError> {
+        self.holes.forget_past(now);
+        let reserved = self.holes.reserve(Some(self.tat), now, params, r)?;
+        if let Some(tat) = reserved.new_tat {
+            self.tat = tat;
+        }
+        Ok(reserved.admission)
+    }
+
+    fn refund(&mut self, admission: &Admission) {
+        if let GiveBack::Lowered(tat) = self.holes.give_back(self.tat, admission.refund_token()) {
+            self.tat = tat;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The hole paths decide under a lock and rebuild the decision outside it
+    /// (`gcra::holes::Spot`): what the caller gets, refusals and refund tokens
+    /// included, is what the model's one step gives.
+    #[test]
+    fn the_backend_decides_as_the_model_with_holes(
+        (params, ops, global) in params().prop_flat_map(|p| (Just(p), ops(p.interval_nanos(), p.burst(), 1..60), any::<bool>()))
+    ) {
+        let backend = InMemoryBackend::<String>::builder().without_sweeper().build();
+        let key = key(global);
+        let mut model = Model::default();
+        let mut now = T0;
+        let mut made: Vec<(Admission, u64)> = Vec::new();
+        for op in &ops {
+            match *op {
+                Op::Reserve { dt, cost, max_wait } => {
+                    now += dt;
+                    let r = request(cost, max_wait);
+                    let got = backend
+                        .reserve(key.as_ref(), Timestamp::from_nanos(now), &params, r)
+                        .into_inner();
+                    let want = model.reserve(now, &params, &r);
+                    prop_assert_eq!(&got, &want, "at {} ns, {:?}", now - T0, op);
+                    if let Ok(a) = got {
+                        prop_assert_eq!(a.refund_token(), want.unwrap().refund_token());
+                        made.push((a, now + a.delay().as_nanos() as u64));
+                    }
+                }
+                Op::Cancel(n) => {
+                    let waiting: Vec<usize> = (0..made.len()).filter(|&i| made[i].1 > now).collect();
+                    if !waiting.is_empty() {
+                        let (a, _) = made.remove(waiting[n % waiting.len()]);
+                        backend.refund(key.as_ref(), &a);
+                        model.refund(&a);
+                    }
+                }
+            }
+        }
     }
 }
 

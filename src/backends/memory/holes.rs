@@ -27,9 +27,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
 use crate::backends::BorrowedKey;
-use crate::decision::{Admission, RefundToken, Reserve};
-use crate::error::FreqLimitError;
-use crate::gcra::holes::{GiveBack, Holes};
+use crate::decision::{RefundToken, Reserve};
+use crate::gcra::holes::{GiveBack, Holes, Spot};
 use crate::params::FreqLimitParams;
 
 /// The holes of every key that has some, and of the global bucket.
@@ -82,7 +81,7 @@ impl<K> HoleTable<K> {
         now: u64,
         params: &FreqLimitParams,
         request: &Reserve,
-    ) -> Result<Admission, FreqLimitError> {
+    ) -> Spot {
         let mut holes = self.lock_global();
         let result = update_with_holes(tat, &mut holes, now, params, request);
         self.global_has_holes
@@ -124,13 +123,13 @@ where
         now: u64,
         params: &FreqLimitParams,
         request: &Reserve,
-    ) -> Result<Admission, FreqLimitError>
+    ) -> Spot
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let Some(mut holes) = self.keyed.get_mut(key) else {
-            return super::update(tat, now, params, request);
+            return update_with_holes(tat, &mut Holes::new(), now, params, request);
         };
         let result = update_with_holes(tat, &mut holes, now, params, request);
         let used_up = holes.is_empty();
@@ -260,26 +259,31 @@ where
 
 /// One reservation on a key with holes, under its hole lock: the earliest
 /// hole the cost fits in, else a compare-and-swap at the TAT (which others
-/// may raise meanwhile, without the lock).
+/// may raise meanwhile, without the lock). Returns the spot it was decided
+/// at, taken if admitted, untouched if refused: [`Spot::decide`] there gives
+/// the caller the same decision.
 fn update_with_holes(
     tat: &AtomicU64,
     holes: &mut Holes,
     now: u64,
     params: &FreqLimitParams,
     request: &Reserve,
-) -> Result<Admission, FreqLimitError> {
+) -> Spot {
     holes.forget_past(now);
     let mut current = tat.load(Ordering::Relaxed);
     loop {
         // A stored 0 (the global bucket's start) is in the past: a full bucket.
-        let placement = holes.place(Some(current), now, params, request)?;
+        let spot = holes.spot(Some(current), now, params, request);
+        let Ok(placement) = holes.place_at(spot, now, params, request) else {
+            return spot;
+        };
         let Some(new_tat) = placement.reserved.new_tat else {
             // A hole (changed only under this lock) or nothing (cost 0).
             holes.take(&placement);
-            return Ok(placement.reserved.admission);
+            return spot;
         };
         match tat.compare_exchange_weak(current, new_tat, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Ok(placement.reserved.admission),
+            Ok(_) => return spot,
             Err(actual) => current = actual,
         }
     }

@@ -32,6 +32,7 @@ use super::{BorrowedKey, NoKey};
 use crate::decision::{Admission, Reserve};
 use crate::error::FreqLimitError;
 use crate::gcra;
+use crate::gcra::holes::Spot;
 use crate::params::FreqLimitParams;
 
 /// Rate-limit state kept in this process: one `u64` TAT per key.
@@ -406,9 +407,10 @@ where
         let Some(key) = key else {
             // One relaxed load when the global bucket has no hole.
             if inner.holes.any_global() {
-                return inner
+                let spot = inner
                     .holes
                     .reserve_global(&inner.global, now, params, &request);
+                return decided_at(spot, now, params, &request);
             }
             return update(&inner.global, now, params, &request);
         };
@@ -436,7 +438,8 @@ where
         if let Some(tat) = inner.tats.get(key) {
             // One relaxed load when no key has a hole.
             if inner.holes.any_keyed() {
-                return inner.holes.reserve_keyed(&tat, key, now, params, &request);
+                let spot = inner.holes.reserve_keyed(&tat, key, now, params, &request);
+                return decided_at(spot, now, params, &request);
             }
             return update(&tat, now, params, &request);
         }
@@ -456,6 +459,18 @@ where
             }
         }
     }
+}
+
+/// The decision a hole path made at `spot` (see [`Spot`]), rebuilt here so
+/// that it reaches the caller in registers, as the fast path's does.
+#[inline(always)]
+fn decided_at(
+    spot: Spot,
+    now: u64,
+    params: &FreqLimitParams,
+    request: &Reserve,
+) -> Result<Admission, FreqLimitError> {
+    Ok(spot.decide(now, params, request)?.admission)
 }
 
 /// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
