@@ -95,11 +95,13 @@ async fn a_wait_on_the_counter_never_ends_before_its_slot() {
     let limiter = FreqLimit::new(FreqLimitParams::per_second(50), backend);
     let clock = limiter.clock().clone();
     assert!(clock.is_fast());
-    let first = limiter.acquire(&1).await.unwrap();
+    // Each wait is 20 ms; a broken clock fails the test instead of hanging it.
+    let acquire = || tokio::time::timeout(Duration::from_secs(5), limiter.acquire(&1));
+    let first = acquire().await.expect("a 20 ms wait").unwrap();
     assert!(first.delay().is_zero());
     for n in 1..=5u32 {
         let asked = clock.now();
-        let admission = limiter.acquire(&1).await.unwrap();
+        let admission = acquire().await.expect("a 20 ms wait").unwrap();
         let slot = asked + admission.delay();
         assert!(clock.now() >= slot, "call {n} started before its slot");
         assert!(!admission.delay().is_zero());

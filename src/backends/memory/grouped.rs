@@ -174,3 +174,27 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::memory::WhenFull;
+
+    /// A held key another call inserted meanwhile is raised, never lowered,
+    /// and gives its slot back, as without groups.
+    #[test]
+    fn a_held_key_inserted_meanwhile_is_raised_not_replaced() {
+        let tats: Tats<u32> = Tats::with_hasher(foldhash::fast::RandomState::default());
+        let groups = Groups::new(|k: &u32| u64::from(*k / 100), 2);
+        let bound = Bound::new(2, WhenFull::RefuseNewKeys, Some(groups));
+        assert!(bound.insert_held(&tats, &1, 0, 500).unwrap());
+        assert!(!bound.insert_held(&tats, &1, 0, 400).unwrap());
+        assert!(!bound.insert_held(&tats, &1, 0, 500).unwrap());
+        assert!(bound.insert_held(&tats, &1, 0, 600).unwrap());
+        assert_eq!(tats.get(&1).unwrap().load(Ordering::Relaxed), 600);
+        // The slots given back leave room for exactly one more key.
+        assert!(bound.insert_held(&tats, &2, 0, 700).unwrap());
+        assert!(bound.insert_held(&tats, &3, 0, 700).is_err());
+        assert_eq!(tats.len(), 2);
+    }
+}
