@@ -207,10 +207,10 @@ pub fn refusal_response<B: From<&'static str>>(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        if let Some(params) = params {
-            headers.insert(RATELIMIT_POLICY, policy_header(params));
-        }
+    if status == StatusCode::TOO_MANY_REQUESTS
+        && let Some(params) = params
+    {
+        headers.insert(RATELIMIT_POLICY, policy_header(params));
     }
     if let FreqLimitError::Rejected(rejection) = refusal {
         headers.insert(
@@ -282,10 +282,10 @@ where
         admission: Option<&Admission>,
         params: &FreqLimitParams,
     ) -> Response<B> {
-        if self.headers_on_success {
-            if let Some(admission) = admission {
-                insert_admission_headers(response.headers_mut(), params, admission);
-            }
+        if self.headers_on_success
+            && let Some(admission) = admission
+        {
+            insert_admission_headers(response.headers_mut(), params, admission);
         }
         response
     }

@@ -102,10 +102,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         backend.len(),
         backend.overflow_buckets(),
     );
-    if let Some(max_keys) = max_keys {
-        if max_len > max_keys {
-            return Err(format!("the bound was exceeded: {max_len} > {max_keys}").into());
-        }
+    if let Some(max_keys) = max_keys
+        && max_len > max_keys
+    {
+        return Err(format!("the bound was exceeded: {max_len} > {max_keys}").into());
     }
     Ok(())
 }

@@ -52,7 +52,7 @@ fn flood(backend: &InMemoryBackend<IpAddr>, params: &FreqLimitParams) -> (Vec<Op
         admitted(&keys.mask(IpAddr::V6(addr)), now);
         if n % arrival_every == 0 {
             let i = waits.len() as u64;
-            let client = if i % 2 == 0 {
+            let client = if i.is_multiple_of(2) {
                 // One per /16 and /24: 198.18.0.0/15 and 100.64.0.0/10 ranges.
                 IpAddr::V4(Ipv4Addr::new(
                     100,
@@ -72,7 +72,7 @@ fn flood(backend: &InMemoryBackend<IpAddr>, params: &FreqLimitParams) -> (Vec<Op
         if n % 400 == 0 || n % arrival_every == 0 {
             pending.retain(|&(index, client, arrived)| {
                 // Retries once a second after arrival (and the arrival itself).
-                if (at - arrived) % SECOND != 0 {
+                if !(at - arrived).is_multiple_of(SECOND) {
                     return true;
                 }
                 if admitted(&client, now) {

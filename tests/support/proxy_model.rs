@@ -51,10 +51,10 @@ pub fn written_addresses(bytes: &[u8]) -> HashSet<IpAddr> {
         if let Ok(ip) = text.parse::<IpAddr>() {
             found.insert(ip.to_canonical());
         }
-        if let Some((host, _port)) = text.rsplit_once(':') {
-            if let Ok(ip) = host.parse::<Ipv4Addr>() {
-                found.insert(IpAddr::V4(ip));
-            }
+        if let Some((host, _port)) = text.rsplit_once(':')
+            && let Ok(ip) = host.parse::<Ipv4Addr>()
+        {
+            found.insert(IpAddr::V4(ip));
         }
     }
     found

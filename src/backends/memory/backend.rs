@@ -113,10 +113,10 @@ where
             GiveBack::Nothing => false,
             GiveBack::Hole => true,
             GiveBack::Lowered(tat) => {
-                if key.is_some() {
-                    if let Some(bound) = &inner.bound {
-                        bound.lowered(tat);
-                    }
+                if key.is_some()
+                    && let Some(bound) = &inner.bound
+                {
+                    bound.lowered(tat);
                 }
                 true
             }

@@ -337,10 +337,10 @@ where
             }
             if closest.len() < batch {
                 closest.push(ByTat(tat, key.clone()));
-            } else if let Some(mut furthest) = closest.peek_mut() {
-                if tat < furthest.0 {
-                    *furthest = ByTat(tat, key.clone());
-                }
+            } else if let Some(mut furthest) = closest.peek_mut()
+                && tat < furthest.0
+            {
+                *furthest = ByTat(tat, key.clone());
             }
             true
         });
