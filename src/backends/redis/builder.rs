@@ -11,6 +11,7 @@ use redis::cluster_async::ClusterConnection;
 
 use super::RedisBackend;
 use super::conn::Conn;
+use super::eviction;
 use super::inner::Inner;
 use super::key::RedisKey;
 use super::policy::{FailurePolicy, RedisClock};
@@ -20,6 +21,7 @@ use crate::error::{BackendError, BackendErrorKind};
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// The default number of negative-cache slots.
 const DEFAULT_NEGATIVE_CACHE: usize = 4096;
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "freqlimit";
 
@@ -54,6 +56,8 @@ pub struct RedisBackendBuilder<K = String> {
     policy: FailurePolicy,
     clock: RedisClock,
     negative_cache: usize,
+    probe_interval: Duration,
+    refuse_evicting: bool,
     _key: PhantomData<fn(&K)>,
 }
 
@@ -65,6 +69,8 @@ impl<K> fmt::Debug for RedisBackendBuilder<K> {
             .field("policy", &self.policy)
             .field("clock", &self.clock)
             .field("negative_cache", &self.negative_cache)
+            .field("probe_interval", &self.probe_interval)
+            .field("refuse_evicting", &self.refuse_evicting)
             .finish()
     }
 }
@@ -88,6 +94,8 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
             policy: FailurePolicy::Closed,
             clock: RedisClock::Server,
             negative_cache: DEFAULT_NEGATIVE_CACHE,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            refuse_evicting: false,
             _key: PhantomData,
         }
     }
@@ -133,14 +141,57 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
         self.negative_cache(0)
     }
 
+    /// How often the backend probes Redis while it holds it for unreachable
+    /// (default 50 ms; at least 1 ms). Once a call has found the connection
+    /// refused or lost, the calls that follow fail at once, as the
+    /// [`FailurePolicy`] says, instead of each waiting for a reconnection; a
+    /// background `PING` every `interval` finds the server back, and the calls
+    /// after it go to Redis again. [`RedisStats::circuit_open`] tells which
+    /// state the backend is in.
+    ///
+    /// [`RedisStats::circuit_open`]: super::RedisStats::circuit_open
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::redis::RedisBackend;
+    ///
+    /// let builder = RedisBackend::<String>::builder().probe_interval(Duration::from_millis(20));
+    /// # drop(builder);
+    /// ```
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Refuse to connect to a server that can evict keys (a `maxmemory` with
+    /// a `maxmemory-policy` other than `noeviction`), instead of the default
+    /// `tracing` warning. An evicted key forgets its debt: its next calls are
+    /// admitted as a new key's, over the limit. Checked by
+    /// [`connect`](Self::connect) and [`connect_cluster`](Self::connect_cluster)
+    /// on every primary with `CONFIG GET maxmemory*`; a server that denies
+    /// `CONFIG` (an ACL, a renamed command) cannot be checked and is accepted,
+    /// with a debug event. [`connect_lazy`](Self::connect_lazy) checks in the
+    /// background and can only warn.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::redis::RedisBackend;
+    ///
+    /// let builder = RedisBackend::<String>::builder().refuse_evicting_server();
+    /// # drop(builder);
+    /// ```
+    pub fn refuse_evicting_server(mut self) -> Self {
+        self.refuse_evicting = true;
+        self
+    }
+
     fn manager_config(&self) -> ConnectionManagerConfig {
-        // Reconnect quickly, a couple of tries per attempt: while Redis is down
-        // calls fail fast (refused), and each failed call starts a new attempt in
-        // the background, so the connection comes back soon after Redis does.
+        // Reconnect quickly, two tries per attempt: the first call to find
+        // Redis down waits for one attempt, then the circuit answers the
+        // calls that follow while its probe starts the next attempts.
         ConnectionManagerConfig::new()
             .set_min_delay(Duration::from_millis(5))
             .set_max_delay(Duration::from_millis(100))
-            .set_number_of_retries(2)
+            .set_number_of_retries(1)
             .set_connection_timeout(Some(self.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(None)
     }
@@ -153,10 +204,13 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     ///
     /// [`BackendErrorKind::Unavailable`] if the URL is invalid or the server does
     /// not answer a `PING` within the timeout (use
-    /// [`connect_lazy`](Self::connect_lazy) to start while Redis is down).
+    /// [`connect_lazy`](Self::connect_lazy) to start while Redis is down);
+    /// [`BackendErrorKind::Other`] if the server can evict keys and the builder
+    /// was told to [refuse such a server](Self::refuse_evicting_server).
     pub async fn connect(self, url: &str) -> Result<RedisBackend<K>, BackendError> {
         let timeout = self.timeout;
-        let backend = self.connect_lazy(url)?;
+        let refuse_evicting = self.refuse_evicting;
+        let backend = self.connect_lazy_unchecked(url)?;
         let mut conn = backend.inner.conn.clone();
         match tokio::time::timeout(
             timeout.max(Duration::from_secs(1)),
@@ -164,7 +218,10 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
         )
         .await
         {
-            Ok(Ok(_)) => Ok(backend),
+            Ok(Ok(_)) => {
+                eviction::judge(&eviction::check(&mut conn).await, refuse_evicting)?;
+                Ok(backend)
+            }
             Ok(Err(err)) => Err(BackendError::new(BackendErrorKind::Unavailable, err)),
             Err(elapsed) => Err(BackendError::new(BackendErrorKind::Unavailable, elapsed)),
         }
@@ -178,8 +235,34 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     ///
     /// [`BackendErrorKind::Unavailable`] if the URL is invalid.
     pub fn connect_lazy(self, url: &str) -> Result<RedisBackend<K>, BackendError> {
+        let backend = self.connect_lazy_unchecked(url)?;
+        let mut conn = backend.inner.conn.clone();
+        tokio::spawn(async move {
+            // Warnings only: nobody is left to refuse to.
+            let _ = eviction::judge(&eviction::check(&mut conn).await, false);
+        });
+        Ok(backend)
+    }
+
+    fn connect_lazy_unchecked(self, url: &str) -> Result<RedisBackend<K>, BackendError> {
         let unavailable = |err| BackendError::new(BackendErrorKind::Unavailable, err);
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(unavailable)?;
+        // RESP3 unless the URL chooses: on RESP3 the connection manager hears
+        // of a lost connection at once and reconnects in the background, so a
+        // backend idle through an outage has no stale connection when Redis
+        // is back. (On RESP2 its first call wrote to the dead socket, and
+        // `redis` reports that as it reports a command lost in flight, which
+        // must not be sent again.)
+        let info = if url.contains("protocol=") {
+            info
+        } else {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            info.set_redis_settings(settings)
+        };
+        let client = redis::Client::open(info).map_err(unavailable)?;
         let manager = ConnectionManager::new_lazy_with_config(client, self.manager_config())
             .map_err(unavailable)?;
         Ok(self.with_connection_manager(manager))
@@ -193,7 +276,9 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     ///
     /// # Errors
     ///
-    /// [`BackendErrorKind::Unavailable`] if no node can be reached.
+    /// [`BackendErrorKind::Unavailable`] if no node can be reached;
+    /// [`BackendErrorKind::Other`] if a primary can evict keys and the builder
+    /// was told to [refuse such a server](Self::refuse_evicting_server).
     pub async fn connect_cluster<I, S>(self, nodes: I) -> Result<RedisBackend<K>, BackendError>
     where
         I: IntoIterator<Item = S>,
@@ -213,7 +298,11 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
         .await
         .map_err(|elapsed| BackendError::new(BackendErrorKind::Unavailable, elapsed))?
         .map_err(unavailable)?;
-        Ok(self.with_cluster_connection(conn))
+        let refuse_evicting = self.refuse_evicting;
+        let backend = self.with_cluster_connection(conn);
+        let mut conn = backend.inner.conn.clone();
+        eviction::judge(&eviction::check(&mut conn).await, refuse_evicting)?;
+        Ok(backend)
     }
 
     /// Uses a [`ConnectionManager`] you configured (TLS, authentication, RESP3,
@@ -241,6 +330,7 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
                 self.policy,
                 self.clock,
                 self.negative_cache,
+                self.probe_interval,
             )),
             _key: PhantomData,
         }

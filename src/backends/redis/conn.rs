@@ -29,10 +29,6 @@ pub(super) enum Arg {
 
 /// How many times a call is sent at most (the retries that are safe, below).
 const MAX_ATTEMPTS: u32 = 8;
-/// How many refused connections a call waits through (a few milliseconds in
-/// all) before it reports Redis unavailable: enough for a reconnection after a
-/// blip, short enough that an outage fails fast instead of at the deadline.
-const MAX_REFUSALS: u32 = 3;
 
 impl Conn {
     async fn query(&mut self, cmd: &Cmd) -> Result<Value, RedisError> {
@@ -72,7 +68,8 @@ impl Conn {
     /// Retried, because the command was certainly **not** executed: `NOSCRIPT`;
     /// `MOVED`/`ASK` (followed); `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
     /// `LOADING` (after a short pause); a refused connection (nothing was
-    /// sent). Anything else, in particular a connection lost after sending,
+    /// sent; once). Anything else, in particular a connection lost after
+    /// sending (which `redis` reports as it reports a write to a dead socket),
     /// is returned as it is: the reservation may have been made, and sending it
     /// again could reserve twice. The caller bounds the whole call with its
     /// timeout.
@@ -86,7 +83,7 @@ impl Conn {
         let mut use_eval = false;
         let mut pause = Duration::from_millis(2);
         let mut attempt = 0;
-        let mut refusals = 0;
+        let mut refused = false;
         loop {
             attempt += 1;
             let cmd = command(script, use_eval, key, args);
@@ -122,14 +119,11 @@ impl Conn {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                _ if err.is_connection_refusal() => {
-                    refusals += 1;
-                    if refusals > MAX_REFUSALS {
-                        return Err(err);
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
+                // Sent again once, at once: the connection manager started a
+                // fresh connection when this one was refused. A second refusal
+                // is an outage, for the circuit to answer (see `circuit`), not
+                // a blip to wait through.
+                _ if err.is_connection_refusal() && !refused => refused = true,
                 _ => return Err(err),
             }
             *retries += 1;

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
 
 use super::cache::NegativeCache;
+use super::circuit::{self, Circuit};
 use super::conn::{Arg, Conn, classify};
 use super::future::RedisReserveFuture;
 use super::key::{RedisKey, encode_key};
@@ -33,6 +34,7 @@ pub(super) struct Inner {
     pub(super) policy: FailurePolicy,
     pub(super) clock: RedisClock,
     pub(super) cache: Option<NegativeCache>,
+    pub(super) circuit: Arc<Circuit>,
     reserve: Script,
     refund: Script,
     hold: Script,
@@ -64,6 +66,7 @@ impl Inner {
         policy: FailurePolicy,
         clock: RedisClock,
         negative_cache: usize,
+        probe_every: Duration,
     ) -> Self {
         Self {
             conn,
@@ -72,6 +75,7 @@ impl Inner {
             policy,
             clock,
             cache: (negative_cache > 0).then(|| NegativeCache::new(negative_cache)),
+            circuit: Arc::new(Circuit::new(probe_every)),
             reserve: Script::new(RESERVE_LUA),
             refund: Script::new(REFUND_LUA),
             hold: Script::new(HOLD_LUA),
@@ -129,6 +133,10 @@ impl Inner {
         if let Some(rejection) = self.cached_rejection(&key, now, &m) {
             return RedisReserveFuture::ready(Err(rejection));
         }
+        if self.circuit.is_open() {
+            let down = self.circuit.reject(&self.counters);
+            return RedisReserveFuture::ready(self.failed(down, params));
+        }
         let inner = Arc::clone(self);
         let asked = std::time::Instant::now();
         RedisReserveFuture::pending(inner.reserve(key, now, *params, request, m, asked))
@@ -147,6 +155,11 @@ impl Inner {
         let reply =
             tokio::time::timeout(self.timeout, conn.eval(script, key, args, &mut retries)).await;
         bump(&self.counters.retries, u64::from(retries));
+        if let Ok(Err(err)) = &reply
+            && circuit::connection_lost(err)
+        {
+            circuit::trip(&self.circuit, &self.conn, self.timeout, &self.counters);
+        }
         reply
     }
 

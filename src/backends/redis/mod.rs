@@ -20,7 +20,7 @@
 //! * **A failure policy** ([`FailurePolicy`]): a per-call timeout, then either a
 //!   typed error (fail-closed, the default; `503` in HTTP) or the call let through
 //!   and reported through `tracing` (fail-open). Calls whose outcome is unknown
-//!   are never retried.
+//!   are never retried; while Redis is known to be down, calls fail at once.
 //! * **A negative cache**: a key rejected by Redis is remembered locally until
 //!   its debt is due, so a flood from one client over its limit costs one round
 //!   trip per retry window instead of one per request.
@@ -90,18 +90,42 @@
 //! a connection lost after it, leaves the outcome unknown: it is reported, not
 //! retried, since a retry could reserve twice. Then [`FailurePolicy`] decides:
 //! a [`BackendError`] (fail-closed) or an admission marked
-//! [`is_fail_open`](crate::Admission::is_fail_open) (fail-open). The connection
-//! reconnects by itself in the background once Redis is back.
+//! [`is_fail_open`](crate::Admission::is_fail_open) (fail-open).
 //!
-//! Run Redis with `maxmemory-policy noeviction`: an evicted key is a forgotten
-//! debt, a burst the limit should not have allowed. Out of memory, the script's
-//! write fails and the call is a [`BackendErrorKind::Full`] error.
+//! **While Redis is down**, calls fail at once: the first call to find the
+//! connection refused or lost opens a circuit, the calls that follow fail
+//! without being sent (as the policy says, in microseconds), and a background
+//! `PING` every [`probe_interval`](RedisBackendBuilder::probe_interval) (50 ms)
+//! closes it when the server answers. [`RedisStats::circuit_open`] shows the
+//! state. The connection speaks RESP3 unless the URL sets `protocol=`, so a
+//! lost connection is noticed and replaced in the background even by a
+//! backend that makes no call meanwhile: the first call after Redis is back is
+//! decided by Redis. A timeout does not open the circuit (a slow server still
+//! decides).
+//!
+//! **The cost of an unknown outcome.** A call that times out after it was sent
+//! may still run on the server later: a server paused for 2 s (a long `fork`, a
+//! stalled disk, `DEBUG SLEEP`) runs every reservation queued meanwhile when it
+//! resumes, and each takes its slot though its caller was told "failed". With
+//! a `per_hour(60)` limit of burst 10, the calls of a 2 s pause took all ten
+//! free slots while no caller was admitted. Keep the timeout above the server's
+//! worst pauses, or choose fail-open, where such calls are let through anyway.
+//!
+//! Run Redis with `maxmemory-policy noeviction` (or no `maxmemory`): an evicted
+//! key is a forgotten debt, a burst the limit should not have allowed (every
+//! key has a TTL, so the `volatile-*` policies evict them too). `connect` checks
+//! the policy and warns, or refuses the server when built with
+//! [`refuse_evicting_server`](RedisBackendBuilder::refuse_evicting_server). Out
+//! of memory, the script's write fails and the call is a
+//! [`BackendErrorKind::Full`] error.
 //!
 //! [`BackendErrorKind::Full`]: crate::BackendErrorKind::Full
 
 mod builder;
 mod cache;
+mod circuit;
 mod conn;
+mod eviction;
 mod future;
 mod inner;
 mod key;
@@ -258,7 +282,7 @@ impl<K: RedisKey> RedisBackend<K> {
     /// ```
     #[must_use]
     pub fn stats(&self) -> RedisStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(self.inner.circuit.is_open())
     }
 
     /// The Redis key name of `key` (`None`: the global bucket), as documented in

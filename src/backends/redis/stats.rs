@@ -29,6 +29,17 @@ pub struct RedisStats {
     pub fail_open_admissions: u64,
     /// Refunds sent to Redis.
     pub refunds_sent: u64,
+    /// Whether the backend holds Redis for unreachable right now: a call found
+    /// the connection refused or lost, and no background probe has reached
+    /// the server since. Calls meanwhile fail at once (as the
+    /// [`FailurePolicy`](super::FailurePolicy) says), without waiting for a
+    /// reconnection.
+    pub circuit_open: bool,
+    /// How many times the circuit opened.
+    pub circuit_openings: u64,
+    /// Calls answered by the open circuit, without trying Redis (counted in
+    /// `failures` too).
+    pub circuit_rejections: u64,
 }
 
 /// The live counters, shared by a backend's clones.
@@ -40,11 +51,13 @@ pub(super) struct Counters {
     pub(super) failures: AtomicU64,
     pub(super) fail_open_admissions: AtomicU64,
     pub(super) refunds_sent: AtomicU64,
+    pub(super) circuit_openings: AtomicU64,
+    pub(super) circuit_rejections: AtomicU64,
 }
 
 impl Counters {
-    /// The counters as they are now.
-    pub(super) fn snapshot(&self) -> RedisStats {
+    /// The counters as they are now, and the circuit's state.
+    pub(super) fn snapshot(&self, circuit_open: bool) -> RedisStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         RedisStats {
             script_calls: get(&self.script_calls),
@@ -53,6 +66,9 @@ impl Counters {
             failures: get(&self.failures),
             fail_open_admissions: get(&self.fail_open_admissions),
             refunds_sent: get(&self.refunds_sent),
+            circuit_open,
+            circuit_openings: get(&self.circuit_openings),
+            circuit_rejections: get(&self.circuit_rejections),
         }
     }
 }

@@ -10,6 +10,7 @@
 #![cfg(feature = "redis")]
 
 mod cluster;
+mod faults;
 mod refund;
 
 use std::sync::Arc;
@@ -117,10 +118,10 @@ async fn agree(backends: &[RedisBackend<String>], params: FreqLimitParams, steps
                 assert_eq!(g.end.map(|t| t * 1_000), w.end, "step {i}");
             }
         }
-        if let Ok(r) = expected {
-            if let Some(new_tat) = r.new_tat {
-                tat = Some(new_tat);
-            }
+        if let Ok(r) = expected
+            && let Some(new_tat) = r.new_tat
+        {
+            tat = Some(new_tat);
         }
     }
 }
