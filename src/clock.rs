@@ -132,7 +132,9 @@ impl Tsc {
 
     /// A counter reading and the timestamp of the same instant: the counter
     /// read between two reads of std's clock that lie close together (a
-    /// preemption between them is retried), dated at their midpoint.
+    /// preemption between them is retried), dated at the first of them. The
+    /// date is then at most the pair's width behind, never ahead: a clock
+    /// behind admits a call late, never early.
     fn paired(counter: &quanta::Clock) -> (u64, u64) {
         let mut best = (u64::MAX, 0, 0);
         for _ in 0..100 {
@@ -141,7 +143,7 @@ impl Tsc {
             let after = Timestamp::from_std(std::time::Instant::now()).0;
             let width = after.saturating_sub(before);
             if width < best.0 {
-                best = (width, raw, before + width / 2);
+                best = (width, raw, before);
             }
             if width <= PAIRED_WITHIN {
                 break;

@@ -64,6 +64,10 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     cluster: bool,
+    /// Arguments after the usual ones (`--replicaof ...`).
+    extra: Vec<String>,
+    /// A Sentinel monitoring the primary on this port as `mymaster`.
+    sentinel_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -73,15 +77,29 @@ impl RedisServer {
         if !available() {
             return None;
         }
-        Some(Self::spawn(false))
+        Some(Self::spawn(false, &[], None))
+    }
+
+    /// A standalone server started with `extra` arguments too.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        Some(Self::spawn(false, extra, None))
+    }
+
+    /// A Sentinel monitoring the primary at `primary_port` as `mymaster`
+    /// (quorum 1, down after 1 s).
+    pub fn start_sentinel(primary_port: u16) -> Self {
+        Self::spawn(false, &[], Some(primary_port))
     }
 
     /// A server started as a cluster node (not yet part of a cluster).
     fn start_cluster_node() -> Self {
-        Self::spawn(true)
+        Self::spawn(true, &[], None)
     }
 
-    fn spawn(cluster: bool) -> Self {
+    fn spawn(cluster: bool, extra: &[&str], sentinel_of: Option<u16>) -> Self {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port(cluster);
@@ -96,6 +114,8 @@ impl RedisServer {
                 port,
                 dir,
                 cluster,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+                sentinel_of,
             };
             match server.launch() {
                 Ok(()) => return server,
@@ -108,6 +128,20 @@ impl RedisServer {
     fn launch(&mut self) -> Result<(), String> {
         let port = self.port.to_string();
         let mut cmd = Command::new("redis-server");
+        if let Some(primary) = self.sentinel_of {
+            // A Sentinel rewrites its configuration file: one of its own.
+            let conf = self.dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "sentinel monitor mymaster 127.0.0.1 {primary} 1\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 3000\n"
+                ),
+            )
+            .map_err(|e| format!("write sentinel.conf: {e}"))?;
+            cmd.arg(&conf).arg("--sentinel");
+        }
         cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--daemonize", "no"])
             .args(["--enable-debug-command", "local"])
@@ -115,6 +149,7 @@ impl RedisServer {
             .arg(&self.dir)
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
+        cmd.args(&self.extra);
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
                 .arg("--cluster-config-file")

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 
 use super::RedisBackend;
 use super::conn::Conn;
@@ -15,6 +16,7 @@ use super::eviction;
 use super::inner::Inner;
 use super::key::RedisKey;
 use super::policy::{FailurePolicy, RedisClock};
+use super::sentinel::SentinelConn;
 use crate::error::{BackendError, BackendErrorKind};
 
 /// The default per-call deadline.
@@ -301,6 +303,78 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
         let refuse_evicting = self.refuse_evicting;
         let backend = self.with_cluster_connection(conn);
         let mut conn = backend.inner.conn.clone();
+        eviction::judge(&eviction::check(&mut conn).await, refuse_evicting)?;
+        Ok(backend)
+    }
+
+    /// Connects through Redis Sentinel: asks the Sentinels at `sentinels`
+    /// (URLs as for [`connect`](Self::connect)) for the primary named
+    /// `primary` and connects to it. After a failover, the first call that
+    /// finds the old primary gone or read-only asks the Sentinels again and
+    /// moves to the new one (a `READONLY` write did not run, so it is sent
+    /// again there; a call lost in flight is not). Replication is
+    /// asynchronous: reservations the old primary made in the last moments
+    /// before it failed may be missing on the new one, which then admits
+    /// them again.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendErrorKind::Unavailable`] if no Sentinel names a reachable
+    /// primary within the timeout; [`BackendErrorKind::Other`] if the primary
+    /// can evict keys and the builder was told to
+    /// [refuse such a server](Self::refuse_evicting_server).
+    ///
+    /// ```no_run
+    /// use tower_freqlimit::backends::redis::RedisBackend;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backend = RedisBackend::<String>::builder()
+    ///     .connect_sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "mymaster")
+    ///     .await?;
+    /// # drop(backend);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_sentinel<I, S>(
+        self,
+        sentinels: I,
+        primary: &str,
+    ) -> Result<RedisBackend<K>, BackendError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let unavailable = |err| BackendError::new(BackendErrorKind::Unavailable, err);
+        let sentinels: Vec<String> = sentinels
+            .into_iter()
+            .map(|s| s.as_ref().to_owned())
+            .collect();
+        // RESP3 on the primary, for the reconnection in the background (see
+        // `connect_lazy`).
+        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(
+            redis::RedisConnectionInfo::default().set_protocol(redis::ProtocolVersion::RESP3),
+        );
+        let client = SentinelClient::build(
+            sentinels,
+            primary.to_owned(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(unavailable)?;
+        let wait = self.timeout.max(Duration::from_secs(1));
+        let conn = tokio::time::timeout(wait, SentinelConn::new(client, self.manager_config()))
+            .await
+            .map_err(|elapsed| BackendError::new(BackendErrorKind::Unavailable, elapsed))?
+            .map_err(unavailable)?;
+        let refuse_evicting = self.refuse_evicting;
+        let backend = self.build(Conn::Sentinel(Arc::new(conn)));
+        let mut conn = backend.inner.conn.clone();
+        match tokio::time::timeout(wait, conn.run(&redis::cmd("PING"))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(unavailable(err)),
+            Err(elapsed) => return Err(BackendError::new(BackendErrorKind::Unavailable, elapsed)),
+        }
         eviction::judge(&eviction::check(&mut conn).await, refuse_evicting)?;
         Ok(backend)
     }

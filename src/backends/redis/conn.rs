@@ -1,6 +1,7 @@
 //! One connection (a standalone server or a cluster) and the script call with
 //! its retry rules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -11,13 +12,16 @@ use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use crate::error::{BackendError, BackendErrorKind};
 
 use super::script::Script;
+use super::sentinel::{SentinelConn, read_only};
 
-/// Where commands go. Both are multiplexed (concurrent calls are pipelined on
+/// Where commands go. All are multiplexed (concurrent calls are pipelined on
 /// one connection per server), cheap to clone, and reconnect by themselves.
 #[derive(Clone)]
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The primary the Sentinels name, named again after a failover.
+    Sentinel(Arc<SentinelConn>),
 }
 
 /// One argument of a script call: a number, or `''` for "none".
@@ -35,6 +39,7 @@ impl Conn {
         let value = match self {
             Self::Single(conn) => conn.req_packed_command(cmd).await?,
             Self::Cluster(conn) => conn.req_packed_command(cmd).await?,
+            Self::Sentinel(conn) => return conn.query(cmd).await,
         };
         value.extract_error()
     }
@@ -68,7 +73,7 @@ impl Conn {
     /// Retried, because the command was certainly **not** executed: `NOSCRIPT`;
     /// `MOVED`/`ASK` (followed); `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
     /// `LOADING` (after a short pause); a refused connection (nothing was
-    /// sent; once). Anything else, in particular a connection lost after
+    /// sent) or a `READONLY` refusal (a replica; after a failover), once. Anything else, in particular a connection lost after
     /// sending (which `redis` reports as it reports a write to a dead socket),
     /// is returned as it is: the reservation may have been made, and sending it
     /// again could reserve twice. The caller bounds the whole call with its
@@ -124,6 +129,10 @@ impl Conn {
                 // is an outage, for the circuit to answer (see `circuit`), not
                 // a blip to wait through.
                 _ if err.is_connection_refusal() && !refused => refused = true,
+                // A write refused by a replica did not run either: sent again
+                // once, to the primary the Sentinels name now (on a plain
+                // connection, to the same server, which refuses it again).
+                _ if read_only(&err) && !refused => refused = true,
                 _ => return Err(err),
             }
             *retries += 1;
@@ -153,7 +162,7 @@ impl Conn {
     /// The primaries to scan: one `None` for a standalone server.
     pub(super) async fn scan_targets(&mut self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
         match self {
-            Self::Single(_) => Ok(vec![None]),
+            Self::Single(_) | Self::Sentinel(_) => Ok(vec![None]),
             Self::Cluster(conn) => Ok(cluster_primaries(conn)
                 .await?
                 .into_iter()

@@ -1,7 +1,10 @@
 //! One limit shared by every process and host: GCRA state in Redis (feature
 //! `redis`).
 //!
-//! [`RedisBackend`] keeps each key's TAT in Redis, Valkey or a Redis Cluster and
+//! [`RedisBackend`] keeps each key's TAT in Redis, Valkey, a Redis Cluster or a
+//! primary found through Redis Sentinel
+//! ([`connect_sentinel`](RedisBackendBuilder::connect_sentinel), which follows
+//! failovers) and
 //! runs the GCRA step there, atomically, in one Lua script call per reservation,
 //! so replicas behind a load balancer share one limit exactly as the threads of
 //! one process share the in-memory backend's.
@@ -131,6 +134,7 @@ mod inner;
 mod key;
 mod policy;
 mod script;
+mod sentinel;
 mod stats;
 
 use std::borrow::Borrow;
@@ -214,6 +218,7 @@ impl<K> fmt::Debug for RedisBackend<K> {
                 &match inner.conn {
                     Conn::Single(_) => "standalone",
                     Conn::Cluster(_) => "cluster",
+                    Conn::Sentinel(_) => "sentinel",
                 },
             )
             .field("prefix", &String::from_utf8_lossy(&inner.prefix))

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod faults;
+mod sentinel;
 mod refund;
 
 use std::sync::Arc;
