@@ -23,7 +23,10 @@
 //!   are never retried.
 //! * **A negative cache**: a key rejected by Redis is remembered locally until
 //!   its debt is due, so a flood from one client over its limit costs one round
-//!   trip per retry window instead of one per request.
+//!   trip per retry window instead of one per request. Its rejections promise
+//!   what the server's do: the same call made
+//!   [`retry_after`](crate::Rejection::retry_after) later is admitted (with
+//!   nothing else happening on the key).
 //!
 //! # Example
 //!
@@ -363,7 +366,8 @@ where
         let key = encode_borrowed(&self.inner.prefix, key);
         let inner = Arc::clone(&self.inner);
         let params = *params;
-        async move { inner.hold(key, now, hold, params).await }
+        let asked = std::time::Instant::now();
+        async move { inner.hold(key, now, hold, params, asked).await }
     }
 
     /// Sends the compare-and-swap in the background (a spawned task, bounded by

@@ -10,6 +10,7 @@
 #![cfg(feature = "redis")]
 
 mod cluster;
+mod negative_cache;
 mod refund;
 
 use std::sync::Arc;
