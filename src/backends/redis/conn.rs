@@ -10,7 +10,7 @@ use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::error::{BackendError, BackendErrorKind};
 
-use super::script::Script;
+use super::script::{CORRUPT, Script};
 
 /// Where commands go. Both are multiplexed (concurrent calls are pipelined on
 /// one connection per server), cheap to clone, and reconnect by themselves.
@@ -238,6 +238,8 @@ pub(super) fn classify(err: RedisError) -> BackendError {
         BackendErrorKind::Timeout
     } else if err.is_io_error() || err.is_connection_dropped() {
         BackendErrorKind::Unavailable
+    } else if err.code() == Some("ERR") && err.detail().is_some_and(|d| d.starts_with(CORRUPT)) {
+        BackendErrorKind::Corrupt
     } else if let Some(code) = err.code() {
         // An error reply from the server.
         match code {
