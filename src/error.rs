@@ -186,6 +186,30 @@ pub enum BackendErrorKind {
     Protocol,
     /// The store is full and refuses new keys.
     Full,
+    /// The key holds a value the backend did not write and will not read (a
+    /// Redis key holding `inf`, `1e300`, `-5`, ...: someone else's write, or
+    /// a hand edit). Nothing was stored and retrying will not help: delete the
+    /// key (`DEL`) and the next call starts it fresh (see the Redis backend's
+    /// module docs). The message says what is wrong with the value.
+    ///
+    /// ```
+    /// use tower_freqlimit::{BackendError, BackendErrorKind, FreqLimitError};
+    ///
+    /// fn what_to_do(err: &FreqLimitError) -> &'static str {
+    ///     match err {
+    ///         FreqLimitError::Backend(e) if e.kind() == BackendErrorKind::Corrupt => {
+    ///             "delete the key: the next call starts it fresh"
+    ///         }
+    ///         FreqLimitError::Backend(_) => "retry later",
+    ///         _ => "not a backend failure",
+    ///     }
+    /// }
+    ///
+    /// let err = FreqLimitError::Backend(BackendError::from_kind(BackendErrorKind::Corrupt));
+    /// assert_eq!(what_to_do(&err), "delete the key: the next call starts it fresh");
+    /// assert_eq!(err.to_string(), "rate-limit backend holds a corrupt value");
+    /// ```
+    Corrupt,
     /// Anything else.
     Other,
 }
@@ -197,6 +221,7 @@ impl fmt::Display for BackendErrorKind {
             Self::Timeout => "rate-limit backend timed out",
             Self::Protocol => "rate-limit backend gave an unexpected answer",
             Self::Full => "rate-limit backend is full",
+            Self::Corrupt => "rate-limit backend holds a corrupt value",
             Self::Other => "rate-limit backend failed",
         })
     }

@@ -152,7 +152,9 @@ pub fn insert_admission_headers(
 /// | [`FreqLimitError::Backend`] | `503 Service Unavailable` | |
 ///
 /// (A backend of kind [`Full`](crate::BackendErrorKind::Full), a bounded
-/// in-memory backend refusing a new key, says so in its body.)
+/// in-memory backend refusing a new key, or
+/// [`Corrupt`](crate::BackendErrorKind::Corrupt), a Redis key holding a value
+/// the backend cannot read, says so in its body.)
 ///
 /// The body is a fixed one-line plain-text explanation (the figures are in the
 /// headers); for a missing key, the [`KeyNotFound`](crate::KeyNotFound) message, which says what
@@ -197,6 +199,10 @@ pub fn refusal_response<B: From<&'static str>>(
         FreqLimitError::KeyNotFound(missing) => missing.message(),
         FreqLimitError::Backend(err) if err.kind() == crate::BackendErrorKind::Full => {
             "rate-limit backend is full\n"
+        }
+        // Retrying will not help until someone deletes the key: say so.
+        FreqLimitError::Backend(err) if err.kind() == crate::BackendErrorKind::Corrupt => {
+            "rate-limit backend holds a corrupt value\n"
         }
         FreqLimitError::Backend(_) => "rate-limit backend unavailable\n",
     };

@@ -199,20 +199,33 @@ async fn backend_failures_are_errors_or_503_never_panics() {
 #[cfg(feature = "http")]
 #[tokio::test]
 async fn backend_failures_are_503_over_http() {
-    let http_inner = service_fn(|_: http::Request<String>| async {
-        Ok::<_, Infallible>(http::Response::new(String::new()))
-    });
-    let svc = FreqLimitLayer::new(
-        FreqLimitParams::per_second(1),
-        DownBackend::<u8>::unavailable(),
-    )
-    .http_responses()
-    .layer_for(http_inner);
-    let response = svc
-        .oneshot(http::Request::new(String::new()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 503);
+    for (kind, body) in [
+        (
+            BackendErrorKind::Unavailable,
+            "rate-limit backend unavailable\n",
+        ),
+        (BackendErrorKind::Full, "rate-limit backend is full\n"),
+        (
+            BackendErrorKind::Corrupt,
+            "rate-limit backend holds a corrupt value\n",
+        ),
+    ] {
+        let http_inner = service_fn(|_: http::Request<String>| async {
+            Ok::<_, Infallible>(http::Response::new(String::new()))
+        });
+        let svc = FreqLimitLayer::new(
+            FreqLimitParams::per_second(1),
+            DownBackend::<u8>::failing_with(tower_freqlimit::BackendError::from_kind(kind)),
+        )
+        .http_responses()
+        .layer_for(http_inner);
+        let response = svc
+            .oneshot(http::Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503, "{kind:?}");
+        assert_eq!(response.body(), body, "{kind:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

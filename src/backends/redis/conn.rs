@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::error::{BackendError, BackendErrorKind};
 
-use super::script::Script;
+use super::script::{CORRUPT, Script};
 use super::sentinel::{SentinelConn, read_only};
 
 /// Where commands go. All are multiplexed (concurrent calls are pipelined on
@@ -241,6 +241,8 @@ pub(super) fn classify(err: RedisError) -> BackendError {
         BackendErrorKind::Timeout
     } else if err.is_io_error() || err.is_connection_dropped() {
         BackendErrorKind::Unavailable
+    } else if err.code() == Some("ERR") && err.detail().is_some_and(|d| d.starts_with(CORRUPT)) {
+        BackendErrorKind::Corrupt
     } else if let Some(code) = err.code() {
         // An error reply from the server.
         match code {

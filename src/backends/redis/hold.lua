@@ -8,15 +8,15 @@
 --
 -- The TAT becomes the later of itself and now + ARGV[1]; the parts of holes
 -- below that are forgotten (a slot there would admit a call within the hold).
--- Returns 1 if the TAT moved, 0 if the key already owed as long.
+-- Returns 1 if the TAT moved, 0 if the key already owed as long, the
+-- corrupt-value error (prelude.lua) if the key holds a value of another form.
 local now = now_from(ARGV[2])
 local target = now + tonumber(ARGV[1])
 if target > MAXV then target = MAXV end
 
-local tat, holes = load_key(KEYS[1])
-if not tat then
-  return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
-end
+local key = load_key(KEYS[1])
+if key.err then return key end -- a corrupt value: nothing is stored
+local tat, holes = key.tat, key.holes
 
 local kept, cut = {}, false
 for i = 1, #holes, 2 do

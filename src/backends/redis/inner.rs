@@ -10,7 +10,7 @@ use redis::{RedisError, Value};
 use tokio::sync::Notify;
 use tokio::time::error::Elapsed;
 
-use super::cache::NegativeCache;
+use super::cache::{NegativeCache, TatBounds};
 use super::circuit::{self, Circuit};
 use super::conn::{Arg, Conn, classify};
 use super::future::RedisReserveFuture;
@@ -107,6 +107,25 @@ impl Inner {
         }
     }
 
+    /// Where a TAT `ahead` µs past the server's now lies on the caller's scale,
+    /// for a call made at `now` (at `asked` on the host's clock) whose reply
+    /// has just been read.
+    ///
+    /// The server's now was no earlier than `now` and no later than the reply's
+    /// arrival, `now` plus the time since `asked` (rounded up, as the bound is
+    /// an upper one); on [`RedisClock::LimiterTimestamp`] it was `now` itself.
+    fn tat_bounds(&self, now: Timestamp, asked: std::time::Instant, ahead: u64) -> TatBounds {
+        let sent = now.as_nanos() / 1_000;
+        let arrived = match self.clock {
+            RedisClock::LimiterTimestamp => sent,
+            RedisClock::Server | RedisClock::HostWallClock => now
+                .as_nanos()
+                .saturating_add(crate::nanos::from_duration(asked.elapsed()))
+                .div_ceil(1_000),
+        };
+        TatBounds::new(sent.saturating_add(ahead), arrived.saturating_add(ahead))
+    }
+
     /// The negative cache's answer for `key`: a rejection, counted, when it
     /// remembers the key as over its limit for these figures.
     pub(super) fn cached_rejection(
@@ -199,18 +218,15 @@ impl Inner {
             Err(err) => return self.failed(err, &params),
         };
         if let Some(cache) = &self.cache {
-            // The TAT is at least `reset_after` past the server's now, which was
-            // no earlier than `now` on the caller's clock.
-            let sent = now.as_nanos() / 1_000;
             match decision {
                 Decision::Rejected { reset_after, .. } => {
-                    cache.remember(&key, sent.saturating_add(reset_after));
+                    cache.remember(&key, self.tat_bounds(now, asked, reset_after));
                 }
                 Decision::Admitted {
                     reset_after,
                     end: Some(_),
                     ..
-                } => cache.refresh(&key, sent.saturating_add(reset_after)),
+                } => cache.refresh(&key, self.tat_bounds(now, asked, reset_after)),
                 _ => {}
             }
         }
@@ -327,13 +343,16 @@ impl Inner {
     /// [`FreqLimitBackend::hold`](crate::FreqLimitBackend::hold) of the Redis
     /// key `key`. Never fails open: a hold that could not be stored is an
     /// error. A retry could not hold twice (the TAT goes to a maximum), but
-    /// none is made: the caller learns again from the next response.
+    /// none is made: the caller learns again from the next response. `asked`:
+    /// when the caller asked, on the host's clock (see
+    /// [`tat_bounds`](Self::tat_bounds)).
     pub(super) async fn hold(
         self: Arc<Self>,
         key: Vec<u8>,
         now: Timestamp,
         hold: Duration,
         params: FreqLimitParams,
+        asked: std::time::Instant,
     ) -> Result<bool, FreqLimitError> {
         let m = Micros::new(&params, &Reserve::new());
         let ahead = (crate::nanos::from_duration(hold) / 1_000)
@@ -367,7 +386,7 @@ impl Inner {
         if let Some(cache) = &self.cache {
             // The key now owes at least `ahead` past the caller's now: this
             // process refuses it without a round trip until then.
-            cache.remember(&key, (now.as_nanos() / 1_000).saturating_add(ahead));
+            cache.remember(&key, self.tat_bounds(now, asked, ahead));
         }
         Ok(moved)
     }

@@ -26,7 +26,10 @@
 //!   are never retried; while Redis is known to be down, calls fail at once.
 //! * **A negative cache**: a key rejected by Redis is remembered locally until
 //!   its debt is due, so a flood from one client over its limit costs one round
-//!   trip per retry window instead of one per request.
+//!   trip per retry window instead of one per request. Its rejections promise
+//!   what the server's do: the same call made
+//!   [`retry_after`](crate::Rejection::retry_after) later is admitted (with
+//!   nothing else happening on the key).
 //!
 //! # Example
 //!
@@ -122,7 +125,44 @@
 //! of memory, the script's write fails and the call is a
 //! [`BackendErrorKind::Full`] error.
 //!
+//! # Corrupt values
+//!
+//! A key's value is its TAT and its holes in whole microseconds ("`tat start1
+//! end1 ...`", each at most 2⁵³, the holes in order below the TAT). A key
+//! holding anything else (`inf`, `1e300`, `-5`, `1.5`, `0x10`, `12abc`, a
+//! number above 2⁵³, holes out of order: another program's write, a hand
+//! edit) is corrupt: every script (reservation, refund, hold) refuses it,
+//! stores nothing, and the call is a [`BackendErrorKind::Corrupt`] error
+//! under the [`FailurePolicy`] (fail-closed: the error; fail-open: the call
+//! let through), whose message says what is wrong with the value. No
+//! negative-cache entry is made from it.
+//!
+//! The backend does not overwrite the value itself: it may belong to another
+//! application sharing the prefix, and any TAT made up in its place could
+//! admit a burst or lock the key out. To repair it, delete the key: the next
+//! call starts it fresh, in every process.
+//!
+//! ```no_run
+//! use tower_freqlimit::backends::redis::RedisBackend;
+//! use tower_freqlimit::{BackendErrorKind, FreqLimit, FreqLimitError, FreqLimitParams};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = RedisBackend::<String>::connect("redis://127.0.0.1:6379").await?;
+//! let limiter = FreqLimit::new(FreqLimitParams::per_second(10), backend.clone());
+//! if let Err(FreqLimitError::Backend(e)) = limiter.try_acquire("user:42").await {
+//!     if e.kind() == BackendErrorKind::Corrupt {
+//!         // After checking that no other program uses this key name:
+//!         let name = backend.redis_key(Some("user:42"));
+//!         eprintln!("{e}: DEL {}", String::from_utf8_lossy(&name));
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`BackendErrorKind::Full`]: crate::BackendErrorKind::Full
+//! [`BackendErrorKind::Corrupt`]: crate::BackendErrorKind::Corrupt
 
 mod builder;
 mod cache;
@@ -392,7 +432,8 @@ where
         let key = encode_borrowed(&self.inner.prefix, key);
         let inner = Arc::clone(&self.inner);
         let params = *params;
-        async move { inner.hold(key, now, hold, params).await }
+        let asked = std::time::Instant::now();
+        async move { inner.hold(key, now, hold, params, asked).await }
     }
 
     /// Sends the compare-and-swap in the background (a spawned task, bounded by

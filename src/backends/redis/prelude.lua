@@ -12,20 +12,52 @@ local function now_from(arg)
   return tonumber(arg)
 end
 
--- A key's value, "tat start1 end1 start2 end2 ...": its TAT (0 for a new key,
--- any TAT in the past meaning a full bucket), its holes, and whether the key
--- exists; nil when the value is not of that form.
+-- A number as the scripts write it: decimal digits, at most 2^53; nil for
+-- anything else, which tonumber would take ('inf', '1e300', '0x10', '-5', '1.5'
+-- ...) and turn into a TAT centuries ahead or a value that cannot be stored.
+-- Compared as text: beyond 2^53 doubles round, so 2^53 + 1 would pass as 2^53.
+local function stored_int(field)
+  local digits = string.match(field, '^0*(%d+)$')
+  if not digits or #digits > 16 or (#digits == 16 and digits > '9007199254740992') then
+    return nil
+  end
+  return tonumber(digits)
+end
+
+-- The error reply for a value of another form: the prefix is script.rs's
+-- CORRUPT, which the backend reports as BackendErrorKind::Corrupt.
+local function corrupt(why)
+  return redis.error_reply('ERR tower-freqlimit: corrupt value: ' .. why)
+end
+
+-- A key's value, "tat start1 end1 start2 end2 ...": {tat, holes, exists}, the
+-- TAT 0 for a new key (any TAT in the past meaning a full bucket); or, for a
+-- value the scripts did not write, the error reply to return at once, so that
+-- nothing is stored from it (see corrupt).
 local function load_key(key)
   local stored = redis.call('GET', key)
-  if not stored then return 0, {}, false end
+  if not stored then return {tat = 0, holes = {}, exists = false} end
   local tat, holes, n = 0, {}, 0
   for field in string.gmatch(stored, '%S+') do
-    local v = tonumber(field)
-    if not v then return nil end
+    local v = stored_int(field)
+    if not v then
+      return corrupt(string.format("field %d, '%s', is not a whole number of microseconds up to 2^53",
+        n + 1, string.sub(field, 1, 24)))
+    end
     if n == 0 then tat = v else holes[n] = v end
     n = n + 1
   end
-  if n < 1 or n % 2 == 0 then return nil end
-  return tat, holes, true
+  if n == 0 then return corrupt('no TAT') end
+  if n % 2 == 0 then return corrupt('a hole without its end') end
+  -- Holes start before they end, in order, apart (or touching), below the TAT.
+  local floor = 0
+  for i = 1, #holes, 2 do
+    if holes[i] < floor or holes[i] >= holes[i + 1] then
+      return corrupt('holes out of order')
+    end
+    floor = holes[i + 1]
+  end
+  if floor > tat then return corrupt('a hole past the TAT') end
+  return {tat = tat, holes = holes, exists = true}
 end
 

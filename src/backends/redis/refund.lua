@@ -7,10 +7,13 @@
 -- The key's last span lowers its TAT to the span's start, absorbing the holes
 -- that end there; an earlier span becomes a hole (merged with adjacent ones; at
 -- most 16, the shortest forgotten beyond). Returns 1 if the span was given
--- back, 0 if it was not held (given back already, or the key expired).
+-- back, 0 if it was not held (given back already, or the key expired), the
+-- corrupt-value error (prelude.lua) if the key holds a value of another form.
 local MAX_HOLES = 16
-local tat, holes, exists = load_key(KEYS[1])
-if not exists then return 0 end -- expired, or not a TAT
+local key = load_key(KEYS[1])
+if key.err then return key end -- a corrupt value: nothing is stored
+if not key.exists then return 0 end -- expired
+local tat, holes = key.tat, key.holes
 
 local s, e = tonumber(ARGV[1]), tonumber(ARGV[2])
 if s >= e or e > tat then return 0 end

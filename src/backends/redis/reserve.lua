@@ -14,7 +14,8 @@
 -- Returns {0, delay, reset_after, start, end or -1} when admitted ([start, end)
 -- is the span the reservation took, for a refund), {1, retry_after, reset_after}
 -- when rejected (nothing stored), {2} when the cost can never fit within
--- max_wait. Every number is an integer below 2^53, so Lua's doubles hold it
+-- max_wait, the corrupt-value error (prelude.lua) when the key holds a value of
+-- another form (nothing stored). Every number is an integer below 2^53, so Lua's doubles hold it
 -- exactly; sums saturate at 2^53 (about 285 years).
 local function add(a, b)
   local s = a + b
@@ -29,10 +30,9 @@ end
 local now = now_from(ARGV[6])
 local tau, incr, last = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local tat, holes = load_key(KEYS[1]) -- holes: start1, end1, start2, end2, ...
-if not tat then
-  return redis.error_reply('ERR tower-freqlimit: the key does not hold a TAT')
-end
+local key = load_key(KEYS[1])
+if key.err then return key end -- a corrupt value: nothing is stored
+local tat, holes = key.tat, key.holes -- holes: start1, end1, start2, end2, ...
 -- A TAT ahead of now (also after the server's clock went back) only delays.
 local base = tat
 if base < now then base = now end

@@ -18,6 +18,10 @@ pub(super) const REFUND_LUA: &str =
 /// A hold: the TAT pushed to at least a given time (see `hold.lua`).
 pub(super) const HOLD_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("hold.lua"));
 
+/// How the scripts' error reply for a value they did not write begins, after
+/// the `ERR` code (see `corrupt` in `prelude.lua`).
+pub(super) const CORRUPT: &str = "tower-freqlimit: corrupt value: ";
+
 /// The largest number the scripts handle: 2^53 µs (about 285 years), below which
 /// Lua's doubles hold every integer exactly. Arguments are capped here and the
 /// scripts' sums saturate here.
@@ -222,6 +226,14 @@ mod tests {
         let slow = FreqLimitParams::new(1, Duration::from_secs(3_600), 1);
         let m = Micros::new(&slow, &Reserve::new().cost(u32::MAX));
         assert_eq!(m.incr, MAX_MICROS);
+    }
+
+    #[test]
+    fn the_scripts_say_corrupt_as_the_backend_reads_it() {
+        let reply = format!("redis.error_reply('ERR {CORRUPT}' .. why)");
+        for script in [RESERVE_LUA, REFUND_LUA, HOLD_LUA] {
+            assert!(script.contains(&reply));
+        }
     }
 
     #[test]
