@@ -130,3 +130,24 @@ async fn the_sweeper_reads_the_backends_clock() {
     let err = limiter.try_acquire(&1).await.unwrap_err();
     assert!(matches!(err, FreqLimitError::Rejected(_)), "{err:?}");
 }
+
+/// A counter deadline becomes Tokio's now plus what is left on the counter;
+/// one already passed, Tokio's now.
+#[tokio::test(start_paused = true)]
+async fn a_counter_deadline_maps_to_what_is_left_from_tokios_now() {
+    let clock = Clock::fast();
+    let hour = Duration::from_secs(3600);
+    let at = clock.wake_at(clock.now() + hour);
+    let from_now = at - tokio::time::Instant::now();
+    // Less than an hour by the counter reads in between (microseconds).
+    assert!(
+        from_now <= hour && from_now > hour - Duration::from_millis(1),
+        "{from_now:?}"
+    );
+    let past = Timestamp::from_nanos(clock.now().as_nanos() - 1_000_000_000);
+    assert_eq!(clock.wake_at(past), tokio::time::Instant::now());
+    // A deadline past what an `Instant` can hold: far in the future, not
+    // wrapped or in the past.
+    let never = clock.wake_at(Timestamp::from_nanos(u64::MAX));
+    assert!(never > tokio::time::Instant::now() + Duration::from_secs(365 * 86_400));
+}
