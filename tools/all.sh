@@ -70,6 +70,9 @@ if cargo metadata --format-version 1 --no-deps 2>/dev/null | grep -q '"redis"'; 
   section "Redis backend: ours vs the raw script" \
     "bash tools/redis_load.sh 2>/dev/null" \
     "Reservations per second through \`RedisBackend\` beside \`redis-benchmark\` running the same Lua script at the same concurrency, and Redis calls per 1 000 rejected requests with and without the negative cache."
+  section "Redis faults" \
+    "cargo test --release --features redis --test backends -- redis::faults redis::sentinel --nocapture --test-threads 1 2>/dev/null | grep -E 'FIGURE|admitted;'" \
+    "Real servers killed, restarted and failed over by the tests: how long a call takes to fail once the server is known down (at two timeouts), how long after the server is back the circuit closes with no call to help, and how long calls through Sentinel fail after the primary is killed (Sentinel \`down-after-milliseconds\` 1 s), with the highest share of \`burst + w/T\` any window of that run reached."
 fi
 
 {

@@ -161,6 +161,25 @@
 //! # }
 //! ```
 //!
+//! # What happens when
+//!
+//! What callers see, how long it lasts and what it costs in quota, for each
+//! fault (fail-closed; under fail-open, "fails" reads "is let through
+//! undecided"). Figures measured on loopback by the tests named in
+//! `BENCHMARKS.md` ("Redis faults").
+//!
+//! | the server is | callers see | for how long | quota |
+//! |---|---|---|---|
+//! | down (killed, refused) | the first call: `Unavailable` after one reconnection attempt (0.4 ms); the calls after it: `Unavailable` at once (0.4 µs per call, at any timeout) | until a probe reaches the server: 55 ms after it is back, without any call | nothing taken |
+//! | slow (replies after the timeout) | `Timeout` at the deadline | while it is slow (the circuit stays closed: a slow server still decides) | a timed-out call may still run: its slot taken |
+//! | paused (`SIGSTOP`, a long `fork`, `DEBUG SLEEP`) | `Timeout` at the deadline | the pause | every call queued meanwhile runs on resume: a 2 s pause took all ten free slots of a `per_hour(60)` burst-10 key, no caller admitted |
+//! | restarted empty | as down, then decided | as down | every key starts full: one burst per key (keep persistence on to avoid it) |
+//! | failed over (Sentinel) | `Unavailable` at once until the Sentinels name the new primary, then decided by it | `down-after-milliseconds` plus the election: 2.4 s with a 1 s `down-after` | the replicated state: only the old primary's last, unreplicated writes are lost (admitted again) |
+//! | evicting (`maxmemory` + a policy) | nothing; a warning at connect, or a refused `connect` with `refuse_evicting_server` | | an evicted key starts full: up to one burst per eviction |
+//! | flushed (`FLUSHALL`) | decided; the negative cache may refuse a key a little longer (never admits) | | every key starts full |
+//! | script cache flushed | decided (the script is sent again with `EVAL`) | one extra round trip | nothing |
+//! | holding a corrupt value | `Corrupt`, one round trip | until the key is deleted | nothing stored |
+//!
 //! [`BackendErrorKind::Full`]: crate::BackendErrorKind::Full
 //! [`BackendErrorKind::Corrupt`]: crate::BackendErrorKind::Corrupt
 

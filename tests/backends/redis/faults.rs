@@ -62,46 +62,58 @@ async fn a_server_known_down_fails_calls_at_once_until_a_probe_finds_it_back() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let backend = builder()
-        .timeout(Duration::from_secs(1))
-        .without_negative_cache()
-        .connect(&server.url())
-        .await
-        .unwrap();
-    call(&backend).await.unwrap();
-    assert!(!backend.stats().circuit_open);
+    // At any timeout: the calls after the first failure do not wait for it.
+    for timeout in [Duration::from_millis(100), Duration::from_secs(1)] {
+        let backend = builder()
+            .timeout(timeout)
+            .without_negative_cache()
+            .connect(&server.url())
+            .await
+            .unwrap();
+        call(&backend).await.unwrap();
+        assert!(!backend.stats().circuit_open);
 
-    server.stop();
-    assert_unavailable(call(&backend).await, "the call that finds the server down");
-    let stats = backend.stats();
-    assert!(stats.circuit_open);
-    assert_eq!(stats.circuit_openings, 1);
+        server.stop();
+        let first = Instant::now();
+        assert_unavailable(call(&backend).await, "the call that finds the server down");
+        let first = first.elapsed();
+        let stats = backend.stats();
+        assert!(stats.circuit_open);
+        assert_eq!(stats.circuit_openings, 1);
 
-    let started = Instant::now();
-    for i in 0..50 {
-        assert_unavailable(call(&backend).await, &format!("call {i} while down"));
+        let started = Instant::now();
+        for i in 0..50 {
+            assert_unavailable(call(&backend).await, &format!("call {i} while down"));
+        }
+        let elapsed = started.elapsed();
+        let after = backend.stats();
+        assert_eq!(after.circuit_rejections, 50);
+        assert_eq!(
+            after.script_calls, stats.script_calls,
+            "no call went to Redis"
+        );
+        // Generous: 50 calls through reconnections took 5 s.
+        assert!(
+            elapsed < Duration::from_millis(250),
+            "50 calls took {elapsed:?}"
+        );
+
+        server.restart();
+        let back = Instant::now();
+        until_circuit(&backend, false).await;
+        let closed = back.elapsed();
+        call(&backend)
+            .await
+            .expect("the first call once the probe found the server");
+        let stats = backend.stats();
+        assert_eq!(stats.circuit_openings, 1);
+        assert_eq!(stats.failures, 51);
+        println!(
+            "FIGURE redis down, timeout {timeout:?}: first failure {first:?}, then {:?} per call; \
+             server back to circuit closed {closed:?} (no call)",
+            elapsed / 50
+        );
     }
-    let elapsed = started.elapsed();
-    let after = backend.stats();
-    assert_eq!(after.circuit_rejections, 50);
-    assert_eq!(
-        after.script_calls, stats.script_calls,
-        "no call went to Redis"
-    );
-    // Generous: 50 calls through reconnections take 5 s.
-    assert!(
-        elapsed < Duration::from_millis(250),
-        "50 calls took {elapsed:?}"
-    );
-
-    server.restart();
-    until_circuit(&backend, false).await;
-    call(&backend)
-        .await
-        .expect("the first call once the probe found the server");
-    let stats = backend.stats();
-    assert_eq!(stats.circuit_openings, 1);
-    assert_eq!(stats.failures, 51);
 }
 
 /// Issue 12 (B): a backend that made no call while the server was down failed

@@ -746,6 +746,30 @@ const HAMMER_ENV: &str = "FREQLIMIT_HAMMER_URL";
 
 /// The hammer test's name as the test harness knows it (with its module path,
 /// without the crate's name), for `--exact` in the child processes.
+/// Every call happened on the server between its send and its reply (µs on
+/// one clock). For any window `[a, e]`, the admitted calls certainly inside it
+/// (sent at or after `a`, answered by `e`) number at most `burst + (e - a) / T`.
+/// Returns the highest share of that bound a window reached.
+fn assert_within_the_bound(admitted: &[(u64, u64)], params: &FreqLimitParams) -> f64 {
+    let t = params.interval().as_micros() as u64;
+    let burst = u64::from(params.burst());
+    let mut worst = 0.0f64;
+    for &(a, _) in admitted {
+        let mut ends: Vec<u64> = admitted.iter().filter(|e| e.0 >= a).map(|e| e.1).collect();
+        ends.sort_unstable();
+        for (n, &e) in ends.iter().enumerate() {
+            let count = n as u64 + 1;
+            let bound = burst + (e - a) / t;
+            assert!(
+                count <= bound,
+                "{count} admitted within [{a}, {e}] µs: the bound is {bound}"
+            );
+            worst = worst.max(count as f64 / bound as f64);
+        }
+    }
+    worst
+}
+
 fn hammer_test() -> String {
     let (_crate, module) = module_path!().split_once("::").expect("a module");
     format!("{module}::several_processes_and_connections_share_one_limit")
@@ -880,25 +904,7 @@ async fn several_processes_and_connections_share_one_limit() {
     assert!(per_process.iter().all(|&n| n > 0), "{per_process:?}");
     assert!(rejected > 0, "the key was never over its limit");
 
-    // Every call happened on the server between its send and its reply. For any
-    // window [a, e], the calls certainly inside it (sent at or after a, answered
-    // by e) number at most burst + (e - a) / T.
-    let t = SHARED.interval().as_micros() as u64;
-    let burst = u64::from(SHARED.burst());
-    let mut worst = 0.0f64;
-    for &(a, _) in &admitted {
-        let mut ends: Vec<u64> = admitted.iter().filter(|e| e.0 >= a).map(|e| e.1).collect();
-        ends.sort_unstable();
-        for (n, &e) in ends.iter().enumerate() {
-            let count = n as u64 + 1;
-            let bound = burst + (e - a) / t;
-            assert!(
-                count <= bound,
-                "{count} admitted within [{a}, {e}] µs: the bound is {bound}"
-            );
-            worst = worst.max(count as f64 / bound as f64);
-        }
-    }
+    let worst = assert_within_the_bound(&admitted, &SHARED);
     println!("highest share of the bound reached in a window: {worst:.2}");
 }
 

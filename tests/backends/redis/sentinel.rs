@@ -1,7 +1,10 @@
 //! The Redis backend through Sentinel, across a failover: a primary, a
-//! replica and a Sentinel started by the test; `SENTINEL FAILOVER` promotes
-//! the replica, and the backend moves to it with the key's state.
+//! replica and a Sentinel started by the test; `SENTINEL FAILOVER` (or the
+//! primary killed) promotes the replica, and the backend moves to it with the
+//! key's state.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tower_freqlimit::backends::FreqLimitBackend;
@@ -9,7 +12,7 @@ use tower_freqlimit::backends::redis::RedisBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
 
-use super::builder;
+use super::{assert_within_the_bound, builder, wall_micros};
 use crate::support::redis_server::RedisServer;
 
 const MS: Duration = Duration::from_millis(1);
@@ -47,13 +50,9 @@ async fn reserve(backend: &RedisBackend<String>) -> Result<(), FreqLimitError> {
         .map(|_| ())
 }
 
-/// Issue 12 (6): the backend follows the Sentinels' primary through a
-/// failover, and the limit holds across it (the state is replicated).
-#[tokio::test]
-async fn a_failover_moves_the_backend_to_the_new_primary_with_its_state() {
-    let Some(primary) = RedisServer::start() else {
-        return;
-    };
+/// A primary, a replica in sync with it, and a Sentinel that sees both.
+async fn three_servers() -> Option<(RedisServer, RedisServer, RedisServer)> {
+    let primary = RedisServer::start()?;
     let port = primary.port.to_string();
     let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]).unwrap();
     let sentinel = RedisServer::start_sentinel(primary.port);
@@ -67,7 +66,16 @@ async fn a_failover_moves_the_backend_to_the_new_primary_with_its_state() {
             .is_ok_and(|r| r != "*0")
     })
     .await;
+    Some((primary, replica, sentinel))
+}
 
+/// Issue 12 (6): the backend follows the Sentinels' primary through a
+/// failover, and the limit holds across it (the state is replicated).
+#[tokio::test]
+async fn a_failover_moves_the_backend_to_the_new_primary_with_its_state() {
+    let Some((primary, replica, sentinel)) = three_servers().await else {
+        return;
+    };
     let backend = builder()
         .timeout(Duration::from_secs(2))
         .without_negative_cache()
@@ -133,4 +141,77 @@ async fn a_failover_moves_the_backend_to_the_new_primary_with_its_state() {
     let key = backend.redis_key(Some("k"));
     let key = String::from_utf8(key).unwrap();
     assert!(replica.command(&["EXISTS", &key]).unwrap() == ":1");
+}
+
+/// Issue 12 (6): the primary killed under a steady stream of calls. Calls fail
+/// (at once, the circuit open) until the Sentinel has promoted the replica,
+/// then resume on it, and no window of the whole run, before, across and
+/// after the failover, admits more than `burst + w / T`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_primary_fails_over_and_the_limit_holds() {
+    let Some((mut primary, _replica, sentinel)) = three_servers().await else {
+        return;
+    };
+    let backend = builder()
+        .timeout(Duration::from_millis(200))
+        .without_negative_cache()
+        .connect_sentinel([sentinel.url()], "mymaster")
+        .await
+        .unwrap();
+    let params = FreqLimitParams::per_second(20).with_burst(5);
+    let killed = Arc::new(AtomicBool::new(false));
+    let caller = tokio::spawn({
+        let (backend, killed) = (backend.clone(), Arc::clone(&killed));
+        async move {
+            let mut admitted = Vec::new();
+            let (mut first_failure, mut resumed) = (None, None);
+            let mut until = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < until {
+                let sent = wall_micros();
+                let r = backend
+                    .reserve(
+                        Some("k"),
+                        Timestamp::now(),
+                        &params,
+                        Reserve::new().no_wait(),
+                    )
+                    .await;
+                let replied = wall_micros();
+                match r {
+                    Ok(_) => {
+                        admitted.push((sent, replied));
+                        if first_failure.is_some() && resumed.is_none() {
+                            resumed = Some(Instant::now());
+                            until = Instant::now() + Duration::from_secs(1);
+                        }
+                    }
+                    Err(FreqLimitError::Rejected(_)) => {}
+                    Err(FreqLimitError::Backend(_)) => {
+                        assert!(killed.load(Ordering::Relaxed), "a failure before the kill");
+                        first_failure.get_or_insert_with(Instant::now);
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+                tokio::time::sleep(5 * MS).await;
+            }
+            (admitted, resumed)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    killed.store(true, Ordering::Relaxed);
+    let kill = Instant::now();
+    primary.stop();
+    let (admitted, resumed) = caller.await.unwrap();
+    let resumed = resumed.expect("calls never resumed after the primary was killed");
+    let failover = resumed - kill;
+    println!(
+        "FIGURE sentinel failover (down-after 1 s): first success {failover:?} after the kill"
+    );
+    // Down-after 1 s, then the election and promotion: a few seconds.
+    assert!(failover < Duration::from_secs(15), "{failover:?}");
+    let worst = assert_within_the_bound(&admitted, &params);
+    println!(
+        "{} admitted; highest share of the bound in a window {worst:.2}",
+        admitted.len()
+    );
 }
