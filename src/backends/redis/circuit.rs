@@ -60,9 +60,11 @@ impl Circuit {
 }
 
 /// Whether `err` says the connection to Redis is gone, not that one command
-/// failed: what opens the circuit.
+/// failed: what opens the circuit. `redis` reports every way a connection
+/// goes (refused, reset, a broken pipe, an end of stream, a connect timeout)
+/// as an I/O error, and nothing else as one.
 pub(super) fn connection_lost(err: &redis::RedisError) -> bool {
-    err.is_connection_refusal() || err.is_connection_dropped() || err.is_io_error()
+    err.is_io_error()
 }
 
 /// Opens `circuit` (if it was closed) and starts its probe: a task that sends

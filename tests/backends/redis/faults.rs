@@ -246,3 +246,20 @@ async fn an_evicting_server_is_refused_when_asked() {
         .unwrap();
     call(&backend).await.unwrap();
 }
+
+/// Only a lost connection opens the circuit: a call the server refused (here
+/// a key holding something else) fails alone, and the next call goes to Redis.
+#[tokio::test]
+async fn an_error_reply_does_not_open_the_circuit() {
+    let Some((server, backend)) = super::started().await else {
+        return;
+    };
+    let key = String::from_utf8(backend.redis_key(Some("k"))).unwrap();
+    assert_eq!(server.command(&["SET", &key, "not a TAT"]).unwrap(), "+OK");
+    let err = call(&backend).await.unwrap_err();
+    assert!(matches!(err, FreqLimitError::Backend(_)), "{err:?}");
+    assert!(!backend.stats().circuit_open);
+    assert_eq!(server.command(&["DEL", &key]).unwrap(), ":1");
+    call(&backend).await.unwrap();
+    assert_eq!(backend.stats().circuit_openings, 0);
+}
