@@ -147,6 +147,24 @@ mod tests {
             bulk("noeviction"),
         ]);
         assert_eq!(classify(&noeviction), Eviction::Never);
+        // Other string and number types (a proxy's rewriting) read alike.
+        let typed = Value::Map(vec![
+            (Value::SimpleString("maxmemory".into()), Value::Int(64)),
+            (
+                Value::VerbatimString {
+                    format: redis::VerbatimFormat::Text,
+                    text: "maxmemory-policy".into(),
+                },
+                Value::SimpleString("allkeys-random".into()),
+            ),
+        ]);
+        assert_eq!(
+            classify(&typed),
+            Eviction::Possible {
+                policy: "allkeys-random".into(),
+                maxmemory: 64
+            }
+        );
         assert!(matches!(classify(&Value::Nil), Eviction::Unknown(_)));
         assert!(matches!(
             classify(&Value::Array(vec![])),
