@@ -348,6 +348,8 @@ pub struct Rejection {
     pub(crate) retry_after: Duration,
     pub(crate) remaining: u32,
     pub(crate) reset_after: Duration,
+    /// The index of the limit that refused, in its compound (0 alone).
+    pub(crate) limit: u8,
 }
 
 impl Rejection {
@@ -393,6 +395,26 @@ impl Rejection {
     #[inline]
     pub const fn reset_after(&self) -> Duration {
         self.reset_after
+    }
+
+    /// Which limit refused: its index in a [`CompoundLimit`](crate::CompoundLimit)
+    /// (the order of its [`limit`](crate::CompoundLimit::limit) calls), whose
+    /// `remaining` and `reset_after` these are; 0 for a single limit.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::{compound, Refusal};
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
+    ///
+    /// let (loose, tight) = (FreqLimitParams::per_second(10), FreqLimitParams::per_second(1));
+    /// let owed = [compound::Limit::new(Some(1), &loose), compound::Limit::new(Some(1_000_000_000), &tight)];
+    /// let refused = compound::reserve_all(&owed, 0, &Reserve::new().no_wait()).unwrap_err();
+    /// let Refusal::Rejected(rejection) = refused.refusal else { panic!() };
+    /// assert_eq!(rejection.limit(), 1);
+    /// ```
+    #[must_use]
+    #[inline]
+    pub const fn limit(&self) -> usize {
+        self.limit as usize
     }
 }
 

@@ -35,6 +35,7 @@ use crate::decision::{Admission, RefundToken, Rejection, Reserve, remaining_afte
 use crate::nanos;
 use crate::params::FreqLimitParams;
 
+pub mod compound;
 pub mod holes;
 
 /// Why [`reserve`] refused a call: the two answers the arithmetic can give.
@@ -198,7 +199,11 @@ pub fn reserve(
             ),
         });
     }
-    let new_tat = base.saturating_add(u64::from(request.cost).saturating_mul(interval));
+    // Never `u64::MAX`: the in-memory backend marks a key a compound holds
+    // with it (`compound::MAX_TAT`).
+    let new_tat = base
+        .saturating_add(u64::from(request.cost).saturating_mul(interval))
+        .min(compound::MAX_TAT);
     Ok(Reserved {
         new_tat: Some(new_tat),
         admission: Admission::from_parts(
@@ -233,8 +238,7 @@ pub(crate) fn delay_from(
     let interval = params.interval_nanos();
     let tau = params.tau_nanos();
     let cost = u64::from(request.cost);
-    let last_unit_tat = slot.saturating_add((cost - 1).saturating_mul(interval));
-    let delay = last_unit_tat.saturating_sub(tau).saturating_sub(now);
+    let delay = unbounded_delay(slot, now, params, cost);
 
     if let Some(max_wait) = request.max_wait {
         let max_wait = nanos::from_duration(max_wait);
@@ -251,10 +255,19 @@ pub(crate) fn delay_from(
                 retry_after: Duration::from_nanos(delay - max_wait),
                 remaining: remaining_after(owed, tau, interval),
                 reset_after: Duration::from_nanos(owed),
+                limit: 0,
             }));
         }
     }
     Ok(delay)
+}
+
+/// The wait of `cost` units (1 or more) whose cells start at `slot`, with no
+/// bound: the last cell conforms at `slot + (cost-1)T - tau`.
+#[inline(always)]
+pub(crate) fn unbounded_delay(slot: u64, now: u64, params: &FreqLimitParams, cost: u64) -> u64 {
+    let last_unit_tat = slot.saturating_add((cost - 1).saturating_mul(params.interval_nanos()));
+    last_unit_tat.saturating_sub(params.tau_nanos()).saturating_sub(now)
 }
 
 #[cfg(test)]
@@ -392,6 +405,6 @@ mod tests {
             &Reserve::new().cost(u32::MAX),
         )
         .unwrap();
-        assert_eq!(r.new_tat, Some(u64::MAX));
+        assert_eq!(r.new_tat, Some(u64::MAX - 1));
     }
 }

@@ -167,6 +167,9 @@ pub mod backends;
 pub mod metrics;
 // FreqLimit: await a slot.
 mod limiter;
+
+// CompoundLimit: several limits, one decision.
+mod compound;
 // The Tower middleware: layer, service, response future.
 pub mod layer;
 
@@ -191,6 +194,8 @@ pub mod grpc;
 pub mod guide;
 
 pub use backends::FreqLimitBackend;
+pub use backends::compound::{CompoundAdmission, CompoundBackend};
+pub use compound::CompoundLimit;
 pub use config::ParseParamsError;
 pub use decision::{Admission, RefundToken, Reserve, Status};
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, KeyNotFound, Rejection};

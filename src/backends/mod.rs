@@ -8,6 +8,7 @@
 //! * `redis::RedisBackend` (feature `redis`): one limit shared by processes and
 //!   hosts through Redis, Valkey or a Redis Cluster.
 
+pub mod compound;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;

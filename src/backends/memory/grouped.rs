@@ -10,11 +10,12 @@
 //! place). The lock order is the one [`groups`](super::groups) sets: a key-map
 //! lock, then a group-map lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use dashmap::mapref::entry::Entry;
 
 use super::bound::{Bound, Tats};
+use super::compound;
 use super::groups::{Groups, Room};
 use crate::backends::BorrowedKey;
 use crate::decision::{Admission, Reserve};
@@ -108,7 +109,7 @@ where
         let slot = match tats.entry(key) {
             Entry::Occupied(held) => {
                 self.give_slot_back();
-                return Ok(held.get().fetch_max(tat, Ordering::Relaxed) < tat);
+                return Ok(compound::raise(held.get(), tat));
             }
             Entry::Vacant(slot) => slot,
         };

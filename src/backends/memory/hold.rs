@@ -5,12 +5,12 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 
-use super::InMemoryBackend;
+use super::{InMemoryBackend, compound};
 use super::bound::{Bound, Tats};
 use crate::backends::BorrowedKey;
 use crate::clock::Timestamp;
@@ -63,7 +63,8 @@ where
         // A unit call conforms once `tat - tau` has passed.
         let tat = now
             .saturating_add(crate::nanos::from_duration(hold))
-            .saturating_add(params.tau_nanos());
+            .saturating_add(params.tau_nanos())
+            .min(crate::gcra::compound::MAX_TAT);
         let Some(key) = key else {
             return Ok(inner.holes.hold_global(&inner.global, tat));
         };
@@ -71,7 +72,7 @@ where
             return Ok(if inner.holes.any_keyed() {
                 inner.holes.hold_keyed(&held, key, tat)
             } else {
-                held.fetch_max(tat, Ordering::Relaxed) < tat
+                compound::raise(&held, tat)
             });
         }
         if hold.is_zero() {
@@ -86,7 +87,7 @@ where
             .tats
             .entry(key.to_key())
             .or_insert_with(|| AtomicU64::new(0));
-        Ok(held.fetch_max(tat, Ordering::Relaxed) < tat)
+        Ok(compound::raise(&held, tat))
     }
 }
 
@@ -128,7 +129,7 @@ where
         match tats.entry(key) {
             Entry::Occupied(held) => {
                 self.give_slot_back();
-                Ok((held.get().fetch_max(tat, Ordering::Relaxed) < tat, false))
+                Ok((compound::raise(held.get(), tat), false))
             }
             Entry::Vacant(slot) => {
                 slot.insert(AtomicU64::new(tat));

@@ -26,6 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
+use super::compound;
 use crate::backends::BorrowedKey;
 use crate::decision::{RefundToken, Reserve};
 use crate::gcra::holes::{GiveBack, Holes, Spot};
@@ -92,7 +93,7 @@ impl<K> HoleTable<K> {
     /// Holds the global bucket (see [`hold_keyed`](HoleTable::hold_keyed)).
     pub(super) fn hold_global(&self, tat: &AtomicU64, target: u64) -> bool {
         let mut holes = self.lock_global();
-        let moved = tat.fetch_max(target, Ordering::Relaxed) < target;
+        let moved = compound::raise(tat, target);
         holes.forget_below(target);
         self.global_has_holes
             .store(!holes.is_empty(), Ordering::Relaxed);
@@ -150,9 +151,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let Some(mut holes) = self.keyed.get_mut(key) else {
-            return tat.fetch_max(target, Ordering::Relaxed) < target;
+            return compound::raise(tat, target);
         };
-        let moved = tat.fetch_max(target, Ordering::Relaxed) < target;
+        let moved = compound::raise(tat, target);
         holes.forget_below(target);
         let used_up = holes.is_empty();
         drop(holes);
@@ -272,6 +273,9 @@ fn update_with_holes(
     holes.forget_past(now);
     let mut current = tat.load(Ordering::Relaxed);
     loop {
+        if current == compound::LOCKED {
+            current = compound::wait_unlocked(tat);
+        }
         // A stored 0 (the global bucket's start) is in the past: a full bucket.
         let spot = holes.spot(Some(current), now, params, request);
         let Ok(placement) = holes.place_at(spot, now, params, request) else {
@@ -295,6 +299,9 @@ fn update_with_holes(
 fn give_back(tat: &AtomicU64, holes: &mut Holes, token: RefundToken) -> GiveBack {
     let mut current = tat.load(Ordering::Relaxed);
     loop {
+        if current == compound::LOCKED {
+            current = compound::wait_unlocked(tat);
+        }
         let mut next = holes.clone();
         let given = next.give_back(current, token);
         match given {

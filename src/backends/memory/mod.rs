@@ -3,6 +3,7 @@
 mod backend;
 mod bound;
 mod builder;
+mod compound;
 mod grouped;
 mod groups;
 mod hold;
@@ -486,6 +487,10 @@ fn update(
     // sees a single total order of its values.
     let mut current = tat.load(Ordering::Relaxed);
     loop {
+        // A compound is deciding on this key: wait for its few nanoseconds.
+        if current == compound::LOCKED {
+            current = compound::wait_unlocked(tat);
+        }
         // A stored 0 (the global bucket's start) is in the past: a full bucket.
         let reserved = gcra::reserve(Some(current), now, params, request)?;
         let Some(new_tat) = reserved.new_tat else {

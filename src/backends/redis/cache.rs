@@ -114,6 +114,7 @@ impl NegativeCache {
             retry_after: Duration::from_micros(delay_at_most - max_wait),
             remaining: m.remaining(owed_at_most),
             reset_after: Duration::from_micros(owed_at_most),
+            limit: 0,
         })
     }
 

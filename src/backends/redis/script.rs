@@ -189,6 +189,7 @@ impl Decision {
                 retry_after: Duration::from_micros(retry_after),
                 remaining: m.remaining(reset_after),
                 reset_after: Duration::from_micros(reset_after),
+                limit: 0,
             })),
             Self::CostExceedsCapacity => Err(FreqLimitError::CostExceedsCapacity {
                 cost: request.cost,

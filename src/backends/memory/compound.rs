@@ -1,0 +1,271 @@
+//! Compound reservations in memory: every part's TAT locked, one decision
+//! ([`gcra::compound::reserve_all`]), every TAT stored back.
+//!
+//! * **The lock is the TAT itself.** A compound swaps each part's TAT for
+//!   [`LOCKED`] (`u64::MAX`, a value no TAT takes: they stop at
+//!   [`MAX_TAT`]) by a compare-and-swap, decides, and stores the new TATs
+//!   (or the old ones, on a refusal). Single calls on a locked key see
+//!   `LOCKED` and wait the few nanoseconds the compound takes; everything
+//!   that writes a TAT (`update`, the hole paths, holds, refunds) does.
+//! * **No deadlock.** A compound only *tries*: a part already locked (by
+//!   another compound) or a map shard being written makes it put back what
+//!   it locked and start again, so a compound never waits while holding a
+//!   lock. It holds each part's map entry (a shard read lock) until it has
+//!   stored, so an entry cannot be swept or cleared under it.
+//! * **New keys** are inserted as drained entries (TAT 0, the same state as
+//!   no entry) before the attempt, through the bound if there is one.
+//! * **Holes** (refunds' gaps) are not used by compounds: they append at the
+//!   TAT, which is always safe, and leave the holes to single calls.
+
+use std::future::{Ready, ready};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::mapref::one::Ref;
+use dashmap::try_result::TryResult;
+
+use super::InMemoryBackend;
+use crate::backends::compound::{CompoundAdmission, CompoundBackend, Part, check_parts};
+use crate::clock::Timestamp;
+use crate::decision::Reserve;
+use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
+use crate::gcra::Refusal;
+use crate::gcra::compound::{Limit, MAX_LIMITS, reserve_all};
+#[cfg(doc)]
+use crate::gcra::compound::MAX_TAT;
+
+/// The TAT of a key a compound is deciding on.
+pub(super) const LOCKED: u64 = u64::MAX;
+
+/// Waits until the compound holding `tat` stores it back; its value then.
+#[cold]
+#[inline(never)]
+pub(super) fn wait_unlocked(tat: &AtomicU64) -> u64 {
+    let mut spins = 0_u32;
+    loop {
+        let current = tat.load(Ordering::Relaxed);
+        if current != LOCKED {
+            return current;
+        }
+        back_off(&mut spins);
+    }
+}
+
+/// Spins a little, then yields: a compound holds its locks for tens of
+/// nanoseconds, unless its thread is preempted.
+fn back_off(spins: &mut u32) {
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+    *spins = spins.saturating_add(1);
+}
+
+/// Raises `tat` to at least `target` (what `fetch_max` does, waiting for a
+/// compound instead of raising its lock); whether it moved.
+pub(super) fn raise(tat: &AtomicU64, target: u64) -> bool {
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        if current == LOCKED {
+            current = wait_unlocked(tat);
+        }
+        if current >= target {
+            return false;
+        }
+        match tat.compare_exchange_weak(current, target, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Locks `tat`: its value, or `None` if a compound holds it.
+fn try_lock(tat: &AtomicU64) -> Option<u64> {
+    let mut current = tat.load(Ordering::Relaxed);
+    loop {
+        if current == LOCKED {
+            return None;
+        }
+        match tat.compare_exchange_weak(current, LOCKED, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(current),
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Decided(Result<CompoundAdmission, FreqLimitError>),
+    /// The part of this index has no entry: insert one, try again.
+    Missing(usize),
+    /// Another compound, or a writer of a map shard, was in the way.
+    Busy,
+}
+
+impl<K> InMemoryBackend<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    /// [`CompoundBackend::reserve_compound`](crate::backends::compound::CompoundBackend::reserve_compound)
+    /// without the future: decided at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`reserve_now`](Self::reserve_now), for the whole compound; a
+    /// [`BackendError`] of kind [`Other`](BackendErrorKind::Other) for parts
+    /// that are not a compound
+    /// ([`check_parts`](crate::backends::compound::check_parts)), and of kind
+    /// [`Full`](BackendErrorKind::Full) when a bounded table has no room for
+    /// a new key (or the key's group is past its share: a compound does not
+    /// decide on a group's overflow bucket).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_freqlimit::backends::compound::Part;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
+    ///
+    /// let backend = InMemoryBackend::<u32>::new();
+    /// let (per_chat, global) = (FreqLimitParams::per_second(1), FreqLimitParams::per_second(2));
+    /// let now = Timestamp::now();
+    /// let first = [Part::new(Some(&1), &per_chat), Part::new(None, &global)];
+    /// let second = [Part::new(Some(&2), &per_chat), Part::new(None, &global)];
+    /// assert!(backend.reserve_compound_now(&first, now, Reserve::new()).unwrap().delay().is_zero());
+    /// // Chat 2 is free, the global bucket makes it wait half a second.
+    /// let admitted = backend.reserve_compound_now(&second, now, Reserve::new()).unwrap();
+    /// assert_eq!(admitted.delay(), Duration::from_millis(500));
+    /// assert_eq!(admitted.decided_by(), 1);
+    /// ```
+    pub fn reserve_compound_now(
+        &self,
+        parts: &[Part<'_, K>],
+        now: Timestamp,
+        request: Reserve,
+    ) -> Result<CompoundAdmission, FreqLimitError> {
+        check_parts(parts)?;
+        // Impossible costs are refused before anything is locked.
+        for (limit, part) in parts.iter().enumerate() {
+            if let Some(refusal) = request.impossible_under(part.params) {
+                return Err(compound_refusal(limit, refusal));
+            }
+        }
+        if parts.iter().any(|part| part.key.is_some())
+            && !self.inner.sweeper_started.load(Ordering::Relaxed)
+        {
+            self.start_sweeper();
+        }
+        let now = now.as_nanos();
+        let mut spins = 0;
+        let mut inserted = [false; MAX_LIMITS];
+        loop {
+            match self.attempt(parts, now, &request) {
+                Attempt::Decided(decided) => return decided,
+                Attempt::Missing(i) => {
+                    // Inserted once already and gone again: swept meanwhile
+                    // (try again), or sent to its group's overflow bucket.
+                    if inserted[i] && self.inner.bound.as_ref().is_some_and(|b| b.groups().is_some()) {
+                        return Err(FreqLimitError::Backend(BackendError::new(
+                            BackendErrorKind::Full,
+                            "a compound's key is past its group's share of the table (max_keys)",
+                        )));
+                    }
+                    inserted[i] = true;
+                    if let Some(key) = parts[i].key {
+                        self.insert_drained(key, now)?;
+                    }
+                }
+                Attempt::Busy => back_off(&mut spins),
+            }
+        }
+    }
+
+    /// Inserts `key` with TAT 0 (a full bucket, the state of no entry).
+    fn insert_drained(&self, key: &K, now: u64) -> Result<(), FreqLimitError> {
+        let inner = &*self.inner;
+        inner.holes.forget_for_new_key(key);
+        match &inner.bound {
+            Some(bound) => bound.insert_held(&inner.tats, key, now, 0).map(|_| ()),
+            None => {
+                inner.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
+                Ok(())
+            }
+        }
+    }
+
+    /// One try: lock every part, decide, store, unlock.
+    fn attempt(&self, parts: &[Part<'_, K>], now: u64, request: &Reserve) -> Attempt {
+        let inner = &*self.inner;
+        // The entries, held (each a shard read lock) until the TATs are stored.
+        let mut entries: [Option<Ref<'_, K, AtomicU64>>; MAX_LIMITS] = Default::default();
+        for (i, part) in parts.iter().enumerate() {
+            if let Some(key) = part.key {
+                match inner.tats.try_get(key) {
+                    TryResult::Present(entry) => entries[i] = Some(entry),
+                    TryResult::Absent => return Attempt::Missing(i),
+                    TryResult::Locked => return Attempt::Busy,
+                }
+            }
+        }
+        let tat = |i: usize| -> &AtomicU64 { entries[i].as_deref().unwrap_or(&inner.global) };
+        let mut found = [0_u64; MAX_LIMITS];
+        for i in 0..parts.len() {
+            match try_lock(tat(i)) {
+                Some(value) => found[i] = value,
+                None => {
+                    for (j, value) in found.iter().enumerate().take(i) {
+                        tat(j).store(*value, Ordering::Relaxed);
+                    }
+                    return Attempt::Busy;
+                }
+            }
+        }
+        let mut limits = [Limit::new(None, parts[0].params); MAX_LIMITS];
+        for (i, part) in parts.iter().enumerate() {
+            // A stored 0 (a drained entry, the global bucket's start) is in
+            // the past: the same as no TAT, refund token included.
+            limits[i] = Limit::new(Some(found[i]), part.params);
+        }
+        let decided = reserve_all(&limits[..parts.len()], now, request);
+        let new_tats = decided.as_ref().ok().map(|reserved| reserved.new_tats());
+        for (i, value) in found.iter().enumerate().take(parts.len()) {
+            let stored = new_tats.and_then(|tats| tats[i]).unwrap_or(*value);
+            tat(i).store(stored, Ordering::Relaxed);
+        }
+        Attempt::Decided(match decided {
+            Ok(reserved) => Ok(CompoundAdmission::from_reserved(&reserved)),
+            Err(refused) => Err(compound_refusal(refused.limit, refused.refusal)),
+        })
+    }
+}
+
+/// A compound's refusal as the error a caller gets: the refusal of limit
+/// `limit`, which a rejection names.
+fn compound_refusal(limit: usize, refusal: Refusal) -> FreqLimitError {
+    match refusal {
+        Refusal::Rejected(mut rejection) => {
+            // At most `MAX_LIMITS`, which fits in a byte.
+            rejection.limit = limit as u8;
+            FreqLimitError::Rejected(rejection)
+        }
+        other => FreqLimitError::from(other),
+    }
+}
+
+impl<K> CompoundBackend for InMemoryBackend<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type CompoundFuture = Ready<Result<CompoundAdmission, FreqLimitError>>;
+
+    #[inline]
+    fn reserve_compound(
+        &self,
+        parts: &[Part<'_, K>],
+        now: Timestamp,
+        request: Reserve,
+    ) -> Self::CompoundFuture {
+        ready(self.reserve_compound_now(parts, now, request))
+    }
+}
