@@ -94,8 +94,8 @@ impl CompoundAdmission {
         self.parts[0].delay()
     }
 
-    /// The index of the limit the call waits for (the first with the longest
-    /// wait; 0 when nothing waits).
+    /// The index of the limit the call waits for: the one whose own wait
+    /// (alone) is the longest, the first of equals (0 when nothing waits).
     #[must_use]
     pub const fn decided_by(&self) -> usize {
         self.decided_by as usize
@@ -201,7 +201,7 @@ pub fn check_parts<K: PartialEq>(parts: &[Part<'_, K>]) -> Result<(), BackendErr
             if parts.is_empty() {
                 "a compound needs at least one limit"
             } else {
-                "a compound has at most 8 limits (gcra::compound::MAX_LIMITS)"
+                "a compound has at most 4 limits (gcra::compound::MAX_LIMITS)"
             },
         ));
     }

@@ -18,7 +18,8 @@
 //! * a compound of one limit is exactly [`reserve`](super::reserve).
 //!
 //! ```
-//! use tower_freqlimit::gcra::compound::{reserve_all, Limit};
+//! use tower_freqlimit::gcra::compound::{reserve_all, Charge, Limit};
+//! use tower_freqlimit::gcra::holes::Hole;
 //! use tower_freqlimit::{FreqLimitParams, Reserve};
 //!
 //! const S: u64 = 1_000_000_000;
@@ -29,14 +30,20 @@
 //! let decided = reserve_all(&limits, 0, &Reserve::new()).unwrap();
 //! assert_eq!(decided.delay(), S); // waits for the chat
 //! assert_eq!(decided.decided_by(), 0);
-//! // Both are charged at t = 1 s: the global bucket from 1 s, not from 0.
-//! assert_eq!(decided.new_tats(), &[Some(2 * S), Some(S + S / 2)]);
+//! // Both are charged at t = 1 s: the global bucket from 1 s, not from 0,
+//! // and its first second stays free for other callers (a hole).
+//! assert_eq!(decided.charges()[0].new_tat(), Some(2 * S));
+//! assert_eq!(
+//!     decided.charges()[1],
+//!     Charge::Tail { gap: Some(Hole { start: 0, end: S }), new_tat: S + S / 2 },
+//! );
 //! ```
 
 use std::fmt;
 use std::time::Duration;
 
-use super::{Refusal, unbounded_delay};
+use super::Refusal;
+use super::holes::Hole;
 use crate::decision::{Admission, RefundToken, Rejection, Reserve, remaining_after};
 use crate::nanos;
 use crate::params::FreqLimitParams;
@@ -45,24 +52,27 @@ use crate::params::FreqLimitParams;
 ///
 /// Each compound's state is kept in fixed arrays of this length, so that
 /// deciding one allocates nothing.
-pub const MAX_LIMITS: usize = 8;
+pub const MAX_LIMITS: usize = 4;
 
 /// The largest TAT a compound stores: one below `u64::MAX`, which the
 /// in-memory backend uses as the mark of a key locked by a compound.
 pub(crate) const MAX_TAT: u64 = u64::MAX - 1;
 
-/// One limit of a compound: its key's stored TAT (`None` for a new key) and
-/// its params.
+/// One limit of a compound: its key's stored TAT (`None` for a new key), its
+/// holes (see [`holes`](super::holes)) and its params.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit<'a> {
     /// The key's stored TAT, `None` for a key never seen.
     pub tat: Option<u64>,
+    /// The key's holes, sorted, all below the TAT (those ended by `now` are
+    /// skipped).
+    pub holes: &'a [Hole],
     /// The limit's params.
     pub params: &'a FreqLimitParams,
 }
 
 impl<'a> Limit<'a> {
-    /// A limit whose key stores `tat`, under `params`.
+    /// A limit whose key stores `tat` and has no hole, under `params`.
     ///
     /// ```
     /// use tower_freqlimit::gcra::compound::Limit;
@@ -73,7 +83,82 @@ impl<'a> Limit<'a> {
     /// ```
     #[must_use]
     pub const fn new(tat: Option<u64>, params: &'a FreqLimitParams) -> Self {
-        Self { tat, params }
+        Self {
+            tat,
+            holes: &[],
+            params,
+        }
+    }
+
+    /// The same limit, with the key's holes.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::compound::Limit;
+    /// use tower_freqlimit::gcra::holes::Hole;
+    /// use tower_freqlimit::FreqLimitParams;
+    ///
+    /// let params = FreqLimitParams::per_second(1);
+    /// let holes = [Hole { start: 0, end: 1_000_000_000 }];
+    /// assert_eq!(Limit::new(Some(5_000_000_000), &params).with_holes(&holes).holes.len(), 1);
+    /// ```
+    #[must_use]
+    pub const fn with_holes(mut self, holes: &'a [Hole]) -> Self {
+        self.holes = holes;
+        self
+    }
+}
+
+/// What an admitted compound takes from one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Charge {
+    /// Nothing (cost 0).
+    Nothing,
+    /// The span `[start, end)` out of the hole at `index`; the TAT stays.
+    Hole {
+        /// The hole's index in [`Limit::holes`].
+        index: usize,
+        /// Where the span starts.
+        start: u64,
+        /// Where it ends.
+        end: u64,
+    },
+    /// Appended: the TAT becomes `new_tat`, and the span between the old TAT
+    /// (or `now`) and where the cells start, if any, becomes a hole.
+    Tail {
+        /// The gap left before the cells, free for other callers.
+        gap: Option<Hole>,
+        /// The key's new TAT.
+        new_tat: u64,
+    },
+}
+
+impl Charge {
+    /// The TAT the key stores after this charge, `None` if it is unchanged.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::compound::Charge;
+    ///
+    /// assert_eq!(Charge::Tail { gap: None, new_tat: 7 }.new_tat(), Some(7));
+    /// assert_eq!(Charge::Nothing.new_tat(), None);
+    /// ```
+    #[must_use]
+    pub const fn new_tat(&self) -> Option<u64> {
+        match self {
+            Self::Tail { new_tat, .. } => Some(*new_tat),
+            Self::Nothing | Self::Hole { .. } => None,
+        }
+    }
+
+    /// Whether the key's holes change.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::compound::Charge;
+    ///
+    /// assert!(!Charge::Tail { gap: None, new_tat: 7 }.changes_holes());
+    /// ```
+    #[must_use]
+    pub const fn changes_holes(&self) -> bool {
+        matches!(self, Self::Hole { .. } | Self::Tail { gap: Some(_), .. })
     }
 }
 
@@ -81,7 +166,8 @@ impl<'a> Limit<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompoundRefusal {
     /// The index (in the compound) of the limit that refused: the one whose
-    /// wait is the longest, or the first that can never admit the cost.
+    /// own wait (alone) is the longest, or the first that can never admit
+    /// the cost.
     pub limit: usize,
     /// The refusal, as that limit alone would have put it, except that a
     /// rejection's `retry_after` counts until every limit admits the call.
@@ -103,7 +189,7 @@ pub struct CompoundReserved {
     delay: u64,
     decided_by: usize,
     len: usize,
-    new_tats: [Option<u64>; MAX_LIMITS],
+    charges: [Charge; MAX_LIMITS],
     admissions: [Admission; MAX_LIMITS],
 }
 
@@ -114,17 +200,19 @@ impl CompoundReserved {
         self.delay
     }
 
-    /// The index of the limit the call waits for: the first of the longest
-    /// waits (0 when nothing waits).
+    /// The index of the limit the call waits for: the one whose own wait
+    /// (alone) is the longest, the first of equals (0 when nothing waits).
     #[must_use]
     pub const fn decided_by(&self) -> usize {
         self.decided_by
     }
 
-    /// The TAT each limit stores (`None`: unchanged, for cost 0).
+    /// What each limit takes: the state each key stores is its TAT and
+    /// holes with this [`Charge`] applied ([`Charge::new_tat`],
+    /// [`Holes::apply`](super::holes::Holes::apply)).
     #[must_use]
-    pub fn new_tats(&self) -> &[Option<u64>] {
-        &self.new_tats[..self.len]
+    pub fn charges(&self) -> &[Charge] {
+        &self.charges[..self.len]
     }
 
     /// What each limit tells the caller: the common delay, and that limit's
@@ -136,21 +224,121 @@ impl CompoundReserved {
 }
 
 /// An admission standing for "no limit here", to fill the unused places.
-const NONE: Admission = Admission::from_parts(0, 0, 1, 1, RefundToken {
-    start: 0,
-    end: None,
-});
+const NONE: Admission = Admission::from_parts(
+    0,
+    0,
+    1,
+    1,
+    RefundToken {
+        start: 0,
+        end: None,
+    },
+);
+
+/// The shape of a cost on one limit, in nanoseconds of its TAT axis.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// `cost * T`: the span the cells take.
+    need: u64,
+    /// `(cost - 1) * T`: from the first cell to the last.
+    last: u64,
+    /// `tau`.
+    tau: u64,
+    /// `max(0, last - tau)`: how far before the call the first cell may be.
+    lead: u64,
+}
+
+impl Shape {
+    fn new(params: &FreqLimitParams, cost: u32) -> Self {
+        let interval = params.interval_nanos();
+        let last = u64::from(cost.max(1) - 1).saturating_mul(interval);
+        let tau = params.tau_nanos();
+        Self {
+            need: u64::from(cost.max(1)).saturating_mul(interval),
+            last,
+            tau,
+            lead: last.saturating_sub(tau),
+        }
+    }
+
+    /// The earliest instant a call whose cells start at `slot` conforms.
+    fn conforms(&self, slot: u64, now: u64) -> u64 {
+        slot.saturating_add(self.last)
+            .saturating_sub(self.tau)
+            .max(now)
+    }
+}
+
+/// The hole spans `limit` may place cells in: `(index, first slot, last
+/// slot)`, where the cost fits.
+fn rooms<'a>(
+    limit: &'a Limit<'_>,
+    now: u64,
+    shape: Shape,
+) -> impl Iterator<Item = (usize, u64, u64)> + 'a {
+    limit
+        .holes
+        .iter()
+        .enumerate()
+        .filter_map(move |(index, hole)| {
+            let first = hole.start.max(now);
+            let last = hole.end.checked_sub(shape.need)?;
+            (first <= last).then_some((index, first, last))
+        })
+}
+
+/// The earliest instant from `from` on at which `limit` admits the call:
+/// in the first hole whose instants reach it, else at the tail.
+fn earliest(limit: &Limit<'_>, now: u64, shape: Shape, from: u64) -> u64 {
+    for (_, first, last) in rooms(limit, now, shape) {
+        let at = from.max(shape.conforms(first, now));
+        if at <= last.saturating_add(shape.lead) {
+            return at;
+        }
+    }
+    let base = limit.tat.map_or(now, |tat| tat.max(now));
+    from.max(shape.conforms(base, now))
+}
+
+/// Where `limit`'s cells go for a call at `t` (which [`earliest`] admits):
+/// the earliest place whose cells start no earlier than `t - lead`.
+fn place(limit: &Limit<'_>, now: u64, shape: Shape, t: u64) -> Charge {
+    for (index, first, last) in rooms(limit, now, shape) {
+        if shape.conforms(first, now) <= t && t <= last.saturating_add(shape.lead) {
+            let start = first.max(t.saturating_sub(shape.lead));
+            return Charge::Hole {
+                index,
+                start,
+                end: start.saturating_add(shape.need),
+            };
+        }
+    }
+    let base = limit.tat.map_or(now, |tat| tat.max(now));
+    let start = base.max(t.saturating_sub(shape.lead));
+    Charge::Tail {
+        gap: (start > base).then_some(Hole {
+            start: base,
+            end: start,
+        }),
+        new_tat: start.saturating_add(shape.need).min(MAX_TAT),
+    }
+}
 
 /// Decides one call over every limit in `limits` at once (see the module
-/// docs). On success each limit stores its [`new_tats`](CompoundReserved::new_tats)
-/// entry, all of them atomically; on any error nothing is stored.
+/// docs). On success each key stores its [`charges`](CompoundReserved::charges)
+/// entry applied, all of them atomically; on any error nothing is stored.
+///
+/// Holes count for costs of 1 or more: a limit's earliest instant may be in
+/// a hole, and a call placed later than its key's TAT leaves the gap as a
+/// hole for others, so waiting for one limit does not block the others.
+/// Cost 0 is decided at the TAT, as for one limit.
 ///
 /// # Errors
 ///
 /// [`CompoundRefusal`]: [`Refusal::CostExceedsCapacity`] from the first limit
 /// that can never admit the cost within `max_wait`, else
 /// [`Refusal::Rejected`] when the common wait exceeds `max_wait`, from the
-/// limit with the longest wait.
+/// limit that set it.
 ///
 /// # Panics
 ///
@@ -171,34 +359,56 @@ pub fn reserve_all(
             return Err(CompoundRefusal { limit, refusal });
         }
     }
-    // Cost 0 is decided as a unit call and consumes nothing, as for one limit.
-    let decided = Reserve {
-        cost: request.cost.max(1),
-        max_wait: None,
-    };
-    let mut bases = [0_u64; MAX_LIMITS];
-    let mut delay = 0;
-    let mut decided_by = 0;
-    for (i, part) in limits.iter().enumerate() {
-        let base = part.tat.map_or(now, |tat| tat.max(now));
-        bases[i] = base;
-        // Unbounded: only the common wait is compared with `max_wait`.
-        let wait = unbounded_delay(base, now, part.params, u64::from(decided.cost));
-        if wait > delay {
-            delay = wait;
-            decided_by = i;
+    let mut shapes = [Shape::new(limits[0].params, 1); MAX_LIMITS];
+    let mut own = [Limit::new(None, limits[0].params); MAX_LIMITS];
+    for (i, limit) in limits.iter().enumerate() {
+        shapes[i] = Shape::new(limit.params, request.cost);
+        own[i] = *limit;
+        if request.cost == 0 {
+            // A status check is decided at the TAT, as for one limit.
+            own[i].holes = &[];
         }
     }
+    let (limits, shapes) = (&own[..limits.len()], &shapes[..limits.len()]);
+    // The limit that decides: the one whose own earliest instant is the
+    // latest (the first of equals).
+    let mut t = now;
+    let mut decided_by = 0;
+    for (i, limit) in limits.iter().enumerate() {
+        let at = earliest(limit, now, shapes[i], now);
+        if at > t {
+            (t, decided_by) = (at, i);
+        }
+    }
+    // The earliest instant all admit: raise `t` until no limit raises it (a
+    // limit's instants may be a hole's, then a gap, then its tail).
+    loop {
+        let mut raised = false;
+        for (i, limit) in limits.iter().enumerate() {
+            let at = earliest(limit, now, shapes[i], t);
+            if at > t {
+                (t, raised) = (at, true);
+            }
+        }
+        if !raised {
+            break;
+        }
+    }
+    let delay = t - now;
     if let Some(max_wait) = request.max_wait {
         let max_wait = nanos::from_duration(max_wait);
         if delay > max_wait {
-            let part = limits[decided_by].params;
-            let owed = bases[decided_by] - now;
+            let part = limits[decided_by];
+            let owed = part.tat.map_or(0, |tat| tat.saturating_sub(now));
             return Err(CompoundRefusal {
                 limit: decided_by,
                 refusal: Refusal::Rejected(Rejection {
                     retry_after: Duration::from_nanos(delay - max_wait),
-                    remaining: remaining_after(owed, part.tau_nanos(), part.interval_nanos()),
+                    remaining: remaining_after(
+                        owed,
+                        part.params.tau_nanos(),
+                        part.params.interval_nanos(),
+                    ),
                     reset_after: Duration::from_nanos(owed),
                     // `MAX_LIMITS` fits in a byte.
                     limit: decided_by as u8,
@@ -206,51 +416,68 @@ pub fn reserve_all(
             });
         }
     }
-    let t = now.saturating_add(delay);
-    let cost = u64::from(decided.cost);
     let mut reserved = CompoundReserved {
         delay,
         decided_by,
         len: limits.len(),
-        new_tats: [None; MAX_LIMITS],
+        charges: [Charge::Nothing; MAX_LIMITS],
         admissions: [NONE; MAX_LIMITS],
     };
-    for (i, part) in limits.iter().enumerate() {
-        let (interval, burst) = (part.params.interval_nanos(), part.params.burst());
-        let start = part.tat.unwrap_or(0);
-        if request.cost == 0 {
-            let owed = bases[i] - now;
-            reserved.admissions[i] = Admission::from_parts(
-                delay,
+    for (i, limit) in limits.iter().enumerate() {
+        let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
+        let owed = limit.tat.map_or(0, |tat| tat.saturating_sub(now));
+        let stored = limit.tat.unwrap_or(0);
+        let (charge, token, after) = if request.cost == 0 {
+            (
+                Charge::Nothing,
+                RefundToken {
+                    start: stored,
+                    end: None,
+                },
                 owed,
-                burst,
-                interval,
-                RefundToken { start, end: None },
-            );
-            continue;
-        }
-        // How far before `t` this limit's cells may start: a cost above the
-        // burst waits for its last cell, as it would alone.
-        let lead = (cost - 1)
-            .saturating_mul(interval)
-            .saturating_sub(part.params.tau_nanos());
-        let first_cell = bases[i].max(t.saturating_sub(lead));
-        let new_tat = first_cell
-            .saturating_add(u64::from(request.cost).saturating_mul(interval))
-            .min(MAX_TAT);
-        reserved.new_tats[i] = Some(new_tat);
-        reserved.admissions[i] = Admission::from_parts(
-            delay,
-            new_tat - now,
-            burst,
-            interval,
-            // From the stored TAT, as for one limit: what lies between it and
-            // the first cell was free before this call.
-            RefundToken {
-                start,
-                end: Some(new_tat),
-            },
-        );
+            )
+        } else {
+            match place(limit, now, shapes[i], t) {
+                charge @ Charge::Hole { start, end, .. } => (
+                    charge,
+                    RefundToken {
+                        start,
+                        end: Some(end),
+                    },
+                    owed,
+                ),
+                charge @ Charge::Tail { gap, new_tat } => {
+                    // With no gap the span starts at the stored TAT, as for
+                    // one limit; after a gap (now a hole), where the cells do.
+                    let start = gap.map_or(stored, |gap| gap.end);
+                    (
+                        charge,
+                        RefundToken {
+                            start,
+                            end: Some(new_tat),
+                        },
+                        new_tat - now,
+                    )
+                }
+                Charge::Nothing => unreachable_charge(),
+            }
+        };
+        reserved.charges[i] = charge;
+        reserved.admissions[i] = Admission::from_parts(delay, after, burst, interval, token);
     }
     Ok(reserved)
+}
+
+/// `place` never returns `Charge::Nothing`; kept out of line so the match
+/// above stays total without a panic on the request path.
+#[cold]
+const fn unreachable_charge() -> (Charge, RefundToken, u64) {
+    (
+        Charge::Nothing,
+        RefundToken {
+            start: 0,
+            end: None,
+        },
+        0,
+    )
 }

@@ -60,6 +60,7 @@
 //! assert_eq!(holes.give_back(tat.unwrap(), made[2]), GiveBack::Lowered(2 * s));
 //! ```
 
+use super::compound::Charge;
 use super::{Refusal, Reserved, delay_from};
 use crate::decision::{Admission, RefundToken, Reserve};
 use crate::params::FreqLimitParams;
@@ -408,6 +409,72 @@ impl Holes {
             }
         }
         GiveBack::Hole
+    }
+
+    /// Applies a compound's [`Charge`] to these holes (the key's other
+    /// state, its TAT, is the caller's): a span taken out of a hole (what
+    /// remains on either side of it stays a hole, unless it has passed at
+    /// `now`), or the gap a reservation appended after the TAT leaves, made
+    /// a hole.
+    ///
+    /// ```
+    /// use tower_freqlimit::gcra::compound::Charge;
+    /// use tower_freqlimit::gcra::holes::{Hole, Holes};
+    ///
+    /// let mut holes = Holes::new();
+    /// holes.apply(&Charge::Tail { gap: Some(Hole { start: 10, end: 40 }), new_tat: 50 }, 0);
+    /// holes.apply(&Charge::Hole { index: 0, start: 20, end: 30 }, 0);
+    /// assert_eq!(holes.as_slice(), &[Hole { start: 10, end: 20 }, Hole { start: 30, end: 40 }]);
+    /// ```
+    pub fn apply(&mut self, charge: &Charge, now: u64) {
+        match *charge {
+            Charge::Nothing | Charge::Tail { gap: None, .. } => {}
+            Charge::Tail { gap: Some(gap), .. } => {
+                // The gap lies after every hole (they are below the old TAT).
+                match self.spans.last_mut() {
+                    Some(last) if last.end >= gap.start => last.end = last.end.max(gap.end),
+                    _ => self.spans.push(gap),
+                }
+                if self.spans.len() > MAX_HOLES {
+                    self.forget_shortest();
+                }
+            }
+            Charge::Hole { index, start, end } => {
+                // Found by its span: holes that ended may have gone since the
+                // index was read.
+                let found = match self.spans.get(index) {
+                    Some(hole) if hole.start <= start && end <= hole.end => Some(index),
+                    _ => self
+                        .spans
+                        .iter()
+                        .position(|hole| hole.start <= start && end <= hole.end),
+                };
+                let Some(index) = found else {
+                    return;
+                };
+                let hole = self.spans[index];
+                let before = Hole {
+                    start: hole.start,
+                    end: start,
+                };
+                let after = Hole {
+                    start: end,
+                    end: hole.end,
+                };
+                self.spans.remove(index);
+                let mut at = index;
+                if before.end > before.start.max(now) {
+                    self.spans.insert(at, before);
+                    at += 1;
+                }
+                if after.end > after.start {
+                    self.spans.insert(at, after);
+                }
+                if self.spans.len() > MAX_HOLES {
+                    self.forget_shortest();
+                }
+            }
+        }
     }
 
     /// Forgets the shortest hole (the earliest of equals).

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod compound;
 mod memory;
 mod prefix_flood;
 mod redis;

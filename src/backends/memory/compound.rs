@@ -14,8 +14,13 @@
 //!   stored, so an entry cannot be swept or cleared under it.
 //! * **New keys** are inserted as drained entries (TAT 0, the same state as
 //!   no entry) before the attempt, through the bound if there is one.
-//! * **Holes** (refunds' gaps) are not used by compounds: they append at the
-//!   TAT, which is always safe, and leave the holes to single calls.
+//! * **Holes** count: a limit's earliest instant may be in a hole (a refund's,
+//!   or a gap another compound left), and a limit charged later than its TAT
+//!   leaves the gap as a hole, so one call waiting for its chat does not hold
+//!   the global bucket up for everyone else. A compound copies each key's
+//!   holes under that key's hole lock, one lock at a time, and applies its
+//!   changes the same way; whoever holds a hole lock never waits for a
+//!   locked TAT (`holes.rs`), so this cannot deadlock.
 
 use std::future::{Ready, ready};
 use std::hash::Hash;
@@ -30,9 +35,10 @@ use crate::clock::Timestamp;
 use crate::decision::Reserve;
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
-use crate::gcra::compound::{Limit, MAX_LIMITS, reserve_all};
 #[cfg(doc)]
 use crate::gcra::compound::MAX_TAT;
+use crate::gcra::compound::{CompoundRefusal, CompoundReserved, Limit, MAX_LIMITS, reserve_all};
+use crate::gcra::holes::{Hole, MAX_HOLES};
 
 /// The TAT of a key a compound is deciding on.
 pub(super) const LOCKED: u64 = u64::MAX;
@@ -165,7 +171,13 @@ where
                 Attempt::Missing(i) => {
                     // Inserted once already and gone again: swept meanwhile
                     // (try again), or sent to its group's overflow bucket.
-                    if inserted[i] && self.inner.bound.as_ref().is_some_and(|b| b.groups().is_some()) {
+                    if inserted[i]
+                        && self
+                            .inner
+                            .bound
+                            .as_ref()
+                            .is_some_and(|b| b.groups().is_some())
+                    {
                         return Err(FreqLimitError::Backend(BackendError::new(
                             BackendErrorKind::Full,
                             "a compound's key is past its group's share of the table (max_keys)",
@@ -188,13 +200,17 @@ where
         match &inner.bound {
             Some(bound) => bound.insert_held(&inner.tats, key, now, 0).map(|_| ()),
             None => {
-                inner.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
+                inner
+                    .tats
+                    .entry(key.clone())
+                    .or_insert_with(|| AtomicU64::new(0));
                 Ok(())
             }
         }
     }
 
-    /// One try: lock every part, decide, store, unlock.
+    /// One try: lock every part's TAT, decide (with the keys' holes),
+    /// apply the holes' changes, store the TATs (which unlocks them).
     fn attempt(&self, parts: &[Part<'_, K>], now: u64, request: &Reserve) -> Attempt {
         let inner = &*self.inner;
         // The entries, held (each a shard read lock) until the TATs are stored.
@@ -211,32 +227,79 @@ where
         let tat = |i: usize| -> &AtomicU64 { entries[i].as_deref().unwrap_or(&inner.global) };
         let mut found = [0_u64; MAX_LIMITS];
         for i in 0..parts.len() {
-            match try_lock(tat(i)) {
-                Some(value) => found[i] = value,
-                None => {
-                    for (j, value) in found.iter().enumerate().take(i) {
-                        tat(j).store(*value, Ordering::Relaxed);
-                    }
-                    return Attempt::Busy;
+            let Some(value) = try_lock(tat(i)) else {
+                for (j, value) in found.iter().enumerate().take(i) {
+                    tat(j).store(*value, Ordering::Relaxed);
                 }
+                return Attempt::Busy;
+            };
+            found[i] = value;
+        }
+        let found = &found[..parts.len()];
+        let any_holes = parts.iter().any(|part| match part.key {
+            Some(_) => inner.holes.any_keyed(),
+            None => inner.holes.any_global(),
+        });
+        let decided = if any_holes {
+            self.decide_with_holes(parts, found, now, request)
+        } else {
+            let mut limits = [Limit::new(None, parts[0].params); MAX_LIMITS];
+            for (i, part) in parts.iter().enumerate() {
+                // A stored 0 (a drained entry, the global bucket's start) is
+                // in the past: the same as no TAT, refund token included.
+                limits[i] = Limit::new(Some(found[i]), part.params);
             }
+            reserve_all(&limits[..parts.len()], now, request)
+        };
+        let result = match decided {
+            Ok(reserved) => {
+                for (charge, part) in reserved.charges().iter().zip(parts) {
+                    if charge.changes_holes() {
+                        match part.key {
+                            Some(key) => inner.holes.apply_keyed(key, charge, now),
+                            None => inner.holes.apply_global(charge, now),
+                        }
+                    }
+                }
+                for (i, charge) in reserved.charges().iter().enumerate() {
+                    tat(i).store(charge.new_tat().unwrap_or(found[i]), Ordering::Relaxed);
+                }
+                Ok(CompoundAdmission::from_reserved(&reserved))
+            }
+            Err(refused) => {
+                for (i, value) in found.iter().enumerate() {
+                    tat(i).store(*value, Ordering::Relaxed);
+                }
+                Err(compound_refusal(refused.limit, refused.refusal))
+            }
+        };
+        Attempt::Decided(result)
+    }
+
+    /// The decision when some part may have holes: each key's holes are
+    /// copied (one hole lock at a time), then decided on.
+    #[inline(never)]
+    fn decide_with_holes(
+        &self,
+        parts: &[Part<'_, K>],
+        found: &[u64],
+        now: u64,
+        request: &Reserve,
+    ) -> Result<CompoundReserved, CompoundRefusal> {
+        let holes = &self.inner.holes;
+        let mut copies = [[Hole { start: 0, end: 0 }; MAX_HOLES]; MAX_LIMITS];
+        let mut counts = [0; MAX_LIMITS];
+        for (i, part) in parts.iter().enumerate() {
+            counts[i] = match part.key {
+                Some(key) => holes.copy_keyed(key, now, &mut copies[i]),
+                None => holes.copy_global(now, &mut copies[i]),
+            };
         }
         let mut limits = [Limit::new(None, parts[0].params); MAX_LIMITS];
         for (i, part) in parts.iter().enumerate() {
-            // A stored 0 (a drained entry, the global bucket's start) is in
-            // the past: the same as no TAT, refund token included.
-            limits[i] = Limit::new(Some(found[i]), part.params);
+            limits[i] = Limit::new(Some(found[i]), part.params).with_holes(&copies[i][..counts[i]]);
         }
-        let decided = reserve_all(&limits[..parts.len()], now, request);
-        let new_tats = decided.as_ref().ok().map(|reserved| reserved.new_tats());
-        for (i, value) in found.iter().enumerate().take(parts.len()) {
-            let stored = new_tats.and_then(|tats| tats[i]).unwrap_or(*value);
-            tat(i).store(stored, Ordering::Relaxed);
-        }
-        Attempt::Decided(match decided {
-            Ok(reserved) => Ok(CompoundAdmission::from_reserved(&reserved)),
-            Err(refused) => Err(compound_refusal(refused.limit, refused.refusal)),
-        })
+        reserve_all(&limits[..parts.len()], now, request)
     }
 }
 
