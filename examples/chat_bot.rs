@@ -2,10 +2,10 @@
 //!
 //! A chat API allows a bot **one message per second per chat**, **twenty per
 //! minute per group** (here with a burst of 3: three at once, then one every
-//! 3 s) and **thirty per second** in all. Three groups of five chats each hand the bot four messages per chat
-//! at once, in three rounds 30 s apart: 180 messages. Each message waits
-//! until all three limits admit it (`acquire`), and the three limits are
-//! charged at that one instant.
+//! 3 s) and **thirty per second** in all. Three groups of five chats each
+//! hand the bot four messages per chat at once, in three rounds 30 s apart:
+//! 180 messages. Each message waits until all three limits admit it
+//! (`acquire`), and the three limits are charged at that one instant.
 //!
 //! The clock is Tokio's paused clock, which the limiter follows with the
 //! `test-util` feature (this crate's examples are built with it), so the
