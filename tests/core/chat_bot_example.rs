@@ -1,7 +1,8 @@
 //! `examples/chat_bot.rs` (included as a module, so the test runs the
 //! example's own scenario and window check): one `CompoundLimit` holds every
-//! limit in every window, and admits, by every instant, at least as many
-//! messages as three `FreqLimit`s awaited one after the other.
+//! limit in every window; the window check flags an excess; and (ignored: it
+//! fails today, see the test) the compound admits, by every instant, at least
+//! as many messages as three `FreqLimit`s awaited one after the other.
 
 #[allow(dead_code)]
 #[path = "../../examples/chat_bot.rs"]
