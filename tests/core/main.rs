@@ -6,6 +6,7 @@
 mod support;
 
 mod abandoned;
+mod chat_bot_example;
 mod clock;
 mod config;
 mod gcra;
