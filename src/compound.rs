@@ -258,7 +258,10 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// # Errors
     ///
     /// As [`acquire_with`](Self::acquire_with).
-    pub async fn acquire(&self, keys: &[Option<&B::Key>]) -> Result<CompoundAdmission, FreqLimitError> {
+    pub async fn acquire(
+        &self,
+        keys: &[Option<&B::Key>],
+    ) -> Result<CompoundAdmission, FreqLimitError> {
         self.acquire_with(keys, Reserve::new()).await
     }
 
@@ -285,7 +288,10 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// assert_eq!(limits.status(&[Some(&"bob"), None]).await.unwrap().parts()[1].remaining(), 999);
     /// # }
     /// ```
-    pub async fn try_acquire(&self, keys: &[Option<&B::Key>]) -> Result<CompoundAdmission, FreqLimitError> {
+    pub async fn try_acquire(
+        &self,
+        keys: &[Option<&B::Key>],
+    ) -> Result<CompoundAdmission, FreqLimitError> {
         self.acquire_with(keys, Reserve::new().no_wait()).await
     }
 
@@ -300,7 +306,8 @@ impl<B: CompoundBackend> CompoundLimit<B> {
         keys: &[Option<&B::Key>],
         max_wait: Duration,
     ) -> Result<CompoundAdmission, FreqLimitError> {
-        self.acquire_with(keys, Reserve::new().max_wait(max_wait)).await
+        self.acquire_with(keys, Reserve::new().max_wait(max_wait))
+            .await
     }
 
     /// Reserves `request` (a cost, a bound on the wait) in every limit at
@@ -379,7 +386,10 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn status(&self, keys: &[Option<&B::Key>]) -> Result<CompoundAdmission, FreqLimitError> {
+    pub async fn status(
+        &self,
+        keys: &[Option<&B::Key>],
+    ) -> Result<CompoundAdmission, FreqLimitError> {
         let parts = self.parts(keys)?;
         let now = self.clock.now();
         self.backend
@@ -422,7 +432,8 @@ struct RefundAllOnDrop<'a, B: CompoundBackend> {
 impl<B: CompoundBackend> Drop for RefundAllOnDrop<'_, B> {
     fn drop(&mut self) {
         if let Some(admission) = self.waiting.take() {
-            let keys: [Option<&B::Key>; MAX_LIMITS] = std::array::from_fn(|i| self.keys[i].as_ref());
+            let keys: [Option<&B::Key>; MAX_LIMITS] =
+                std::array::from_fn(|i| self.keys[i].as_ref());
             self.backend.refund_compound(&keys[..self.len], &admission);
         }
     }

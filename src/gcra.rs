@@ -267,7 +267,9 @@ pub(crate) fn delay_from(
 #[inline(always)]
 pub(crate) fn unbounded_delay(slot: u64, now: u64, params: &FreqLimitParams, cost: u64) -> u64 {
     let last_unit_tat = slot.saturating_add((cost - 1).saturating_mul(params.interval_nanos()));
-    last_unit_tat.saturating_sub(params.tau_nanos()).saturating_sub(now)
+    last_unit_tat
+        .saturating_sub(params.tau_nanos())
+        .saturating_sub(now)
 }
 
 #[cfg(test)]

@@ -136,10 +136,16 @@ impl CompoundReserved {
 }
 
 /// An admission standing for "no limit here", to fill the unused places.
-const NONE: Admission = Admission::from_parts(0, 0, 1, 1, RefundToken {
-    start: 0,
-    end: None,
-});
+const NONE: Admission = Admission::from_parts(
+    0,
+    0,
+    1,
+    1,
+    RefundToken {
+        start: 0,
+        end: None,
+    },
+);
 
 /// Decides one call over every limit in `limits` at once (see the module
 /// docs). On success each limit stores its [`new_tats`](CompoundReserved::new_tats)

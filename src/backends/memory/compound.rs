@@ -30,9 +30,9 @@ use crate::clock::Timestamp;
 use crate::decision::Reserve;
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
-use crate::gcra::compound::{Limit, MAX_LIMITS, reserve_all};
 #[cfg(doc)]
 use crate::gcra::compound::MAX_TAT;
+use crate::gcra::compound::{Limit, MAX_LIMITS, reserve_all};
 
 /// The TAT of a key a compound is deciding on.
 pub(super) const LOCKED: u64 = u64::MAX;
@@ -165,7 +165,13 @@ where
                 Attempt::Missing(i) => {
                     // Inserted once already and gone again: swept meanwhile
                     // (try again), or sent to its group's overflow bucket.
-                    if inserted[i] && self.inner.bound.as_ref().is_some_and(|b| b.groups().is_some()) {
+                    if inserted[i]
+                        && self
+                            .inner
+                            .bound
+                            .as_ref()
+                            .is_some_and(|b| b.groups().is_some())
+                    {
                         return Err(FreqLimitError::Backend(BackendError::new(
                             BackendErrorKind::Full,
                             "a compound's key is past its group's share of the table (max_keys)",
@@ -188,7 +194,10 @@ where
         match &inner.bound {
             Some(bound) => bound.insert_held(&inner.tats, key, now, 0).map(|_| ()),
             None => {
-                inner.tats.entry(key.clone()).or_insert_with(|| AtomicU64::new(0));
+                inner
+                    .tats
+                    .entry(key.clone())
+                    .or_insert_with(|| AtomicU64::new(0));
                 Ok(())
             }
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 
-use super::{InMemoryBackend, compound};
 use super::bound::{Bound, Tats};
+use super::{InMemoryBackend, compound};
 use crate::backends::BorrowedKey;
 use crate::clock::Timestamp;
 use crate::error::FreqLimitError;
