@@ -186,6 +186,7 @@
 mod builder;
 mod cache;
 mod circuit;
+mod compound;
 mod conn;
 mod eviction;
 mod future;
@@ -210,7 +211,7 @@ use crate::error::{BackendError, FreqLimitError};
 use crate::params::FreqLimitParams;
 
 pub use builder::RedisBackendBuilder;
-pub use future::RedisReserveFuture;
+pub use future::{RedisCompoundFuture, RedisReserveFuture};
 pub use key::RedisKey;
 pub use policy::{FailurePolicy, RedisClock};
 pub use stats::RedisStats;
