@@ -402,4 +402,46 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn compound_replies_are_read_and_bad_ones_are_protocol_errors() {
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|&n| Value::Int(n)).collect());
+        assert_eq!(
+            CompoundDecision::parse(&ints(&[1, 1, 30, 40]), 2).unwrap(),
+            CompoundDecision::Rejected {
+                limit: 1,
+                retry_after: 30,
+                reset_after: 40
+            }
+        );
+        assert_eq!(
+            CompoundDecision::parse(&ints(&[2, 0]), 1).unwrap(),
+            CompoundDecision::CostExceedsCapacity { limit: 0 }
+        );
+        let CompoundDecision::Admitted {
+            delay,
+            decided_by,
+            len,
+            parts,
+        } = CompoundDecision::parse(&ints(&[0, 5, 1, 10, 0, 20, 15, 7, -1]), 2).unwrap()
+        else {
+            panic!("admitted");
+        };
+        assert_eq!((delay, decided_by, len), (5, 1, 2));
+        assert_eq!(&parts[..2], &[(10, 0, Some(20)), (15, 7, None)]);
+        let bad = [
+            ints(&[]),
+            ints(&[0, 5, 0, 10, 0, 20]), // one part for two limits
+            ints(&[0, 5, 2, 10, 0, 20, 15, 7, -1]), // decided by a third
+            ints(&[1, 2, 30, 40]),       // refused by a third
+            ints(&[1, -1, 30, 40]),
+            ints(&[2, 0, 1]),
+            ints(&[0, -5, 0, 10, 0, 20, 15, 7, -1]),
+            ints(&[3]),
+        ];
+        for reply in &bad {
+            let err = CompoundDecision::parse(reply, 2).unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::Protocol, "{reply:?}");
+        }
+    }
 }
