@@ -95,6 +95,10 @@ fn try_lock(tat: &AtomicU64) -> Option<u64> {
 }
 
 /// How one attempt ended.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per attempt, on the stack for a moment: boxing would allocate per call"
+)]
 enum Attempt {
     Decided(Result<CompoundAdmission, FreqLimitError>),
     /// The part of this index has no entry: insert one, try again.
