@@ -207,6 +207,10 @@ impl Decision {
 /// What the compound script decided (see `compound.lua`), limits numbered
 /// from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per call, on the stack for a moment: boxing would allocate per call"
+)]
 pub(super) enum CompoundDecision {
     Admitted {
         delay: u64,
