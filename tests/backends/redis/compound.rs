@@ -610,6 +610,93 @@ async fn the_failure_policy_decides_a_compound_redis_cannot() {
     }
 }
 
+#[tokio::test]
+async fn a_compound_that_times_out_fails_as_the_policy_says() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let connect = |policy| {
+        builder()
+            .failure_policy(policy)
+            .timeout(Duration::from_millis(100))
+            .connect(&url)
+    };
+    let closed = connect(FailurePolicy::Closed).await.unwrap();
+    let open = connect(FailurePolicy::Open).await.unwrap();
+    let chat = "chat".to_owned();
+    let parts = [Part::new(Some(&chat), &CHAT), Part::new(None, &CHAT)];
+    // Load the script, then stall the server for longer than the timeout.
+    closed
+        .reserve_compound(&parts, Timestamp::now(), Reserve::new().cost(0))
+        .await
+        .unwrap();
+    let stall = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEBUG").arg("SLEEP").arg("0.5").query(&mut conn);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match closed
+        .reserve_compound(&parts, Timestamp::now(), Reserve::new())
+        .await
+    {
+        Err(FreqLimitError::Backend(e)) => assert_eq!(e.kind(), BackendErrorKind::Timeout),
+        other => panic!("{other:?}"),
+    }
+    let admitted = open
+        .reserve_compound(&parts, Timestamp::now(), Reserve::new())
+        .await
+        .unwrap();
+    assert!(admitted.parts().iter().all(|p| p.is_fail_open()));
+    stall.join().unwrap();
+    assert_eq!(closed.stats().failures, 1);
+    assert_eq!(open.stats().fail_open_admissions, 1);
+}
+
+#[tokio::test]
+async fn the_negative_cache_learns_from_a_compound_for_single_calls() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // The default negative cache, the server's clock.
+    let backend = builder()
+        .timeout(Duration::from_secs(5))
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let per_chat = FreqLimitParams::per_minute(1);
+    let limits = CompoundLimit::new(backend.clone())
+        .limit("per-chat", per_chat)
+        .limit("global", FreqLimitParams::per_minute(100).with_burst(100));
+    let chat = "chat".to_owned();
+    limits.try_acquire(&[Some(&chat), None]).await.unwrap();
+    // Asked of Redis each time: the cache does not answer compounds.
+    for _ in 0..2 {
+        assert_eq!(
+            rejection(limits.try_acquire(&[Some(&chat), None]).await).limit(),
+            0
+        );
+    }
+    assert_eq!(backend.stats().script_calls, 3);
+    assert_eq!(backend.stats().cache_rejections, 0);
+    // A single call on the chat's key is refused by the cache.
+    let single = FreqLimit::new(per_chat, backend.clone());
+    let calls = server.script_calls();
+    match single.try_acquire("chat").await {
+        Err(FreqLimitError::Rejected(r)) => {
+            assert!(r.retry_after() > Duration::from_secs(55), "{r:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(backend.stats().cache_rejections, 1);
+    assert_eq!(server.script_calls(), calls);
+}
+
 // ---------------------------------------------------------------------------
 // The script is reserve_all, in microseconds
 // ---------------------------------------------------------------------------
