@@ -278,7 +278,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// # async fn main() {
     /// let limits = CompoundLimit::new(InMemoryBackend::<&str>::new())
     ///     .limit("per-user", FreqLimitParams::per_second(1))
-    ///     .limit("global", FreqLimitParams::per_second(1_000));
+    ///     .limit("global", FreqLimitParams::per_second(1_000).with_burst(1_000));
     /// assert!(limits.try_acquire(&[Some(&"ann"), None]).await.is_ok());
     /// let Err(FreqLimitError::Rejected(refused)) = limits.try_acquire(&[Some(&"ann"), None]).await else {
     ///     panic!("ann's second call in the same second");

@@ -110,12 +110,31 @@ impl CompoundAdmission {
     /// Builds the admission a backend reports from the pure decision.
     #[must_use]
     pub fn from_reserved(reserved: &CompoundReserved) -> Self {
-        let mut parts = [reserved.admissions()[0]; MAX_LIMITS];
-        parts[..reserved.admissions().len()].copy_from_slice(reserved.admissions());
+        Self::from_admissions(reserved.decided_by(), reserved.admissions())
+    }
+
+    /// The same admission with another delay (nanoseconds from when the
+    /// call asked) in every limit: a remote backend adds the round trip.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_delay(mut self, delay: u64) -> Self {
+        for part in &mut self.parts[..usize::from(self.len)] {
+            *part = part.with_delay(delay);
+        }
+        self
+    }
+
+    /// The admission of a compound whose limits said `parts` (1 to
+    /// [`MAX_LIMITS`], each with the common delay), waiting for limit
+    /// `decided_by`: for a backend that decides elsewhere (Redis).
+    pub(crate) fn from_admissions(decided_by: usize, admissions: &[Admission]) -> Self {
+        debug_assert!(!admissions.is_empty() && admissions.len() <= MAX_LIMITS);
+        debug_assert!(decided_by < admissions.len());
+        let mut parts = [admissions[0]; MAX_LIMITS];
+        parts[..admissions.len()].copy_from_slice(admissions);
         Self {
             // Both below `MAX_LIMITS`, which fits in a byte.
-            decided_by: reserved.decided_by() as u8,
-            len: reserved.admissions().len() as u8,
+            decided_by: decided_by as u8,
+            len: admissions.len() as u8,
             parts,
         }
     }

@@ -178,6 +178,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::backends::memory::WhenFull;
 

@@ -67,7 +67,7 @@ impl Conn {
             .extract_error()
     }
 
-    /// Runs `script` on `key` with `args`: `EVALSHA`, falling back to `EVAL`
+    /// Runs `script` on `keys` with `args`: `EVALSHA`, falling back to `EVAL`
     /// when the server's script cache was flushed (`NOSCRIPT`).
     ///
     /// Retried, because the command was certainly **not** executed: `NOSCRIPT`;
@@ -81,7 +81,7 @@ impl Conn {
     pub(super) async fn eval(
         &mut self,
         script: &Script,
-        key: &[u8],
+        keys: &[&[u8]],
         args: &[Arg],
         retries: &mut u32,
     ) -> Result<Value, RedisError> {
@@ -91,7 +91,7 @@ impl Conn {
         let mut refused = false;
         loop {
             attempt += 1;
-            let cmd = command(script, use_eval, key, args);
+            let cmd = command(script, use_eval, keys, args);
             let err = match self.query(&cmd).await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
@@ -111,7 +111,7 @@ impl Conn {
                     let node = node.to_owned();
                     *retries += 1;
                     // EVAL: the target node may not have the script cached.
-                    return self.asking(&node, &command(script, true, key, args)).await;
+                    return self.asking(&node, &command(script, true, keys, args)).await;
                 }
                 ErrorKind::Server(
                     ServerErrorKind::Moved
@@ -214,8 +214,8 @@ async fn cluster_primaries(conn: &mut ClusterConnection) -> Result<Vec<(String, 
     Ok(primaries)
 }
 
-/// `EVALSHA sha 1 key args...`, or `EVAL source 1 key args...`.
-fn command(script: &Script, eval: bool, key: &[u8], args: &[Arg]) -> Cmd {
+/// `EVALSHA sha n keys... args...`, or `EVAL source n keys... args...`.
+fn command(script: &Script, eval: bool, keys: &[&[u8]], args: &[Arg]) -> Cmd {
     let mut cmd = if eval {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(script.source);
@@ -225,7 +225,10 @@ fn command(script: &Script, eval: bool, key: &[u8], args: &[Arg]) -> Cmd {
         cmd.arg(script.sha.as_str());
         cmd
     };
-    cmd.arg(1).arg(key);
+    cmd.arg(keys.len());
+    for key in keys {
+        cmd.arg(*key);
+    }
     for arg in args {
         match arg {
             Arg::Num(n) => cmd.arg(*n),

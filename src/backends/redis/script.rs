@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::backends::compound::CompoundAdmission;
 use crate::decision::Rejection;
 use crate::decision::{Admission, RefundToken, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
+use crate::gcra::compound::MAX_LIMITS;
 use crate::params::FreqLimitParams;
 
 /// The GCRA step, run atomically on the server (see `reserve.lua`).
@@ -17,6 +19,9 @@ pub(super) const REFUND_LUA: &str =
     concat!(include_str!("prelude.lua"), include_str!("refund.lua"));
 /// A hold: the TAT pushed to at least a given time (see `hold.lua`).
 pub(super) const HOLD_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("hold.lua"));
+/// A compound: one decision over several keys (see `compound.lua`).
+pub(super) const COMPOUND_LUA: &str =
+    concat!(include_str!("prelude.lua"), include_str!("compound.lua"));
 
 /// How the scripts' error reply for a value they did not write begins, after
 /// the `ERR` code (see `corrupt` in `prelude.lua`).
@@ -199,6 +204,131 @@ impl Decision {
     }
 }
 
+/// What the compound script decided (see `compound.lua`), limits numbered
+/// from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per call, on the stack for a moment: boxing would allocate per call"
+)]
+pub(super) enum CompoundDecision {
+    Admitted {
+        delay: u64,
+        decided_by: usize,
+        len: usize,
+        /// Per limit: `reset_after`, and the span (`end` `None` for cost 0).
+        parts: [(u64, u64, Option<u64>); MAX_LIMITS],
+    },
+    Rejected {
+        limit: usize,
+        retry_after: u64,
+        reset_after: u64,
+    },
+    CostExceedsCapacity {
+        limit: usize,
+    },
+}
+
+impl CompoundDecision {
+    /// Reads the script's reply for a compound of `len` limits; anything
+    /// unexpected is a `Protocol` error, never a panic.
+    pub(super) fn parse(reply: &Value, len: usize) -> Result<Self, BackendError> {
+        let Value::Array(items) = reply else {
+            return Err(protocol(&format!("{reply:?} instead of an array")));
+        };
+        let index = |value: &Value| -> Result<usize, BackendError> {
+            usize::try_from(int(value)?)
+                .ok()
+                .filter(|&i| i < len)
+                .ok_or_else(|| protocol(&format!("{value:?} is not a limit of {len}")))
+        };
+        match (items.first().map(int).transpose()?, items.len()) {
+            (Some(0), n) if n == 3 + 3 * len && len <= MAX_LIMITS => {
+                let mut parts = [(0, 0, None); MAX_LIMITS];
+                for (i, part) in parts.iter_mut().enumerate().take(len) {
+                    let at = 3 + 3 * i;
+                    *part = (
+                        micros(&items[at])?,
+                        micros(&items[at + 1])?,
+                        match int(&items[at + 2])? {
+                            -1 => None,
+                            _ => Some(micros(&items[at + 2])?),
+                        },
+                    );
+                }
+                Ok(Self::Admitted {
+                    delay: micros(&items[1])?,
+                    decided_by: index(&items[2])?,
+                    len,
+                    parts,
+                })
+            }
+            (Some(1), 4) => Ok(Self::Rejected {
+                limit: index(&items[1])?,
+                retry_after: micros(&items[2])?,
+                reset_after: micros(&items[3])?,
+            }),
+            (Some(2), 2) => Ok(Self::CostExceedsCapacity {
+                limit: index(&items[1])?,
+            }),
+            _ => Err(protocol(&format!("{reply:?}"))),
+        }
+    }
+
+    /// The decision as the caller sees it, in nanoseconds: `ms` and `params`
+    /// are the limits' figures, in order.
+    pub(super) fn into_result(
+        self,
+        ms: &[Micros],
+        params: &[FreqLimitParams],
+        request: &Reserve,
+    ) -> Result<CompoundAdmission, FreqLimitError> {
+        const NS: u64 = 1_000;
+        match self {
+            Self::Admitted {
+                delay,
+                decided_by,
+                len,
+                parts,
+            } => {
+                let mut admissions = [Admission::fail_open(&params[0]); MAX_LIMITS];
+                for i in 0..len {
+                    let (reset_after, start, end) = parts[i];
+                    admissions[i] = Admission::from_parts(
+                        delay * NS,
+                        reset_after * NS,
+                        params[i].burst(),
+                        ms[i].interval * NS,
+                        RefundToken { start, end },
+                    );
+                }
+                Ok(CompoundAdmission::from_admissions(
+                    decided_by,
+                    &admissions[..len],
+                ))
+            }
+            Self::Rejected {
+                limit,
+                retry_after,
+                reset_after,
+            } => Err(FreqLimitError::Rejected(Rejection {
+                retry_after: Duration::from_micros(retry_after),
+                remaining: ms[limit].remaining(reset_after),
+                reset_after: Duration::from_micros(reset_after),
+                // Below `MAX_LIMITS`, which fits in a byte.
+                limit: limit as u8,
+            })),
+            Self::CostExceedsCapacity { limit } => {
+                let m = &ms[limit];
+                Err(FreqLimitError::CostExceedsCapacity {
+                    cost: request.cost,
+                    max_cost: m.max_cost(params[limit].burst(), m.max_wait.unwrap_or(MAX_MICROS)),
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +362,7 @@ mod tests {
     #[test]
     fn the_scripts_say_corrupt_as_the_backend_reads_it() {
         let reply = format!("redis.error_reply('ERR {CORRUPT}' .. why)");
-        for script in [RESERVE_LUA, REFUND_LUA, HOLD_LUA] {
+        for script in [RESERVE_LUA, REFUND_LUA, HOLD_LUA, COMPOUND_LUA] {
             assert!(script.contains(&reply));
         }
     }
@@ -275,5 +405,47 @@ mod tests {
                 end: None
             }
         );
+    }
+
+    #[test]
+    fn compound_replies_are_read_and_bad_ones_are_protocol_errors() {
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|&n| Value::Int(n)).collect());
+        assert_eq!(
+            CompoundDecision::parse(&ints(&[1, 1, 30, 40]), 2).unwrap(),
+            CompoundDecision::Rejected {
+                limit: 1,
+                retry_after: 30,
+                reset_after: 40
+            }
+        );
+        assert_eq!(
+            CompoundDecision::parse(&ints(&[2, 0]), 1).unwrap(),
+            CompoundDecision::CostExceedsCapacity { limit: 0 }
+        );
+        let CompoundDecision::Admitted {
+            delay,
+            decided_by,
+            len,
+            parts,
+        } = CompoundDecision::parse(&ints(&[0, 5, 1, 10, 0, 20, 15, 7, -1]), 2).unwrap()
+        else {
+            panic!("admitted");
+        };
+        assert_eq!((delay, decided_by, len), (5, 1, 2));
+        assert_eq!(&parts[..2], &[(10, 0, Some(20)), (15, 7, None)]);
+        let bad = [
+            ints(&[]),
+            ints(&[0, 5, 0, 10, 0, 20]), // one part for two limits
+            ints(&[0, 5, 2, 10, 0, 20, 15, 7, -1]), // decided by a third
+            ints(&[1, 2, 30, 40]),       // refused by a third
+            ints(&[1, -1, 30, 40]),
+            ints(&[2, 0, 1]),
+            ints(&[0, -5, 0, 10, 0, 20, 15, 7, -1]),
+            ints(&[3]),
+        ];
+        for reply in &bad {
+            let err = CompoundDecision::parse(reply, 2).unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::Protocol, "{reply:?}");
+        }
     }
 }

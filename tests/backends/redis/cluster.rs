@@ -1,14 +1,16 @@
 //! The Redis backend on a three-node Redis Cluster started by the test on
 //! loopback ports (`redis-server --cluster-enabled yes`, `redis-cli --cluster
-//! create`): keys spread over the nodes and every limit holds, and a slot
-//! migrated under the backend's feet (`ASK`, then `MOVED`) keeps its debts.
+//! create`): keys spread over the nodes and every limit holds, a slot
+//! migrated under the backend's feet (`ASK`, then `MOVED`) keeps its debts, and
+//! compound limits need a prefix with a hash tag (then work, on one node).
 
 use std::time::Duration;
 
 use tower_freqlimit::backends::FreqLimitBackend;
+use tower_freqlimit::backends::compound::{CompoundBackend, Part};
 use tower_freqlimit::backends::redis::RedisBackend;
 use tower_freqlimit::clock::Timestamp;
-use tower_freqlimit::{FreqLimitError, FreqLimitParams, Reserve};
+use tower_freqlimit::{BackendErrorKind, CompoundLimit, FreqLimitError, FreqLimitParams, Reserve};
 
 use crate::support::redis_server::{RedisCluster, RedisServer};
 
@@ -151,4 +153,80 @@ async fn a_migrated_slot_keeps_its_debts_through_ask_and_moved() {
     assert_eq!(target.int(&["EXISTS", &name]), 1);
     assert_eq!(source.int(&["CLUSTER", "COUNTKEYSINSLOT", &slot_s]), 0);
     assert_eq!(b.stats().failures, 0);
+}
+
+/// Script calls the nodes ran, all together.
+fn script_calls(cluster: &RedisCluster) -> u64 {
+    cluster.nodes.iter().map(RedisServer::script_calls).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compound_needs_a_prefix_with_a_hash_tag_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let untagged = cluster_backend(&cluster, "untagged").await;
+    // Refused when the compound is built, saying what to set.
+    let err = CompoundLimit::try_new(untagged.clone()).unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Other);
+    let message = err.to_string();
+    assert!(
+        message.contains("`untagged` has no hash tag") && message.contains(".prefix(\"{myapp}"),
+        "{message}"
+    );
+    // Asked directly, with keys in different slots: refused, nothing sent.
+    let (a, b) = ("a".to_owned(), "b".to_owned());
+    let names = [untagged.redis_key(Some("a")), untagged.redis_key(Some("b"))];
+    let slot = |name: &[u8]| {
+        cluster.nodes[0].int(&["CLUSTER", "KEYSLOT", std::str::from_utf8(name).unwrap()])
+    };
+    assert_ne!(slot(&names[0]), slot(&names[1]));
+    let calls = script_calls(&cluster);
+    let parts = [Part::new(Some(&a), &TWICE), Part::new(Some(&b), &TWICE)];
+    match untagged
+        .reserve_compound(&parts, Timestamp::now(), Reserve::new())
+        .await
+    {
+        Err(FreqLimitError::Backend(e)) => {
+            assert_eq!(e.kind(), BackendErrorKind::Other);
+            assert!(e.to_string().contains("different slots"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(script_calls(&cluster), calls);
+    assert_eq!(untagged.stats().script_calls, 0);
+    assert_eq!(untagged.stats().failures, 0);
+    // Single limits on it are fine, spread over the nodes as before.
+    try_once(&untagged, Some("a")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compound_decides_on_a_cluster_with_a_hash_tag_in_the_prefix() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let tagged = cluster_backend(&cluster, "{bot}:limits").await;
+    let limits = CompoundLimit::new(tagged.clone())
+        .limit("per-chat", TWICE)
+        .limit("global", FreqLimitParams::per_hour(3).with_burst(3));
+    let (a, b) = ("a".to_owned(), "b".to_owned());
+    limits.try_acquire(&[Some(&a), None]).await.unwrap();
+    limits.try_acquire(&[Some(&a), None]).await.unwrap();
+    match limits.try_acquire(&[Some(&a), None]).await {
+        Err(FreqLimitError::Rejected(r)) => assert_eq!(r.limit(), 0),
+        other => panic!("{other:?}"),
+    }
+    limits.try_acquire(&[Some(&b), None]).await.unwrap();
+    match limits.try_acquire(&[Some(&b), None]).await {
+        Err(FreqLimitError::Rejected(r)) => assert_eq!(r.limit(), 1),
+        other => panic!("{other:?}"),
+    }
+    // b took one slot of its two: the refusal took nothing.
+    let status = limits.status(&[Some(&b), None]).await.unwrap();
+    assert_eq!(status.parts()[0].remaining(), 1);
+    // Every key on one node, in one slot.
+    let sizes: Vec<i64> = cluster.nodes.iter().map(|n| n.int(&["DBSIZE"])).collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 3, "{sizes:?}");
+    assert_eq!(sizes.iter().filter(|&&n| n > 0).count(), 1, "{sizes:?}");
+    assert_eq!(tagged.stats().failures, 0);
 }

@@ -10,6 +10,7 @@
 #![cfg(feature = "redis")]
 
 mod cluster;
+mod compound;
 mod faults;
 mod negative_cache;
 mod sentinel;
