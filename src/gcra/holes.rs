@@ -67,8 +67,11 @@ use crate::params::FreqLimitParams;
 
 /// The most holes a key keeps. Beyond it the shortest hole is forgotten: its
 /// slots stay used, as every abandoned slot but the last did before holes.
-/// The Redis scripts use the same number.
-pub const MAX_HOLES: usize = 16;
+/// The Redis scripts use the same number. 64, not fewer: besides refunds,
+/// every compound call charged on a shared key later than its TAT leaves a
+/// gap ([`compound`](super::compound)), and the chat bot's 60 waiting
+/// messages lost capacity on the global bucket with 16.
+pub const MAX_HOLES: usize = 64;
 
 /// A span `[start, end)` of a key's TAT axis that no live reservation holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

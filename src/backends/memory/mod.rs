@@ -62,7 +62,7 @@ use crate::params::FreqLimitParams;
 ///   ([`refund`](crate::FreqLimitBackend::refund)) gives its span back whatever was
 ///   reserved after it: the key's last span lowers its TAT, an earlier one
 ///   becomes a hole that the next reservations take first
-///   ([`gcra::holes`], at most 16 per key). Holes sit in a side table that a
+///   ([`gcra::holes`], at most 64 per key). Holes sit in a side table that a
 ///   call reads only when a relaxed counter says some key (or the global
 ///   bucket) has one: otherwise it costs one atomic load. A refund of a
 ///   reservation made before [`clear_now`](Self::clear_now), or before its key

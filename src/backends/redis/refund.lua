@@ -6,10 +6,10 @@
 --
 -- The key's last span lowers its TAT to the span's start, absorbing the holes
 -- that end there; an earlier span becomes a hole (merged with adjacent ones; at
--- most 16, the shortest forgotten beyond). Returns 1 if the span was given
+-- most 64, the shortest forgotten beyond). Returns 1 if the span was given
 -- back, 0 if it was not held (given back already, or the key expired), the
 -- corrupt-value error (prelude.lua) if the key holds a value of another form.
-local MAX_HOLES = 16
+local MAX_HOLES = 64
 local key = load_key(KEYS[1])
 if key.err then return key end -- a corrupt value: nothing is stored
 if not key.exists then return 0 end -- expired
