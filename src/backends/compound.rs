@@ -123,6 +123,22 @@ impl CompoundAdmission {
         self
     }
 
+    /// The admission of a compound of `len` limits that said `parts`
+    /// (the rest unused), waiting for limit `decided_by`.
+    #[inline]
+    pub(crate) const fn from_array(
+        decided_by: usize,
+        len: usize,
+        parts: [Admission; MAX_LIMITS],
+    ) -> Self {
+        Self {
+            // Both below `MAX_LIMITS`, which fits in a byte.
+            decided_by: decided_by as u8,
+            len: len as u8,
+            parts,
+        }
+    }
+
     /// The admission of a compound whose limits said `parts` (1 to
     /// [`MAX_LIMITS`], each with the common delay), waiting for limit
     /// `decided_by`: for a backend that decides elsewhere (Redis).
@@ -213,28 +229,39 @@ pub trait CompoundBackend: FreqLimitBackend {
 /// let err = check_parts(&[Part::<u32>::new(None, &p), Part::new(None, &p)]).unwrap_err();
 /// assert!(err.to_string().contains("limits 0 and 1"));
 /// ```
+#[inline]
 pub fn check_parts<K: PartialEq>(parts: &[Part<'_, K>]) -> Result<(), BackendError> {
     if parts.is_empty() || parts.len() > MAX_LIMITS {
-        return Err(BackendError::new(
-            BackendErrorKind::Other,
-            if parts.is_empty() {
-                "a compound needs at least one limit"
-            } else {
-                "a compound has at most 4 limits (gcra::compound::MAX_LIMITS)"
-            },
-        ));
+        return Err(not_a_compound(parts.len()));
     }
     for (i, a) in parts.iter().enumerate() {
         for (j, b) in parts.iter().enumerate().skip(i + 1) {
             if a.key == b.key {
-                return Err(BackendError::new(
-                    BackendErrorKind::Other,
-                    format!(
-                        "limits {i} and {j} of the compound name the same key (give each limit keys of its own)"
-                    ),
-                ));
+                return Err(same_key(i, j));
             }
         }
     }
     Ok(())
+}
+
+#[cold]
+fn not_a_compound(len: usize) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Other,
+        if len == 0 {
+            "a compound needs at least one limit"
+        } else {
+            "a compound has at most 4 limits (gcra::compound::MAX_LIMITS)"
+        },
+    )
+}
+
+#[cold]
+fn same_key(i: usize, j: usize) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::Other,
+        format!(
+            "limits {i} and {j} of the compound name the same key (give each limit keys of its own)"
+        ),
+    )
 }

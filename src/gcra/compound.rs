@@ -249,6 +249,7 @@ struct Shape {
 }
 
 impl Shape {
+    #[inline]
     fn new(params: &FreqLimitParams, cost: u32) -> Self {
         let interval = params.interval_nanos();
         let last = u64::from(cost.max(1) - 1).saturating_mul(interval);
@@ -262,6 +263,7 @@ impl Shape {
     }
 
     /// The earliest instant a call whose cells start at `slot` conforms.
+    #[inline]
     fn conforms(&self, slot: u64, now: u64) -> u64 {
         slot.saturating_add(self.last)
             .saturating_sub(self.tau)
@@ -313,6 +315,13 @@ fn place(limit: &Limit<'_>, now: u64, shape: Shape, t: u64) -> Charge {
             };
         }
     }
+    tail(limit, now, shape, t)
+}
+
+/// Cells appended at `limit`'s TAT for a call at `t`: they start no earlier
+/// than `t - lead`, and the gap before them, if any, becomes a hole.
+#[inline]
+fn tail(limit: &Limit<'_>, now: u64, shape: Shape, t: u64) -> Charge {
     let base = limit.tat.map_or(now, |tat| tat.max(now));
     let start = base.max(t.saturating_sub(shape.lead));
     Charge::Tail {
@@ -349,6 +358,36 @@ pub fn reserve_all(
     now: u64,
     request: &Reserve,
 ) -> Result<CompoundReserved, CompoundRefusal> {
+    let mut reserved = CompoundReserved {
+        delay: 0,
+        decided_by: 0,
+        len: limits.len(),
+        charges: [Charge::Nothing; MAX_LIMITS],
+        admissions: [NONE; MAX_LIMITS],
+    };
+    let (delay, decided_by) = reserve_into(
+        limits,
+        now,
+        request,
+        &mut reserved.admissions,
+        &mut reserved.charges,
+    )?;
+    reserved.delay = delay;
+    reserved.decided_by = decided_by;
+    Ok(reserved)
+}
+
+/// [`reserve_all`], writing each limit's admission and charge into the
+/// caller's arrays (the in-memory backend's, so that nothing is copied
+/// twice); the common delay and the deciding limit.
+#[inline]
+pub(crate) fn reserve_into(
+    limits: &[Limit<'_>],
+    now: u64,
+    request: &Reserve,
+    admissions: &mut [Admission; MAX_LIMITS],
+    charges: &mut [Charge; MAX_LIMITS],
+) -> Result<(u64, usize), CompoundRefusal> {
     assert!(
         !limits.is_empty() && limits.len() <= MAX_LIMITS,
         "a compound has 1 to {MAX_LIMITS} limits, not {}",
@@ -360,18 +399,86 @@ pub fn reserve_all(
         }
     }
     let mut shapes = [Shape::new(limits[0].params, 1); MAX_LIMITS];
-    let mut own = [Limit::new(None, limits[0].params); MAX_LIMITS];
     for (i, limit) in limits.iter().enumerate() {
         shapes[i] = Shape::new(limit.params, request.cost);
-        own[i] = *limit;
-        if request.cost == 0 {
-            // A status check is decided at the TAT, as for one limit.
-            own[i].holes = &[];
+    }
+    // A status check (cost 0) is decided at the TAT, as for one limit.
+    let holes = request.cost > 0 && limits.iter().any(|limit| !limit.holes.is_empty());
+    let (t, decided_by) = if holes {
+        common_instant(limits, &shapes, now)
+    } else {
+        // No hole anywhere: each limit's earliest instant is its tail's.
+        let mut t = now;
+        let mut decided_by = 0;
+        for (i, limit) in limits.iter().enumerate() {
+            let base = limit.tat.map_or(now, |tat| tat.max(now));
+            let at = shapes[i].conforms(base, now);
+            if at > t {
+                (t, decided_by) = (at, i);
+            }
+        }
+        (t, decided_by)
+    };
+    let delay = t - now;
+    if let Some(max_wait) = request.max_wait {
+        let max_wait = nanos::from_duration(max_wait);
+        if delay > max_wait {
+            return Err(rejected(
+                &limits[decided_by],
+                decided_by,
+                now,
+                delay - max_wait,
+            ));
         }
     }
-    let (limits, shapes) = (&own[..limits.len()], &shapes[..limits.len()]);
-    // The limit that decides: the one whose own earliest instant is the
-    // latest (the first of equals).
+    for (i, limit) in limits.iter().enumerate() {
+        let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
+        let owed = limit.tat.map_or(0, |tat| tat.saturating_sub(now));
+        let stored = limit.tat.unwrap_or(0);
+        let charge = if request.cost == 0 {
+            Charge::Nothing
+        } else if holes {
+            place(limit, now, shapes[i], t)
+        } else {
+            tail(limit, now, shapes[i], t)
+        };
+        let (token, after) = match charge {
+            Charge::Nothing => (
+                RefundToken {
+                    start: stored,
+                    end: None,
+                },
+                owed,
+            ),
+            Charge::Hole { start, end, .. } => (
+                RefundToken {
+                    start,
+                    end: Some(end),
+                },
+                owed,
+            ),
+            // With no gap the span starts at the stored TAT, as for one
+            // limit; after a gap (now a hole), where the cells do.
+            Charge::Tail { gap, new_tat } => (
+                RefundToken {
+                    start: gap.map_or(stored, |gap| gap.end),
+                    end: Some(new_tat),
+                },
+                new_tat - now,
+            ),
+        };
+        charges[i] = charge;
+        admissions[i] = Admission::from_parts(delay, after, burst, interval, token);
+    }
+    Ok((delay, decided_by))
+}
+
+/// The common instant when some limit has holes: the deciding limit is the
+/// one whose own earliest instant is the latest (the first of equals), and
+/// `t` rises from there until no limit raises it (a limit's instants may be
+/// a hole's, then a gap, then its tail).
+#[inline(never)]
+fn common_instant(limits: &[Limit<'_>], shapes: &[Shape; MAX_LIMITS], now: u64) -> (u64, usize) {
     let mut t = now;
     let mut decided_by = 0;
     for (i, limit) in limits.iter().enumerate() {
@@ -380,8 +487,6 @@ pub fn reserve_all(
             (t, decided_by) = (at, i);
         }
     }
-    // The earliest instant all admit: raise `t` until no limit raises it (a
-    // limit's instants may be a hole's, then a gap, then its tail).
     loop {
         let mut raised = false;
         for (i, limit) in limits.iter().enumerate() {
@@ -391,93 +496,28 @@ pub fn reserve_all(
             }
         }
         if !raised {
-            break;
+            return (t, decided_by);
         }
     }
-    let delay = t - now;
-    if let Some(max_wait) = request.max_wait {
-        let max_wait = nanos::from_duration(max_wait);
-        if delay > max_wait {
-            let part = limits[decided_by];
-            let owed = part.tat.map_or(0, |tat| tat.saturating_sub(now));
-            return Err(CompoundRefusal {
-                limit: decided_by,
-                refusal: Refusal::Rejected(Rejection {
-                    retry_after: Duration::from_nanos(delay - max_wait),
-                    remaining: remaining_after(
-                        owed,
-                        part.params.tau_nanos(),
-                        part.params.interval_nanos(),
-                    ),
-                    reset_after: Duration::from_nanos(owed),
-                    // `MAX_LIMITS` fits in a byte.
-                    limit: decided_by as u8,
-                }),
-            });
-        }
-    }
-    let mut reserved = CompoundReserved {
-        delay,
-        decided_by,
-        len: limits.len(),
-        charges: [Charge::Nothing; MAX_LIMITS],
-        admissions: [NONE; MAX_LIMITS],
-    };
-    for (i, limit) in limits.iter().enumerate() {
-        let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
-        let owed = limit.tat.map_or(0, |tat| tat.saturating_sub(now));
-        let stored = limit.tat.unwrap_or(0);
-        let (charge, token, after) = if request.cost == 0 {
-            (
-                Charge::Nothing,
-                RefundToken {
-                    start: stored,
-                    end: None,
-                },
-                owed,
-            )
-        } else {
-            match place(limit, now, shapes[i], t) {
-                charge @ Charge::Hole { start, end, .. } => (
-                    charge,
-                    RefundToken {
-                        start,
-                        end: Some(end),
-                    },
-                    owed,
-                ),
-                charge @ Charge::Tail { gap, new_tat } => {
-                    // With no gap the span starts at the stored TAT, as for
-                    // one limit; after a gap (now a hole), where the cells do.
-                    let start = gap.map_or(stored, |gap| gap.end);
-                    (
-                        charge,
-                        RefundToken {
-                            start,
-                            end: Some(new_tat),
-                        },
-                        new_tat - now,
-                    )
-                }
-                Charge::Nothing => unreachable_charge(),
-            }
-        };
-        reserved.charges[i] = charge;
-        reserved.admissions[i] = Admission::from_parts(delay, after, burst, interval, token);
-    }
-    Ok(reserved)
 }
 
-/// `place` never returns `Charge::Nothing`; kept out of line so the match
-/// above stays total without a panic on the request path.
+/// The refusal of a call that would wait `over` longer than allowed,
+/// decided by `limit` (at `index`).
 #[cold]
-const fn unreachable_charge() -> (Charge, RefundToken, u64) {
-    (
-        Charge::Nothing,
-        RefundToken {
-            start: 0,
-            end: None,
-        },
-        0,
-    )
+fn rejected(limit: &Limit<'_>, index: usize, now: u64, over: u64) -> CompoundRefusal {
+    let owed = limit.tat.map_or(0, |tat| tat.saturating_sub(now));
+    CompoundRefusal {
+        limit: index,
+        refusal: Refusal::Rejected(Rejection {
+            retry_after: Duration::from_nanos(over),
+            remaining: remaining_after(
+                owed,
+                limit.params.tau_nanos(),
+                limit.params.interval_nanos(),
+            ),
+            reset_after: Duration::from_nanos(owed),
+            // `MAX_LIMITS` fits in a byte.
+            limit: index as u8,
+        }),
+    }
 }

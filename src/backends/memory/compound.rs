@@ -32,12 +32,12 @@ use dashmap::try_result::TryResult;
 use super::InMemoryBackend;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend, Part, check_parts};
 use crate::clock::Timestamp;
-use crate::decision::Reserve;
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
 #[cfg(doc)]
 use crate::gcra::compound::MAX_TAT;
-use crate::gcra::compound::{CompoundRefusal, CompoundReserved, Limit, MAX_LIMITS, reserve_all};
+use crate::gcra::compound::{Charge, CompoundRefusal, Limit, MAX_LIMITS, reserve_into};
 use crate::gcra::holes::{Hole, MAX_HOLES};
 
 /// The TAT of a key a compound is deciding on.
@@ -102,7 +102,9 @@ fn try_lock(tat: &AtomicU64) -> Option<u64> {
 
 /// How one attempt ended.
 enum Attempt {
-    Decided(Result<CompoundAdmission, FreqLimitError>),
+    /// The deciding limit's index (the admissions are in the caller's
+    /// array), or the refusal.
+    Decided(Result<usize, FreqLimitError>),
     /// The part of this index has no entry: insert one, try again.
     Missing(usize),
     /// Another compound, or a writer of a map shard, was in the way.
@@ -165,9 +167,14 @@ where
         let now = now.as_nanos();
         let mut spins = 0;
         let mut inserted = [false; MAX_LIMITS];
+        let mut admissions = [Admission::fail_open(parts[0].params); MAX_LIMITS];
         loop {
-            match self.attempt(parts, now, &request) {
-                Attempt::Decided(decided) => return decided,
+            match self.attempt(parts, now, &request, &mut admissions) {
+                Attempt::Decided(decided) => {
+                    return decided.map(|decided_by| {
+                        CompoundAdmission::from_array(decided_by, parts.len(), admissions)
+                    });
+                }
                 Attempt::Missing(i) => {
                     // Inserted once already and gone again: swept meanwhile
                     // (try again), or sent to its group's overflow bucket.
@@ -211,7 +218,14 @@ where
 
     /// One try: lock every part's TAT, decide (with the keys' holes),
     /// apply the holes' changes, store the TATs (which unlocks them).
-    fn attempt(&self, parts: &[Part<'_, K>], now: u64, request: &Reserve) -> Attempt {
+    #[inline]
+    fn attempt(
+        &self,
+        parts: &[Part<'_, K>],
+        now: u64,
+        request: &Reserve,
+        admissions: &mut [Admission; MAX_LIMITS],
+    ) -> Attempt {
         let inner = &*self.inner;
         // The entries, held (each a shard read lock) until the TATs are stored.
         let mut entries: [Option<Ref<'_, K, AtomicU64>>; MAX_LIMITS] = Default::default();
@@ -240,8 +254,9 @@ where
             Some(_) => inner.holes.any_keyed(),
             None => inner.holes.any_global(),
         });
+        let mut charges = [Charge::Nothing; MAX_LIMITS];
         let decided = if any_holes {
-            self.decide_with_holes(parts, found, now, request)
+            self.decide_with_holes(parts, found, now, request, admissions, &mut charges)
         } else {
             let mut limits = [Limit::new(None, parts[0].params); MAX_LIMITS];
             for (i, part) in parts.iter().enumerate() {
@@ -249,11 +264,18 @@ where
                 // in the past: the same as no TAT, refund token included.
                 limits[i] = Limit::new(Some(found[i]), part.params);
             }
-            reserve_all(&limits[..parts.len()], now, request)
+            reserve_into(
+                &limits[..parts.len()],
+                now,
+                request,
+                admissions,
+                &mut charges,
+            )
         };
         let result = match decided {
-            Ok(reserved) => {
-                for (charge, part) in reserved.charges().iter().zip(parts) {
+            Ok((_, decided_by)) => {
+                let charges = &charges[..parts.len()];
+                for (charge, part) in charges.iter().zip(parts) {
                     if charge.changes_holes() {
                         match part.key {
                             Some(key) => inner.holes.apply_keyed(key, charge, now),
@@ -261,10 +283,10 @@ where
                         }
                     }
                 }
-                for (i, charge) in reserved.charges().iter().enumerate() {
+                for (i, charge) in charges.iter().enumerate() {
                     tat(i).store(charge.new_tat().unwrap_or(found[i]), Ordering::Relaxed);
                 }
-                Ok(CompoundAdmission::from_reserved(&reserved))
+                Ok(decided_by)
             }
             Err(refused) => {
                 for (i, value) in found.iter().enumerate() {
@@ -285,7 +307,9 @@ where
         found: &[u64],
         now: u64,
         request: &Reserve,
-    ) -> Result<CompoundReserved, CompoundRefusal> {
+        admissions: &mut [Admission; MAX_LIMITS],
+        charges: &mut [Charge; MAX_LIMITS],
+    ) -> Result<(u64, usize), CompoundRefusal> {
         let holes = &self.inner.holes;
         let mut copies = [[Hole { start: 0, end: 0 }; MAX_HOLES]; MAX_LIMITS];
         let mut counts = [0; MAX_LIMITS];
@@ -299,7 +323,7 @@ where
         for (i, part) in parts.iter().enumerate() {
             limits[i] = Limit::new(Some(found[i]), part.params).with_holes(&copies[i][..counts[i]]);
         }
-        reserve_all(&limits[..parts.len()], now, request)
+        reserve_into(&limits[..parts.len()], now, request, admissions, charges)
     }
 }
 
