@@ -398,27 +398,85 @@ pub(crate) fn reserve_into(
             return Err(CompoundRefusal { limit, refusal });
         }
     }
+    // A status check (cost 0) is decided at the TAT, as for one limit.
+    if request.cost > 0 && limits.iter().any(|limit| !limit.holes.is_empty()) {
+        return reserve_with_holes(limits, now, request, admissions, charges);
+    }
+    // No hole anywhere: each limit's earliest instant is its tail's.
+    let units = u64::from(request.cost.max(1));
+    let mut bases = [0_u64; MAX_LIMITS];
+    let mut leads = [0_u64; MAX_LIMITS];
+    let mut t = now;
+    let mut decided_by = 0;
+    for (i, limit) in limits.iter().enumerate() {
+        let (interval, tau) = (limit.params.interval_nanos(), limit.params.tau_nanos());
+        let last = (units - 1).saturating_mul(interval);
+        let base = limit.tat.map_or(now, |tat| tat.max(now));
+        let at = base.saturating_add(last).saturating_sub(tau).max(now);
+        (bases[i], leads[i]) = (base, last.saturating_sub(tau));
+        if at > t {
+            (t, decided_by) = (at, i);
+        }
+    }
+    let delay = t - now;
+    if let Some(max_wait) = request.max_wait {
+        let max_wait = nanos::from_duration(max_wait);
+        if delay > max_wait {
+            return Err(rejected(
+                &limits[decided_by],
+                decided_by,
+                now,
+                delay - max_wait,
+            ));
+        }
+    }
+    for (i, limit) in limits.iter().enumerate() {
+        let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
+        let stored = limit.tat.unwrap_or(0);
+        let base = bases[i];
+        if request.cost == 0 {
+            charges[i] = Charge::Nothing;
+            let token = RefundToken {
+                start: stored,
+                end: None,
+            };
+            admissions[i] = Admission::from_parts(delay, base - now, burst, interval, token);
+            continue;
+        }
+        // Charged at `t`: the cells start no earlier than `t - lead`; the
+        // gap before them, if any, becomes a hole.
+        let start = base.max(t.saturating_sub(leads[i]));
+        let new_tat = start
+            .saturating_add(u64::from(request.cost).saturating_mul(interval))
+            .min(MAX_TAT);
+        let gap = (start > base).then_some(Hole {
+            start: base,
+            end: start,
+        });
+        charges[i] = Charge::Tail { gap, new_tat };
+        let token = RefundToken {
+            start: if start > base { start } else { stored },
+            end: Some(new_tat),
+        };
+        admissions[i] = Admission::from_parts(delay, new_tat - now, burst, interval, token);
+    }
+    Ok((delay, decided_by))
+}
+
+/// [`reserve_into`] when some limit has holes (cost 1 or more).
+#[inline(never)]
+fn reserve_with_holes(
+    limits: &[Limit<'_>],
+    now: u64,
+    request: &Reserve,
+    admissions: &mut [Admission; MAX_LIMITS],
+    charges: &mut [Charge; MAX_LIMITS],
+) -> Result<(u64, usize), CompoundRefusal> {
     let mut shapes = [Shape::new(limits[0].params, 1); MAX_LIMITS];
     for (i, limit) in limits.iter().enumerate() {
         shapes[i] = Shape::new(limit.params, request.cost);
     }
-    // A status check (cost 0) is decided at the TAT, as for one limit.
-    let holes = request.cost > 0 && limits.iter().any(|limit| !limit.holes.is_empty());
-    let (t, decided_by) = if holes {
-        common_instant(limits, &shapes, now)
-    } else {
-        // No hole anywhere: each limit's earliest instant is its tail's.
-        let mut t = now;
-        let mut decided_by = 0;
-        for (i, limit) in limits.iter().enumerate() {
-            let base = limit.tat.map_or(now, |tat| tat.max(now));
-            let at = shapes[i].conforms(base, now);
-            if at > t {
-                (t, decided_by) = (at, i);
-            }
-        }
-        (t, decided_by)
-    };
+    let (t, decided_by) = common_instant(limits, &shapes, now);
     let delay = t - now;
     if let Some(max_wait) = request.max_wait {
         let max_wait = nanos::from_duration(max_wait);
@@ -435,13 +493,7 @@ pub(crate) fn reserve_into(
         let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
         let owed = limit.tat.map_or(0, |tat| tat.saturating_sub(now));
         let stored = limit.tat.unwrap_or(0);
-        let charge = if request.cost == 0 {
-            Charge::Nothing
-        } else if holes {
-            place(limit, now, shapes[i], t)
-        } else {
-            tail(limit, now, shapes[i], t)
-        };
+        let charge = place(limit, now, shapes[i], t);
         let (token, after) = match charge {
             Charge::Nothing => (
                 RefundToken {

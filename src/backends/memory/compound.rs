@@ -32,7 +32,7 @@ use dashmap::try_result::TryResult;
 use super::InMemoryBackend;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend, Part, check_parts};
 use crate::clock::Timestamp;
-use crate::decision::{Admission, Reserve};
+use crate::decision::{Admission, RefundToken, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
 #[cfg(doc)]
@@ -153,7 +153,8 @@ where
         request: Reserve,
     ) -> Result<CompoundAdmission, FreqLimitError> {
         check_parts(parts)?;
-        // Impossible costs are refused before anything is locked.
+        // Impossible costs are refused before anything is locked or read
+        // (holes that ended are forgotten only by calls that go on).
         for (limit, part) in parts.iter().enumerate() {
             if let Some(refusal) = request.impossible_under(part.params) {
                 return Err(compound_refusal(limit, refusal));
@@ -167,7 +168,16 @@ where
         let now = now.as_nanos();
         let mut spins = 0;
         let mut inserted = [false; MAX_LIMITS];
-        let mut admissions = [Admission::fail_open(parts[0].params); MAX_LIMITS];
+        let mut admissions = [Admission::from_parts(
+            0,
+            0,
+            1,
+            1,
+            RefundToken {
+                start: 0,
+                end: None,
+            },
+        ); MAX_LIMITS];
         loop {
             match self.attempt(parts, now, &request, &mut admissions) {
                 Attempt::Decided(decided) => {
