@@ -629,6 +629,67 @@ async fn a_compound_takes_its_span_in_a_hole() {
     }
 }
 
+/// A key keeps at most 16 holes: a compound that splits a hole in two, or
+/// leaves a gap, on a key that has 16 forgets the shortest (the earliest of
+/// equals), as a refund does.
+#[tokio::test]
+async fn a_compound_keeps_at_most_16_holes_the_shortest_forgotten() {
+    let Some(b) = Both::start().await else {
+        return;
+    };
+    // "k": slots 0 s to 36 s; given back: the odd ones up to 29 s (15 holes
+    // of 1 s) and 31 s to 34 s (one of 3 s).
+    let mut made = Vec::new();
+    for _ in 0..36 {
+        made.push(
+            b.single(Some("k"), &CHAT, T0, Reserve::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for slot in (1..30).step_by(2).chain(31..34) {
+        b.refund(Some("k"), &made[slot]).await;
+    }
+    let odd = |from: u64, to: u64| -> String {
+        (from..to)
+            .step_by(2)
+            .map(|s| format!(" {} {}", s * 1_000, (s + 1) * 1_000))
+            .collect()
+    };
+    assert_eq!(
+        b.state(Some("k")),
+        format!("36000{} 31000 34000", odd(1, 30))
+    );
+    // A compound that runs at 32 s (for "a") takes [32 s, 33 s) out of the
+    // 3 s hole: 17 holes, and [1 s, 2 s) is forgotten.
+    b.single(Some("a"), &CHAT, T0, Reserve::new().cost(32))
+        .await
+        .unwrap();
+    let first = b
+        .call(&[(Some("k"), CHAT), (Some("a"), CHAT)], T0, Reserve::new())
+        .await
+        .unwrap();
+    assert_eq!(first.delay(), Duration::from_secs(32));
+    assert_eq!(
+        b.state(Some("k")),
+        format!("36000{} 31000 32000 33000 34000", odd(3, 30))
+    );
+    // One that runs at 40 s (for "b") leaves the gap [36 s, 40 s) in "k":
+    // [3 s, 4 s) is forgotten.
+    b.single(Some("b"), &CHAT, T0, Reserve::new().cost(40))
+        .await
+        .unwrap();
+    let second = b
+        .call(&[(Some("k"), CHAT), (Some("b"), CHAT)], T0, Reserve::new())
+        .await
+        .unwrap();
+    assert_eq!(second.delay(), Duration::from_secs(40));
+    assert_eq!(
+        b.state(Some("k")),
+        format!("41000{} 31000 32000 33000 34000 36000 40000", odd(5, 30))
+    );
+}
+
 #[tokio::test]
 async fn a_corrupt_value_in_one_limit_stores_nothing_in_any() {
     let Some(b) = Both::start().await else {
