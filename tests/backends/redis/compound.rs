@@ -17,7 +17,7 @@ use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::gcra::compound::{Limit, reserve_all};
-use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes};
+use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes, MAX_HOLES};
 use tower_freqlimit::{
     Admission, BackendErrorKind, CompoundLimit, FreqLimit, FreqLimitError, FreqLimitParams,
     RefundToken, Reserve,
@@ -629,64 +629,85 @@ async fn a_compound_takes_its_span_in_a_hole() {
     }
 }
 
-/// A key keeps at most 16 holes: a compound that splits a hole in two, or
-/// leaves a gap, on a key that has 16 forgets the shortest (the earliest of
-/// equals), as a refund does.
+/// A key keeps at most `MAX_HOLES` holes: a compound that splits a hole in
+/// two, or leaves a gap, on a key that has that many forgets the shortest
+/// (the earliest of equals), as a refund does.
 #[tokio::test]
-async fn a_compound_keeps_at_most_16_holes_the_shortest_forgotten() {
+async fn a_compound_keeps_at_most_max_holes_the_shortest_forgotten() {
     let Some(b) = Both::start().await else {
         return;
     };
-    // "k": slots 0 s to 36 s; given back: the odd ones up to 29 s (15 holes
-    // of 1 s) and 31 s to 34 s (one of 3 s).
+    // "k": slots 0 s to n + 6 s, n = 2 (MAX_HOLES - 1); given back: the odd
+    // ones below n (MAX_HOLES - 1 holes of 1 s) and n + 1 s to n + 4 s (one
+    // of 3 s).
+    let n = 2 * (MAX_HOLES as u64 - 1);
     let mut made = Vec::new();
-    for _ in 0..36 {
+    for _ in 0..n + 6 {
         made.push(
             b.single(Some("k"), &CHAT, T0, Reserve::new())
                 .await
                 .unwrap(),
         );
     }
-    for slot in (1..30).step_by(2).chain(31..34) {
-        b.refund(Some("k"), &made[slot]).await;
+    for slot in (1..n).step_by(2).chain(n + 1..n + 4) {
+        b.refund(Some("k"), &made[slot as usize]).await;
     }
-    let odd = |from: u64, to: u64| -> String {
-        (from..to)
+    let odd = |from: u64| -> String {
+        (from..n)
             .step_by(2)
             .map(|s| format!(" {} {}", s * 1_000, (s + 1) * 1_000))
             .collect()
     };
+    let ms = |s: u64| s * 1_000;
     assert_eq!(
         b.state(Some("k")),
-        format!("36000{} 31000 34000", odd(1, 30))
+        format!("{}{} {} {}", ms(n + 6), odd(1), ms(n + 1), ms(n + 4))
     );
-    // A compound that runs at 32 s (for "a") takes [32 s, 33 s) out of the
-    // 3 s hole: 17 holes, and [1 s, 2 s) is forgotten.
-    b.single(Some("a"), &CHAT, T0, Reserve::new().cost(32))
+    // A compound that runs at n + 2 s (for "a") takes [n + 2 s, n + 3 s) out
+    // of the 3 s hole: one hole too many, and [1 s, 2 s) is forgotten.
+    b.single(Some("a"), &CHAT, T0, Reserve::new().cost(n as u32 + 2))
         .await
         .unwrap();
     let first = b
         .call(&[(Some("k"), CHAT), (Some("a"), CHAT)], T0, Reserve::new())
         .await
         .unwrap();
-    assert_eq!(first.delay(), Duration::from_secs(32));
+    assert_eq!(first.delay(), Duration::from_secs(n + 2));
     assert_eq!(
         b.state(Some("k")),
-        format!("36000{} 31000 32000 33000 34000", odd(3, 30))
+        format!(
+            "{}{} {} {} {} {}",
+            ms(n + 6),
+            odd(3),
+            ms(n + 1),
+            ms(n + 2),
+            ms(n + 3),
+            ms(n + 4)
+        )
     );
-    // One that runs at 40 s (for "b") leaves the gap [36 s, 40 s) in "k":
-    // [3 s, 4 s) is forgotten.
-    b.single(Some("b"), &CHAT, T0, Reserve::new().cost(40))
+    // One that runs at n + 10 s (for "b") leaves the gap [n + 6 s, n + 10 s)
+    // in "k": [3 s, 4 s) is forgotten.
+    b.single(Some("b"), &CHAT, T0, Reserve::new().cost(n as u32 + 10))
         .await
         .unwrap();
     let second = b
         .call(&[(Some("k"), CHAT), (Some("b"), CHAT)], T0, Reserve::new())
         .await
         .unwrap();
-    assert_eq!(second.delay(), Duration::from_secs(40));
+    assert_eq!(second.delay(), Duration::from_secs(n + 10));
     assert_eq!(
         b.state(Some("k")),
-        format!("41000{} 31000 32000 33000 34000 36000 40000", odd(5, 30))
+        format!(
+            "{}{} {} {} {} {} {} {}",
+            ms(n + 11),
+            odd(5),
+            ms(n + 1),
+            ms(n + 2),
+            ms(n + 3),
+            ms(n + 4),
+            ms(n + 6),
+            ms(n + 10)
+        )
     );
 }
 
