@@ -1,6 +1,6 @@
 -- tower-freqlimit: one decision over several limits at once (a compound), in
--- integer microseconds: gcra::compound::reserve_all in the crate, which the
--- tests hold equal.
+-- integer microseconds: gcra::compound::reserve_all in the crate, holes
+-- included, which the tests hold equal.
 --
 -- (After prelude.lua, which reads the time and the keys.)
 -- KEYS[1..n]  the limits' keys, values as in reserve.lua ("tat start1 end1 ...");
@@ -12,22 +12,36 @@
 --          (cost - 1) * T, T its interval (the same cost in every limit; cost
 --          * T is 0 for a status check)
 --
--- The call runs at t = now + delay, delay the longest of the limits' waits
--- for the same call alone (at their TATs); every limit is charged at t: its
--- cells start at max(tat, t - lead), lead = max(0, (cost - 1) * T - tau).
--- Compounds append at the TAT and leave the key's holes as they are (they stay
--- in the value for single calls and refunds).
+-- For a cost of 1 or more, each limit admits the call at instants in its
+-- holes (spans given back by refunds, or gaps earlier compounds left) and
+-- from its tail (the TAT) on. With lead = max(0, (cost - 1) * T - tau) and
+-- conforms(s) = max(now, s + (cost - 1) * T - tau), a hole [hs, he) with room
+-- (first = max(hs, now) <= final = he - cost * T) admits the instants
+-- [conforms(first), final + lead]; the tail those from conforms(max(tat, now)).
+-- The call runs at t, the earliest instant every limit admits: from the
+-- latest of the limits' own earliest instants (that limit decides, the first
+-- of equals), raised until no limit raises it. Each limit is charged at t: in
+-- the first hole whose instants hold t, the span [max(first, t - lead),
+-- + cost * T) (the hole split: the part before the span kept unless it has
+-- passed, the part after it kept); else at the tail, from start = max(max(tat,
+-- now), t - lead), the TAT becoming start + cost * T and the gap before start
+-- (if any) a hole for other callers. At most 16 holes, the shortest forgotten
+-- (refund.lua's rule); holes that have ended are forgotten first (reserve.lua's).
+-- A status check (cost 0) is decided at the TATs alone and stores nothing.
 --
 -- Returns, with limits numbered from 0:
 --   {0, delay, decided_by, reset_after_1, start_1, end_1, ..., reset_after_n,
---    start_n, end_n} when admitted ([start, end) the span a refund gives back,
---    as reserve.lua's; end is -1 and nothing is stored for cost 0);
+--    start_n, end_n} when admitted ([start, end) the span a refund gives back:
+--    the span taken in a hole; at the tail from the old TAT, or from the end
+--    of the gap it left; end is -1 and nothing is stored for cost 0;
+--    reset_after the new TAT minus now, or the TAT's when the TAT stays);
 --   {1, limit, retry_after, reset_after} when the common wait exceeds max_wait
---    (nothing stored in any key; the limit with the longest wait);
+--    (nothing stored in any key; limit the one that decided);
 --   {2, limit} when limit can never admit the cost within max_wait (checked
 --    first, in order, before any key is read);
 --   the corrupt-value error (prelude.lua) naming the limit when one of the
 --    keys holds a value of another form (nothing stored in any key).
+local MAX_HOLES = 16
 local function add(a, b)
   local s = a + b
   if s > MAXV then return MAXV end
@@ -43,15 +57,17 @@ local now = now_from(ARGV[1])
 local slack = tonumber(ARGV[2])
 local max_wait = nil
 if ARGV[3] ~= '' then max_wait = tonumber(ARGV[3]) end
-local tau, incr, last = {}, {}, {}
+local tau, need, last, lead = {}, {}, {}, {}
 for i = 1, n do
-  tau[i], incr[i], last[i] = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
+  tau[i], need[i], last[i] = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
+  lead[i] = sub(last[i], tau[i])
 end
+local status = need[1] == 0
 
 -- A cost above the burst that cannot fit within max_wait in some limit.
 if max_wait then
   for i = 1, n do
-    if sub(last[i], tau[i]) > max_wait then return {2, i - 1} end
+    if lead[i] > max_wait then return {2, i - 1} end
   end
 end
 
@@ -66,21 +82,82 @@ for i = 1, n do
   keys[i] = key
 end
 
--- Each limit's wait for the call alone (a unit call for cost 0); the longest.
-local base, delay, decided = {}, 0, 1
+-- Each limit's tail, max(tat, now), and the holes that can still serve
+-- (none for a status check, decided at the TAT).
+local base, holes = {}, {}
 for i = 1, n do
   local b = keys[i].tat
   if b < now then b = now end
   base[i] = b
-  local wait = sub(sub(add(b, last[i]), tau[i]), now)
-  if wait > delay then delay, decided = wait, i end
+  local kept = {}
+  if not status then
+    local h = keys[i].holes
+    for j = 1, #h, 2 do
+      if h[j + 1] > now then
+        kept[#kept + 1] = h[j]
+        kept[#kept + 1] = h[j + 1]
+      end
+    end
+  end
+  holes[i] = kept
 end
+
+-- The earliest instant a call whose cells start at slot conforms, in limit i.
+local function conforms(i, slot)
+  local at = sub(add(slot, last[i]), tau[i])
+  if at < now then at = now end
+  return at
+end
+
+-- The first and last slots the cost may start at in limit i's hole at j, or
+-- nil when it does not fit.
+local function room(i, j)
+  local h = holes[i]
+  if h[j + 1] < need[i] then return nil end
+  local first, final = h[j], h[j + 1] - need[i]
+  if first < now then first = now end
+  if first > final then return nil end
+  return first, final
+end
+
+-- The earliest instant from `from` on that limit i admits the call: in the
+-- first hole whose instants reach it, else at the tail.
+local function earliest(i, from)
+  for j = 1, #holes[i], 2 do
+    local first, final = room(i, j)
+    if first then
+      local at = conforms(i, first)
+      if at < from then at = from end
+      if at <= add(final, lead[i]) then return at end
+    end
+  end
+  local at = conforms(i, base[i])
+  if at < from then at = from end
+  return at
+end
+
+-- The limit that decides: the latest own earliest instant (first of equals).
+local t, decided = now, 1
+for i = 1, n do
+  local at = earliest(i, now)
+  if at > t then t, decided = at, i end
+end
+-- The earliest instant every limit admits.
+local raised = true
+while raised do
+  raised = false
+  for i = 1, n do
+    local at = earliest(i, t)
+    if at > t then t, raised = at, true end
+  end
+end
+local delay = t - now
 if max_wait and delay > max_wait then
   return {1, decided - 1, delay - max_wait, base[decided] - now}
 end
 
 local reply = {0, delay, decided - 1}
-if incr[1] == 0 then
+if status then
   -- A status check: every limit as it is, nothing stored.
   for i = 1, n do
     reply[#reply + 1] = base[i] - now
@@ -89,21 +166,79 @@ if incr[1] == 0 then
   end
   return reply
 end
-local t = add(now, delay)
+
+-- Beyond MAX_HOLES, the shortest hole (the earliest of equals) is forgotten.
+local function forget_shortest(h)
+  if #h > 2 * MAX_HOLES then
+    local shortest = 1
+    for j = 3, #h, 2 do
+      if h[j + 1] - h[j] < h[shortest + 1] - h[shortest] then shortest = j end
+    end
+    table.remove(h, shortest + 1)
+    table.remove(h, shortest)
+  end
+end
+
 for i = 1, n do
-  local first = sub(t, sub(last[i], tau[i]))
-  if first < base[i] then first = base[i] end
-  local new_tat = add(first, incr[i])
-  local fields = {string.format('%.0f', new_tat)}
-  local holes = keys[i].holes
-  for j = 1, #holes do fields[j + 1] = string.format('%.0f', holes[j]) end
+  local h, tat = holes[i], keys[i].tat
+  local reset_after, start, stop
+  -- In the first hole whose instants hold t.
+  for j = 1, #h, 2 do
+    local first, final = room(i, j)
+    if first and conforms(i, first) <= t and t <= add(final, lead[i]) then
+      start = sub(t, lead[i])
+      if start < first then start = first end
+      stop = add(start, need[i])
+      local hs, he = h[j], h[j + 1]
+      table.remove(h, j + 1)
+      table.remove(h, j)
+      local at = j
+      -- What precedes the span stays a hole unless it has passed.
+      local from = hs
+      if from < now then from = now end
+      if start > from then
+        table.insert(h, at, hs)
+        table.insert(h, at + 1, start)
+        at = at + 2
+      end
+      if he > stop then
+        table.insert(h, at, stop)
+        table.insert(h, at + 1, he)
+      end
+      forget_shortest(h)
+      reset_after = sub(tat, now)
+      break
+    end
+  end
+  if not start then
+    -- At the tail: the gap before the cells, if any, is a hole.
+    local cells = sub(t, lead[i])
+    if cells < base[i] then cells = base[i] end
+    local new_tat = add(cells, need[i])
+    if cells > base[i] then
+      local m = #h
+      -- Every hole lies below the old TAT: the gap joins the last if they touch.
+      if m > 0 and h[m] >= base[i] then
+        if cells > h[m] then h[m] = cells end
+      else
+        h[m + 1] = base[i]
+        h[m + 2] = cells
+      end
+      forget_shortest(h)
+      start = cells
+    else
+      start = tat
+    end
+    stop, tat = new_tat, new_tat
+    reset_after = new_tat - now
+  end
+  local fields = {string.format('%.0f', tat)}
+  for j = 1, #h do fields[j + 1] = string.format('%.0f', h[j]) end
   -- The TTL of reserve.lua: the key expires when its TAT has passed.
-  local ttl = math.floor((new_tat - now) / 1000) + 1 + slack
+  local ttl = math.floor((tat - now) / 1000) + 1 + slack
   redis.call('SET', KEYS[i], table.concat(fields, ' '), 'PX', ttl)
-  -- The span from the TAT found, as for one limit: what lies between it and
-  -- the first cell was free before this call.
-  reply[#reply + 1] = new_tat - now
-  reply[#reply + 1] = keys[i].tat
-  reply[#reply + 1] = new_tat
+  reply[#reply + 1] = reset_after
+  reply[#reply + 1] = start
+  reply[#reply + 1] = stop
 end
 return reply

@@ -80,9 +80,12 @@
 //!   `EVALSHA` whose `KEYS` are every limit's key reads them all, decides as
 //!   [`gcra::compound::reserve_all`](crate::gcra::compound::reserve_all)
 //!   does (in whole microseconds, on the backend's [`RedisClock`], as above),
-//!   and writes them all, or none on a refusal. A compound appends at each
-//!   key's TAT (it does not fill holes left by refunds; they stay in the
-//!   value for single calls), and each key expires with its TAT as usual.
+//!   and writes them all, or none on a refusal. Holes count, as in memory:
+//!   a limit may admit the call in a hole of its key (a refund's, or a gap
+//!   an earlier compound left), and a limit charged later than its TAT
+//!   (because the call waits for another limit) records the gap as a hole
+//!   in its key's value, where single calls and other compounds use it.
+//!   Each key expires with its TAT as usual.
 //! * **The same keys as single limits**: a limit's key `k` is
 //!   `{prefix}:k:{k}` and `None` is `{prefix}:g`, so a [`FreqLimit`](crate::FreqLimit)
 //!   and a [`CompoundLimit`](crate::CompoundLimit) on one backend share a

@@ -368,6 +368,14 @@ mod tests {
     }
 
     #[test]
+    fn the_scripts_keep_as_many_holes_as_the_crate() {
+        let line = format!("local MAX_HOLES = {}\n", crate::gcra::holes::MAX_HOLES);
+        for script in [REFUND_LUA, COMPOUND_LUA] {
+            assert!(script.contains(&line), "{line:?} missing");
+        }
+    }
+
+    #[test]
     fn bad_replies_are_protocol_errors() {
         let bad = [
             Value::Nil,

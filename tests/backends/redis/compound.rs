@@ -1,12 +1,13 @@
 //! Compound limits on Redis (issue 14): one script call decides every limit
-//! as `gcra::compound::reserve_all` does (proptest against it, to the
-//! microsecond, explicit times), with the cases of the in-memory backend run
-//! on both backends side by side: all or nothing, overlapping waits, a limit
-//! charged at the common instant, status, costs above the burst, refunds of a
-//! cancelled wait, keys shared with single limits, corrupt values, holes
-//! kept, one round trip, and the failure policy.
+//! as `gcra::compound::reserve_all` does, holes included (proptest against
+//! it and `Holes::apply`, with single reservations and refunds mixed in, to
+//! the microsecond, explicit times, every key's stored value compared), with
+//! the cases of the in-memory backend run on both backends side by side: all
+//! or nothing, overlapping waits, a limit charged at the common instant (its
+//! gap a hole for single calls), a span taken in a hole, status, costs above
+//! the burst, refunds of a cancelled wait, keys shared with single limits,
+//! corrupt values, one round trip, and the failure policy.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -16,8 +17,10 @@ use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::gcra::compound::{Limit, reserve_all};
+use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes, MAX_HOLES};
 use tower_freqlimit::{
-    BackendErrorKind, CompoundLimit, FreqLimit, FreqLimitError, FreqLimitParams, Reserve,
+    Admission, BackendErrorKind, CompoundLimit, FreqLimit, FreqLimitError, FreqLimitParams,
+    RefundToken, Reserve,
 };
 
 use super::{builder, proptest_on_a_server};
@@ -102,6 +105,46 @@ impl Both {
         Ok((got?, want?))
     }
 
+    /// One single reservation at `at` ns on both backends: the answers must
+    /// be equal (refund tokens included). The answers of Redis and memory.
+    async fn single(
+        &self,
+        key: Option<&str>,
+        params: &FreqLimitParams,
+        at: u64,
+        request: Reserve,
+    ) -> Result<(Admission, Admission), FreqLimitError> {
+        let now = Timestamp::from_nanos(at);
+        let want = self.memory.reserve(key, now, params, request).await;
+        let got = self.redis.reserve(key, now, params, request).await;
+        assert_eq!(got, want, "{key:?} at {at}, {request:?}");
+        if let (Ok(got), Ok(want)) = (&got, &want) {
+            assert_eq!(in_nanos(got.refund_token()), want.refund_token());
+        }
+        Ok((got?, want?))
+    }
+
+    /// Cancels a single reservation on both backends.
+    async fn refund(&self, key: Option<&str>, made: &(Admission, Admission)) {
+        let key = key.map(str::to_owned);
+        assert!(self.redis.refund(key.as_ref(), &made.0));
+        assert!(self.memory.refund(key.as_ref(), &made.1));
+        self.redis.refunds_settled().await;
+    }
+
+    /// The key's value in milliseconds from `T0`: "tat start1 end1 ..."
+    /// (`$-1` for none).
+    fn state(&self, key: Option<&str>) -> String {
+        match parse(&self.value(key)) {
+            None => "$-1".to_owned(),
+            Some((tat, holes)) => std::iter::once(tat)
+                .chain(holes.iter().flat_map(|h| [h.start, h.end]))
+                .map(|v| ((v - T0) / MS).to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
     fn name(&self, key: Option<&str>) -> String {
         String::from_utf8(self.redis.redis_key(key)).unwrap()
     }
@@ -182,11 +225,18 @@ async fn waits_overlap_the_call_runs_at_the_longest() {
     // Each limit is charged at t = 1 s.
     assert_eq!(b.tat(Some("chat")), 2 * S);
     assert_eq!(b.tat(Some("group")), S + 500 * MS);
-    // Later, the group alone decides.
+    // The group, charged at 1 s, left [0.5 s, 1 s) free: a hole.
+    assert_eq!(b.state(Some("group")), "1500 500 1000");
+    // Later, the group alone decides: first in its hole, then at its TAT.
     let group_first = [(Some("group"), group), (Some("chat2"), CHAT)];
     let third = b.call(&group_first, T0, Reserve::new()).await.unwrap();
-    assert_eq!(third.delay(), Duration::from_millis(1_500));
+    assert_eq!(third.delay(), Duration::from_millis(500));
     assert_eq!(third.decided_by(), 0);
+    assert_eq!(b.state(Some("group")), "1500");
+    let group_first = [(Some("group"), group), (Some("chat3"), CHAT)];
+    let fourth = b.call(&group_first, T0, Reserve::new()).await.unwrap();
+    assert_eq!(fourth.delay(), Duration::from_millis(1_500));
+    assert_eq!(fourth.decided_by(), 0);
 }
 
 #[tokio::test]
@@ -209,17 +259,15 @@ async fn a_limit_that_would_admit_sooner_is_charged_at_the_common_instant() {
         admitted.parts()[1].reset_after(),
         Duration::from_millis(1_500)
     );
-    // So a single call on the global bucket at now waits until then too.
-    let single = b
-        .redis
-        .reserve(
-            None::<&str>,
-            Timestamp::from_nanos(T0),
-            &global,
-            Reserve::new(),
-        )
-        .await
-        .unwrap();
+    // Its burst before 1 s stays free for others (a hole): two single calls
+    // at now pass at once; the next waits for the TAT, after the cell at 1 s.
+    assert_eq!(b.state(None), "1500 0 1000");
+    for _ in 0..2 {
+        let (single, _) = b.single(None, &global, T0, Reserve::new()).await.unwrap();
+        assert_eq!(single.delay(), Duration::ZERO);
+    }
+    assert_eq!(b.state(None), "1500");
+    let (single, _) = b.single(None, &global, T0, Reserve::new()).await.unwrap();
     assert_eq!(single.delay(), Duration::from_secs(1));
 }
 
@@ -326,6 +374,9 @@ async fn a_refund_gives_back_every_part_of_a_compound() {
     let before = (b.value(Some("chat")), b.value(None));
     let (waiting, in_memory) = b.call_both(&limits, T0, Reserve::new()).await.unwrap();
     assert_eq!(waiting.delay(), Duration::from_secs(1));
+    // The global bucket is charged at 1 s: the half second before is a hole,
+    // which its refund (a span from the gap's end) must take back too.
+    assert_eq!(b.state(None), "1500 500 1000");
     let chat = "chat".to_owned();
     assert!(b.redis.refund_compound(&[Some(&chat), None], &waiting));
     assert!(b.memory.refund_compound(&[Some(&chat), None], &in_memory));
@@ -414,8 +465,10 @@ async fn compound_and_single_reservations_share_a_key_and_its_refunds() {
     assert!(b.redis.refund_compound(&[Some(&chat), None], &admitted));
     b.redis.refunds_settled().await;
     assert_eq!(b.tat(Some("chat")), S);
-    // The global bucket's span started at 0 (a new key's): back to that.
-    assert_eq!(b.value(None), "0");
+    // The global bucket (a new key) was charged at 1 s after a gap from now:
+    // its span, from the gap's end, and the gap (a hole) come back, so its
+    // TAT is now, a full bucket.
+    assert_eq!(b.state(None), "0");
 }
 
 #[tokio::test]
@@ -454,56 +507,208 @@ async fn a_compound_limit_and_a_freq_limit_on_one_backend_share_a_key() {
     assert_eq!(server.int(&["DBSIZE"]), 3);
 }
 
+/// A limit charged later than its TAT, because the call waits for another
+/// limit, records the gap as a hole in its key's value: single calls on that
+/// key use it at once, up to the compound's slot.
 #[tokio::test]
-async fn holes_of_a_key_are_kept_by_a_compound() {
+async fn a_compound_waiting_for_one_limit_leaves_a_hole_in_the_others() {
     let Some(b) = Both::start().await else {
         return;
     };
-    let now = Timestamp::from_nanos(T0);
-    let params = FreqLimitParams::per_second(1);
+    // "owed" is owed 10 s; "free" is full.
+    b.single(Some("owed"), &CHAT, T0, Reserve::new().cost(10))
+        .await
+        .unwrap();
+    let limits = [(Some("free"), CHAT), (Some("owed"), CHAT)];
+    let compound = b.call(&limits, T0, Reserve::new()).await.unwrap();
+    assert_eq!(compound.delay(), Duration::from_secs(10));
+    assert_eq!(compound.decided_by(), 1);
+    // "free" is charged at 10 s, and its first 10 s are a hole.
+    assert_eq!(b.state(Some("free")), "11000 0 10000");
+    assert_eq!(b.state(Some("owed")), "11000");
+    let free = compound.parts()[0];
+    assert_eq!(
+        in_nanos(free.refund_token()),
+        RefundToken {
+            start: T0 + 10 * S,
+            end: Some(T0 + 11 * S)
+        }
+    );
+    assert_eq!(free.reset_after(), Duration::from_secs(11));
+    // The key lives until its TAT, plus the caller's-clock slack (10 min).
+    let ttl = b.server.int(&["PTTL", &b.name(Some("free"))]);
+    assert!((605_000..=611_001).contains(&ttl), "PTTL {ttl}");
+    // "free" alone at 1 s: admitted at once, in the hole.
+    let (single, _) = b
+        .single(Some("free"), &CHAT, T0 + S, Reserve::new())
+        .await
+        .unwrap();
+    assert!(single.delay().is_zero());
+    assert_eq!(b.state(Some("free")), "11000 2000 10000");
+    // The hole serves one call a second up to the compound's slot.
+    for second in 2..10 {
+        let at = T0 + second * S;
+        let a = b.single(Some("free"), &CHAT, at, Reserve::new().no_wait());
+        assert!(a.await.is_ok(), "at {second} s");
+    }
+    assert_eq!(b.state(Some("free")), "11000");
+    // At 10 s the compound runs: another call on "free" waits a period.
+    let (next, _) = b
+        .single(Some("free"), &CHAT, T0 + 10 * S, Reserve::new())
+        .await
+        .unwrap();
+    assert_eq!(next.delay(), Duration::from_secs(1));
+}
+
+/// A compound takes its span in a hole of a key (a refund's) when that is
+/// where the call can run: the TAT stays, the hole is split around the span.
+#[tokio::test]
+async fn a_compound_takes_its_span_in_a_hole() {
+    let Some(b) = Both::start().await else {
+        return;
+    };
+    // "k": five slots, 0 s to 5 s; the three in the middle given back.
     let mut made = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         made.push(
-            b.redis
-                .reserve(Some("k"), now, &params, Reserve::new())
+            b.single(Some("k"), &CHAT, T0, Reserve::new())
                 .await
                 .unwrap(),
         );
     }
-    // The middle one given back: a hole [1 s, 2 s) below the TAT 3 s.
-    assert!(b.redis.refund(Some(&"k".to_owned()), &made[1]));
-    b.redis.refunds_settled().await;
-    let t0_us = T0 / 1_000;
-    assert_eq!(
-        b.value(Some("k")),
-        format!(
-            "{} {} {}",
-            t0_us + 3_000_000,
-            t0_us + 1_000_000,
-            t0_us + 2_000_000
-        )
-    );
-    // A compound appends at the TAT and keeps the hole.
-    let parts_keys = [Some("k".to_owned())];
-    let parts = [Part::new(parts_keys[0].as_ref(), &params)];
-    let admitted = b
-        .redis
-        .reserve_compound(&parts, now, Reserve::new())
+    for m in &made[1..4] {
+        b.refund(Some("k"), m).await;
+    }
+    assert_eq!(b.state(Some("k")), "5000 1000 4000");
+    // "other" admits a unit call from 2 s on.
+    b.single(Some("other"), &CHAT, T0, Reserve::new().cost(2))
         .await
         .unwrap();
-    assert_eq!(admitted.delay(), Duration::from_secs(3));
+    assert_eq!(b.state(Some("other")), "2000");
+
+    // At 0.5 s, the compound runs at 2 s (for "other"): in "k" it takes
+    // [2 s, 3 s) of the hole, whose parts before and after stay holes.
+    let now = T0 + 500 * MS;
+    let limits = [(Some("k"), CHAT), (Some("other"), CHAT)];
+    let (compound, in_memory) = b.call_both(&limits, now, Reserve::new()).await.unwrap();
+    assert_eq!(compound.delay(), Duration::from_millis(1_500));
+    assert_eq!(compound.decided_by(), 1);
+    assert_eq!(b.state(Some("k")), "5000 1000 2000 3000 4000");
+    assert_eq!(b.state(Some("other")), "3000");
+    let k = compound.parts()[0];
     assert_eq!(
-        b.value(Some("k")),
+        in_nanos(k.refund_token()),
+        RefundToken {
+            start: T0 + 2 * S,
+            end: Some(T0 + 3 * S)
+        }
+    );
+    // The TAT's figures: "k" still owes until 5 s.
+    assert_eq!(k.reset_after(), Duration::from_millis(4_500));
+
+    // Cancelled, it gives the span back: the hole is whole again.
+    let keys = ["k".to_owned(), "other".to_owned()];
+    let keys = [Some(&keys[0]), Some(&keys[1])];
+    assert!(b.redis.refund_compound(&keys, &compound));
+    assert!(b.memory.refund_compound(&keys, &in_memory));
+    b.redis.refunds_settled().await;
+    assert_eq!(b.state(Some("k")), "5000 1000 4000");
+    assert_eq!(b.state(Some("other")), "2000");
+
+    // Made again, the same; then single calls use what is left of the hole.
+    let again = b.call(&limits, now, Reserve::new()).await.unwrap();
+    assert_eq!(again, compound);
+    assert_eq!(b.state(Some("k")), "5000 1000 2000 3000 4000");
+    for (delay, state) in [(500, "5000 3000 4000"), (2_500, "5000"), (4_500, "6000")] {
+        let (single, _) = b
+            .single(Some("k"), &CHAT, now, Reserve::new())
+            .await
+            .unwrap();
+        assert_eq!(single.delay(), Duration::from_millis(delay));
+        assert_eq!(b.state(Some("k")), state);
+    }
+}
+
+/// A key keeps at most `MAX_HOLES` holes: a compound that splits a hole in
+/// two, or leaves a gap, on a key that has that many forgets the shortest
+/// (the earliest of equals), as a refund does.
+#[tokio::test]
+async fn a_compound_keeps_at_most_max_holes_the_shortest_forgotten() {
+    let Some(b) = Both::start().await else {
+        return;
+    };
+    // "k": slots 0 s to n + 6 s, n = 2 (MAX_HOLES - 1); given back: the odd
+    // ones below n (MAX_HOLES - 1 holes of 1 s) and n + 1 s to n + 4 s (one
+    // of 3 s).
+    let n = 2 * (MAX_HOLES as u64 - 1);
+    let mut made = Vec::new();
+    for _ in 0..n + 6 {
+        made.push(
+            b.single(Some("k"), &CHAT, T0, Reserve::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for slot in (1..n).step_by(2).chain(n + 1..n + 4) {
+        b.refund(Some("k"), &made[slot as usize]).await;
+    }
+    let odd = |from: u64| -> String {
+        (from..n)
+            .step_by(2)
+            .map(|s| format!(" {} {}", s * 1_000, (s + 1) * 1_000))
+            .collect()
+    };
+    let ms = |s: u64| s * 1_000;
+    assert_eq!(
+        b.state(Some("k")),
+        format!("{}{} {} {}", ms(n + 6), odd(1), ms(n + 1), ms(n + 4))
+    );
+    // A compound that runs at n + 2 s (for "a") takes [n + 2 s, n + 3 s) out
+    // of the 3 s hole: one hole too many, and [1 s, 2 s) is forgotten.
+    b.single(Some("a"), &CHAT, T0, Reserve::new().cost(n as u32 + 2))
+        .await
+        .unwrap();
+    let first = b
+        .call(&[(Some("k"), CHAT), (Some("a"), CHAT)], T0, Reserve::new())
+        .await
+        .unwrap();
+    assert_eq!(first.delay(), Duration::from_secs(n + 2));
+    assert_eq!(
+        b.state(Some("k")),
         format!(
-            "{} {} {}",
-            t0_us + 4_000_000,
-            t0_us + 1_000_000,
-            t0_us + 2_000_000
+            "{}{} {} {} {} {}",
+            ms(n + 6),
+            odd(3),
+            ms(n + 1),
+            ms(n + 2),
+            ms(n + 3),
+            ms(n + 4)
         )
     );
-    // And its TTL is that of its TAT (plus the caller's-clock slack).
-    let ttl = b.server.int(&["PTTL", &b.name(Some("k"))]);
-    assert!((600_000..=604_001).contains(&ttl), "PTTL {ttl}");
+    // One that runs at n + 10 s (for "b") leaves the gap [n + 6 s, n + 10 s)
+    // in "k": [3 s, 4 s) is forgotten.
+    b.single(Some("b"), &CHAT, T0, Reserve::new().cost(n as u32 + 10))
+        .await
+        .unwrap();
+    let second = b
+        .call(&[(Some("k"), CHAT), (Some("b"), CHAT)], T0, Reserve::new())
+        .await
+        .unwrap();
+    assert_eq!(second.delay(), Duration::from_secs(n + 10));
+    assert_eq!(
+        b.state(Some("k")),
+        format!(
+            "{}{} {} {} {} {} {} {}",
+            ms(n + 11),
+            odd(5),
+            ms(n + 1),
+            ms(n + 2),
+            ms(n + 3),
+            ms(n + 4),
+            ms(n + 6),
+            ms(n + 10)
+        )
+    );
 }
 
 #[tokio::test]
@@ -713,33 +918,110 @@ struct Call {
     single: bool,
 }
 
-fn calls(limits: usize, t_max_us: u64) -> impl Strategy<Value = Vec<Call>> {
-    prop::collection::vec(
-        (
-            1u8..(1 << limits),
-            prop_oneof![Just(0u64), 0..=2 * t_max_us],
-            0u32..=6,
-            prop_oneof![Just(None), Just(Some(0)), (0..=3 * t_max_us).prop_map(Some)],
-            prop::bool::weighted(0.15),
-        )
-            .prop_map(|(mask, dt_us, cost, max_wait_us, single)| Call {
+/// One step of a history.
+#[derive(Debug, Clone)]
+enum Op {
+    Call(Call),
+    /// Cancels a reservation still standing (the `pick`-th, modulo their
+    /// number): a single one, or every part of a compound.
+    Refund(usize),
+}
+
+fn ops(limits: usize, t_max_us: u64) -> impl Strategy<Value = Vec<Op>> {
+    let call = (
+        1u8..(1 << limits),
+        prop_oneof![Just(0u64), 0..=t_max_us / 2, 0..=2 * t_max_us],
+        0u32..=6,
+        prop_oneof![Just(None), Just(Some(0)), (0..=3 * t_max_us).prop_map(Some)],
+        prop::bool::weighted(0.25),
+    )
+        .prop_map(|(mask, dt_us, cost, max_wait_us, single)| {
+            Op::Call(Call {
                 mask,
                 dt_us,
                 cost,
                 max_wait_us,
                 single,
-            }),
+            })
+        });
+    prop::collection::vec(
+        prop_oneof![4 => call, 1 => any::<usize>().prop_map(Op::Refund)],
         1..30,
     )
 }
 
+/// A key's state in nanoseconds, as the server holds it: its TAT and holes,
+/// `None` for no key.
+type State = Option<(u64, Vec<Hole>)>;
+
+/// Reads a value the scripts wrote ("tat start1 end1 ...", microseconds).
+fn parse(value: &str) -> State {
+    if value == "$-1" {
+        return None;
+    }
+    let fields: Vec<u64> = value
+        .split(' ')
+        .map(|f| f.parse::<u64>().unwrap() * 1_000)
+        .collect();
+    assert_eq!(fields.len() % 2, 1, "{value}");
+    let holes = fields[1..]
+        .chunks(2)
+        .map(|span| Hole {
+            start: span[0],
+            end: span[1],
+        })
+        .collect();
+    Some((fields[0], holes))
+}
+
+/// The value the scripts would write for `state`.
+fn render(state: &State) -> String {
+    match state {
+        None => "$-1".to_owned(),
+        Some((tat, holes)) => std::iter::once(*tat)
+            .chain(holes.iter().flat_map(|h| [h.start, h.end]))
+            .map(|v| (v / 1_000).to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `spans` as a [`Holes`] (sorted, apart: each given back as a hole).
+fn holes_of(spans: &[Hole]) -> Holes {
+    let mut holes = Holes::new();
+    for span in spans {
+        let token = RefundToken {
+            start: span.start,
+            end: Some(span.end),
+        };
+        assert_eq!(holes.give_back(u64::MAX, token), GiveBack::Hole);
+    }
+    assert_eq!(holes.as_slice(), spans);
+    holes
+}
+
+/// A reservation still standing, on Redis, with the model's refund tokens.
+enum Made {
+    Single(usize, Admission, RefundToken),
+    Compound(Vec<usize>, CompoundAdmission, Vec<RefundToken>),
+}
+
+/// Redis's refund token (microseconds) in nanoseconds.
+fn in_nanos(token: RefundToken) -> RefundToken {
+    RefundToken {
+        start: token.start * 1_000,
+        end: token.end.map(|e| e * 1_000),
+    }
+}
+
 #[test]
 fn the_compound_script_agrees_with_reserve_all() {
-    let Some((server, rt, config)) = proptest_on_a_server(32) else {
+    let Some((server, rt, config)) = proptest_on_a_server(256) else {
         return;
     };
     // 1 to 4 limits, T in whole microseconds (1 to 200 ms), bursts 1 to 4;
-    // the last limit is the global bucket or a key.
+    // the last limit is the global bucket or a key. Single reservations and
+    // refunds between the compounds make holes.
     let strategy = (
         prop::collection::vec((1u64..=200_000, 1u32..=4), 1..=4),
         any::<bool>(),
@@ -747,9 +1029,9 @@ fn the_compound_script_agrees_with_reserve_all() {
         .prop_flat_map(|(limits, global)| {
             let t_max = limits.iter().map(|l| l.0).max().unwrap();
             let n = limits.len();
-            (Just(limits), Just(global), calls(n, t_max))
+            (Just(limits), Just(global), ops(n, t_max))
         });
-    proptest!(config, |((limits, global, calls) in strategy)| {
+    proptest!(config, |((limits, global, ops) in strategy)| {
         let params: Vec<FreqLimitParams> = limits
             .iter()
             .map(|&(t, burst)| FreqLimitParams::new(1, Duration::from_micros(t), burst))
@@ -759,55 +1041,118 @@ fn the_compound_script_agrees_with_reserve_all() {
             .collect();
         rt.block_on(async {
             let redis = exact_backend(&server).await;
-            let mut tats: HashMap<usize, u64> = HashMap::new();
+            let names: Vec<String> = keys
+                .iter()
+                .map(|key| String::from_utf8(redis.redis_key(key.as_deref())).unwrap())
+                .collect();
+            let read = |i: usize| parse(&server.cmd(&["GET", &names[i]]));
+            // What each key should hold, checked after every step.
+            let mut expected: Vec<State> = vec![None; limits.len()];
+            let mut made: Vec<Made> = Vec::new();
             let mut now = T0;
-            for (step, call) in calls.iter().enumerate() {
-                now += call.dt_us * 1_000;
-                let mut request = Reserve::new().cost(call.cost);
-                if let Some(w) = call.max_wait_us {
-                    request = request.max_wait(Duration::from_micros(w));
-                }
-                let chosen: Vec<usize> = (0..limits.len()).filter(|i| call.mask & (1 << i) != 0).collect();
-                let at = Timestamp::from_nanos(now);
-                if call.single {
-                    let i = chosen[0];
-                    let want = tower_freqlimit::gcra::reserve(tats.get(&i).copied(), now, &params[i], &request);
-                    let got = redis.reserve(keys[i].as_deref(), at, &params[i], request).await;
-                    prop_assert_eq!(&got, &want.map(|r| r.admission).map_err(FreqLimitError::from), "step {}: {:?}", step, call);
-                    if let Ok(r) = want && let Some(tat) = r.new_tat {
-                        tats.insert(i, tat);
-                    }
-                    continue;
-                }
-                let model: Vec<Limit<'_>> = chosen.iter().map(|&i| Limit::new(tats.get(&i).copied(), &params[i])).collect();
-                let want = reserve_all(&model, now, &request);
-                let parts: Vec<Part<'_, String>> = chosen.iter().map(|&i| Part::new(keys[i].as_ref(), &params[i])).collect();
-                let got = redis.reserve_compound(&parts, at, request).await;
-                match (&got, &want) {
-                    (Ok(got), Ok(want)) => {
-                        prop_assert_eq!(got, &CompoundAdmission::from_reserved(want), "step {}: {:?}", step, call);
-                        for (g, w) in got.parts().iter().zip(want.admissions()) {
-                            let (g, w) = (g.refund_token(), w.refund_token());
-                            prop_assert_eq!((g.start * 1_000, g.end.map(|e| e * 1_000)), (w.start, w.end), "step {}", step);
-                        }
-                        for (&i, tat) in chosen.iter().zip(want.new_tats()) {
-                            if let Some(tat) = tat {
-                                tats.insert(i, *tat);
+            for (step, op) in ops.iter().enumerate() {
+                let call = match op {
+                    Op::Refund(pick) => {
+                        if !made.is_empty() {
+                            let (key_indices, tokens) = match made.swap_remove(pick % made.len()) {
+                                Made::Single(i, got, token) => {
+                                    redis.refund(keys[i].as_ref(), &got);
+                                    (vec![i], vec![token])
+                                }
+                                Made::Compound(chosen, got, tokens) => {
+                                    let parts: Vec<Option<&String>> = chosen.iter().map(|&i| keys[i].as_ref()).collect();
+                                    redis.refund_compound(&parts, &got);
+                                    (chosen, tokens)
+                                }
+                            };
+                            redis.refunds_settled().await;
+                            for (i, token) in key_indices.into_iter().zip(tokens) {
+                                if let Some((tat, spans)) = &mut expected[i] {
+                                    let mut holes = holes_of(spans);
+                                    if let GiveBack::Lowered(lowered) = holes.give_back(*tat, token) {
+                                        *tat = lowered;
+                                    }
+                                    *spans = holes.as_slice().to_vec();
+                                }
                             }
                         }
+                        None
                     }
-                    (Err(got), Err(want)) => {
-                        // A rejection's equality includes the limit it names.
-                        prop_assert_eq!(got, &FreqLimitError::from(want.refusal), "step {}: {:?}", step, call);
+                    Op::Call(call) => Some(call),
+                };
+                if let Some(call) = call {
+                    now += call.dt_us * 1_000;
+                    let mut request = Reserve::new().cost(call.cost);
+                    if let Some(w) = call.max_wait_us {
+                        request = request.max_wait(Duration::from_micros(w));
                     }
-                    _ => prop_assert!(false, "step {}: {:?}: got {:?}, want {:?}", step, call, got, want),
+                    let chosen: Vec<usize> = (0..limits.len()).filter(|i| call.mask & (1 << i) != 0).collect();
+                    // Each chosen key as the server holds it, ended holes
+                    // forgotten (as the scripts do before a reservation).
+                    let states: Vec<State> = chosen.iter().map(|&i| read(i)).collect();
+                    let mut holes: Vec<Holes> = states
+                        .iter()
+                        .map(|state| {
+                            let mut holes = holes_of(state.as_ref().map_or(&[][..], |s| &s.1));
+                            holes.forget_past(now);
+                            holes
+                        })
+                        .collect();
+                    let tats: Vec<Option<u64>> = states.iter().map(|s| s.as_ref().map(|s| s.0)).collect();
+                    let at = Timestamp::from_nanos(now);
+                    if call.single {
+                        let (i, holes) = (chosen[0], &mut holes[0]);
+                        let want = holes.reserve(tats[0], now, &params[i], &request);
+                        let got = redis.reserve(keys[i].as_deref(), at, &params[i], request).await;
+                        prop_assert_eq!(&got, &want.map(|r| r.admission).map_err(FreqLimitError::from), "step {}: {:?}", step, call);
+                        if let (Ok(got), Ok(want)) = (&got, &want) {
+                            let token = want.admission.refund_token();
+                            prop_assert_eq!(in_nanos(got.refund_token()), token, "step {}", step);
+                            if call.cost > 0 {
+                                let tat = want.new_tat.or(tats[0]).unwrap();
+                                expected[i] = Some((tat, holes.as_slice().to_vec()));
+                                made.push(Made::Single(i, *got, token));
+                            }
+                        }
+                    } else {
+                        let model: Vec<Limit<'_>> = chosen
+                            .iter()
+                            .enumerate()
+                            .map(|(j, &i)| Limit::new(tats[j], &params[i]).with_holes(holes[j].as_slice()))
+                            .collect();
+                        let want = reserve_all(&model, now, &request);
+                        let parts: Vec<Part<'_, String>> = chosen.iter().map(|&i| Part::new(keys[i].as_ref(), &params[i])).collect();
+                        let got = redis.reserve_compound(&parts, at, request).await;
+                        match (&got, &want) {
+                            (Ok(got), Ok(want)) => {
+                                prop_assert_eq!(got, &CompoundAdmission::from_reserved(want), "step {}: {:?}", step, call);
+                                let mut tokens = Vec::new();
+                                for (g, w) in got.parts().iter().zip(want.admissions()) {
+                                    let (g, w) = (in_nanos(g.refund_token()), w.refund_token());
+                                    prop_assert_eq!(g, w, "step {}", step);
+                                    tokens.push(w);
+                                }
+                                if call.cost > 0 {
+                                    for (j, (&i, charge)) in chosen.iter().zip(want.charges()).enumerate() {
+                                        let tat = charge.new_tat().or(tats[j]).unwrap();
+                                        holes[j].apply(charge, now);
+                                        expected[i] = Some((tat, holes[j].as_slice().to_vec()));
+                                    }
+                                    made.push(Made::Compound(chosen.clone(), *got, tokens));
+                                }
+                            }
+                            (Err(got), Err(want)) => {
+                                // A rejection's equality includes the limit it names.
+                                prop_assert_eq!(got, &FreqLimitError::from(want.refusal), "step {}: {:?}", step, call);
+                            }
+                            _ => prop_assert!(false, "step {}: {:?}: got {:?}, want {:?}", step, call, got, want),
+                        }
+                    }
                 }
                 // What the server holds is what the model holds.
-                for (i, key) in keys.iter().enumerate() {
-                    let name = String::from_utf8(redis.redis_key(key.as_deref())).unwrap();
-                    let stored = server.cmd(&["GET", &name]);
-                    let want = tats.get(&i).map_or("$-1".to_owned(), |t| (t / 1_000).to_string());
-                    prop_assert_eq!(stored, want, "step {}, limit {}", step, i);
+                for (i, name) in names.iter().enumerate() {
+                    let stored = server.cmd(&["GET", name]);
+                    prop_assert_eq!(stored, render(&expected[i]), "step {}: {:?}, limit {}", step, op, i);
                 }
             }
             Ok(())
