@@ -41,7 +41,7 @@
 --    first, in order, before any key is read);
 --   the corrupt-value error (prelude.lua) naming the limit when one of the
 --    keys holds a value of another form (nothing stored in any key).
-local MAX_HOLES = 16
+local MAX_HOLES = 64
 local function add(a, b)
   local s = a + b
   if s > MAXV then return MAXV end
