@@ -7,6 +7,7 @@ mod support;
 
 mod abandoned;
 mod attacks;
+mod compound;
 mod grpc;
 mod http_axum;
 mod metrics;
