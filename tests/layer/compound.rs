@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_freqlimit::backends::compound::{CompoundBackend, Part};
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::layer::BoxError;
 use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitError, FreqLimitParams};
@@ -374,4 +375,130 @@ mod http {
             Some(r#""per-chat";r=0;t=1, "per-group";r=1;t=6, "global";r=0;t=1"#)
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn admitted_headers_after_a_wait_count_from_when_the_response_goes_out() {
+        let svc = ServiceBuilder::new()
+            .layer(
+                CompoundLimitLayer::new(limits(), http_keys)
+                    .on_refusal(HttpResponses::new().with_headers_on_success()),
+            )
+            .service(service_fn(|_: HttpReq| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+            }));
+        let start = Instant::now();
+        svc.clone().oneshot(request(Some(1), 1)).await.unwrap();
+        // Chat 1's second message waits 1 s; then its chat limit is full
+        // again 1 s later (2 s after it asked).
+        let ok = svc.oneshot(request(Some(1), 1)).await.unwrap();
+        assert_eq!(start.elapsed(), 1000 * MS);
+        let state = header(&ok, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(r#""per-chat";r=0;t=1, "per-group";"#),
+            "{state}"
+        );
+    }
+}
+
+/// The in-memory backend, answering every compound a poll later, as a remote
+/// backend (Redis) does: no decision inside `call`.
+#[derive(Clone)]
+struct Later(InMemoryBackend<Scope>);
+
+impl tower_freqlimit::FreqLimitBackend for Later {
+    type Key = Scope;
+    type ReserveFuture =
+        <InMemoryBackend<Scope> as tower_freqlimit::FreqLimitBackend>::ReserveFuture;
+
+    fn reserve<Q>(
+        &self,
+        key: Option<&Q>,
+        now: tower_freqlimit::clock::Timestamp,
+        params: &FreqLimitParams,
+        request: tower_freqlimit::Reserve,
+    ) -> Self::ReserveFuture
+    where
+        Scope: std::borrow::Borrow<Q>,
+        Q: tower_freqlimit::backends::BorrowedKey<Scope> + ?Sized,
+    {
+        self.0.reserve(key, now, params, request)
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<(), tower_freqlimit::BackendError>> + Send {
+        self.0.clear()
+    }
+
+    fn clock(&self) -> tower_freqlimit::clock::Clock {
+        self.0.clock()
+    }
+
+    fn refund(&self, key: Option<&Scope>, admission: &tower_freqlimit::Admission) -> bool {
+        self.0.refund(key, admission)
+    }
+}
+
+impl CompoundBackend for Later {
+    type CompoundFuture = std::pin::Pin<
+        Box<dyn Future<Output = Result<tower_freqlimit::CompoundAdmission, FreqLimitError>> + Send>,
+    >;
+
+    fn reserve_compound(
+        &self,
+        parts: &[Part<'_, Scope>],
+        now: tower_freqlimit::clock::Timestamp,
+        request: tower_freqlimit::Reserve,
+    ) -> Self::CompoundFuture {
+        let decided = self.0.reserve_compound_sync(parts, now, request).unwrap();
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            decided
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_backend_that_answers_later_requests_go_through_a_ready_clone() {
+    let limits = CompoundLimit::new(Later(InMemoryBackend::new()))
+        .limit("per-chat", FreqLimitParams::per_second(1))
+        .limit("per-group", FreqLimitParams::per_second(1).with_burst(10))
+        .limit("global", FreqLimitParams::per_second(1).with_burst(10));
+    let (mock, mut handle) = mock::pair::<Req, &'static str>();
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys))
+        .service(mock);
+
+    // Admitted with no delay, but only once the backend answered: the request
+    // goes through a clone, which needs a permit of its own.
+    handle.allow(1);
+    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
+    tokio::time::sleep(10 * MS).await;
+    assert!(!first.is_finished(), "its clone has no permit yet");
+    handle.allow(1);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (1, 1));
+    send.send_response("one");
+    assert_eq!(first.await.unwrap().unwrap(), "one");
+
+    // A request that waits for its slot and is dropped gives it back in
+    // every limit.
+    handle.allow(2);
+    let gave_up = tokio::time::timeout(100 * MS, svc.ready().await.unwrap().call((1, 1))).await;
+    assert!(gave_up.is_err(), "still waiting at 100 ms");
+    let [chat, group, global] = keys(&(1, 1)).unwrap();
+    let status = limits
+        .status(&[chat.as_ref(), group.as_ref(), global.as_ref()])
+        .await
+        .unwrap();
+    let remaining: Vec<_> = status.parts().iter().map(|p| p.remaining()).collect();
+    assert_eq!(remaining, [0, 9, 9], "only the first request is charged");
+    assert_eq!(status.delay(), 890 * MS);
+
+    // Refused (reject mode): answered without reaching the inner service.
+    let (inner, seen) = recording();
+    let strict = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys).no_wait())
+        .service(inner);
+    let refused = strict.oneshot((1, 1)).await.unwrap_err();
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(rejected_by(&refused), 0);
 }
