@@ -378,19 +378,19 @@ fn run(params: &[FreqLimitParams; KEYS], ops: &[Op]) -> Result<Vec<Made>, TestCa
                 let got = backend.reserve_compound_now(&call, Timestamp::from_nanos(now), r);
                 let want = model.compound(parts, params, now, &r);
                 prop_assert_eq!(Expect::of(&got), want, "at {} ns: {:?}", now - T0, op);
-                if let Ok(a) = &got {
-                    if *cost > 0 {
-                        made.push(Made {
-                            parts: parts
-                                .iter()
-                                .copied()
-                                .zip(a.parts().iter().copied())
-                                .collect(),
-                            at: now + a.delay().as_nanos() as u64,
-                            cost: *cost,
-                            cancelled: false,
-                        });
-                    }
+                if let Ok(a) = &got
+                    && *cost > 0
+                {
+                    made.push(Made {
+                        parts: parts
+                            .iter()
+                            .copied()
+                            .zip(a.parts().iter().copied())
+                            .collect(),
+                        at: now + a.delay().as_nanos() as u64,
+                        cost: *cost,
+                        cancelled: false,
+                    });
                 }
             }
             Op::Single {
@@ -443,8 +443,8 @@ fn assert_within_the_bound(
     made: &[Made],
     params: &[FreqLimitParams; KEYS],
 ) -> Result<(), TestCaseError> {
-    for k in 0..KEYS {
-        let (t, burst) = (params[k].interval_nanos(), u64::from(params[k].burst()));
+    for (k, params) in params.iter().enumerate() {
+        let (t, burst) = (params.interval_nanos(), u64::from(params.burst()));
         let mut admitted: Vec<(u64, u64)> = made
             .iter()
             .filter(|m| !m.cancelled && m.parts.iter().any(|(key, _)| *key == k))

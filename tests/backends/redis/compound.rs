@@ -790,9 +790,9 @@ fn the_compound_script_agrees_with_reserve_all() {
                             let (g, w) = (g.refund_token(), w.refund_token());
                             prop_assert_eq!((g.start * 1_000, g.end.map(|e| e * 1_000)), (w.start, w.end), "step {}", step);
                         }
-                        for (&i, tat) in chosen.iter().zip(want.new_tats()) {
-                            if let Some(tat) = tat {
-                                tats.insert(i, *tat);
+                        for (&i, charge) in chosen.iter().zip(want.charges()) {
+                            if let Some(tat) = charge.new_tat() {
+                                tats.insert(i, tat);
                             }
                         }
                     }
