@@ -73,10 +73,13 @@ fn rejected_by(err: &BoxError) -> usize {
     }
 }
 
+/// What reached a recording service, and when.
+type Seen = Arc<Mutex<Vec<(Req, Duration)>>>;
+
 /// A service that records when each request reached it.
 fn recording() -> (
     impl Service<Req, Response = Req, Error = BoxError, Future = impl Send> + Clone,
-    Arc<Mutex<Vec<(Req, Duration)>>>,
+    Seen,
 ) {
     let start = Instant::now();
     let seen = Arc::new(Mutex::new(Vec::new()));
