@@ -115,7 +115,7 @@ impl<K> InMemoryBackend<K>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    /// [`CompoundBackend::reserve_compound`](crate::backends::compound::CompoundBackend::reserve_compound)
+    /// [`CompoundBackend::reserve_compound`]
     /// without the future: decided at once.
     ///
     /// # Errors
@@ -123,7 +123,7 @@ where
     /// As [`reserve_now`](Self::reserve_now), for the whole compound; a
     /// [`BackendError`] of kind [`Other`](BackendErrorKind::Other) for parts
     /// that are not a compound
-    /// ([`check_parts`](crate::backends::compound::check_parts)), and of kind
+    /// ([`check_parts`]), and of kind
     /// [`Full`](BackendErrorKind::Full) when a bounded table has no room for
     /// a new key (or the key's group is past its share: a compound does not
     /// decide on a group's overflow bucket).
