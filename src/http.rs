@@ -451,10 +451,10 @@ const T: &sfv::KeyRef = sfv::KeyRef::constant("t");
 ///
 /// let limits = CompoundLimit::new(InMemoryBackend::<u64>::new())
 ///     .limit("per-chat", FreqLimitParams::per_second(1))
-///     .limit("global", FreqLimitParams::per_second(30).with_burst(30));
+///     .limit("global", FreqLimitParams::per_second(20).with_burst(20));
 /// assert_eq!(
 ///     compound_policy_header(&limits).unwrap(),
-///     r#""per-chat";q=1;w=1, "global";q=30;w=1"#
+///     r#""per-chat";q=1;w=1, "global";q=20;w=1"#
 /// );
 /// ```
 #[must_use]
