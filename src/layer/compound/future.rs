@@ -90,6 +90,26 @@ pin_project! {
     /// # Panics
     ///
     /// When polled again after it returned `Ready`, as most futures do.
+    ///
+    /// # Example
+    ///
+    /// Naming it, for a struct field or a boxed service:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use tower::Service;
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::layer::compound::{CompoundLimitService, CompoundResponseFuture};
+    /// use tower_freqlimit::layer::{RefuseWithError, UnitCost};
+    ///
+    /// type Keys = fn(&u64) -> Result<[Option<u64>; 2], tower_freqlimit::KeyNotFound>;
+    /// type Inner = tower::util::ServiceFn<fn(u64) -> std::future::Ready<Result<u64, Infallible>>>;
+    /// type Svc = CompoundLimitService<Inner, InMemoryBackend<u64>, Keys, UnitCost, RefuseWithError>;
+    /// type Fut = CompoundResponseFuture<Inner, u64, InMemoryBackend<u64>, Keys, UnitCost, RefuseWithError>;
+    /// fn _same(f: <Svc as Service<u64>>::Future) -> Fut {
+    ///     f
+    /// }
+    /// ```
     pub struct CompoundResponseFuture<S, Req, B, KF, CF, H>
     where
         S: Service<Req>,

@@ -18,6 +18,50 @@ use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
 /// * `HttpResponses` (feature `http`): `429` with `Retry-After`,
 ///   `RateLimit-Policy` listing every limit by name, and `RateLimit` naming
 ///   the limit that refused.
+///
+/// Your own, for a protocol of yours:
+///
+/// ```
+/// use tower_freqlimit::backends::compound::CompoundBackend;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::layer::compound::OnCompoundRefusal;
+/// use tower_freqlimit::{CompoundLimit, FreqLimitError, FreqLimitParams};
+///
+/// /// Refusals are replies naming the limit that refused.
+/// #[derive(Clone)]
+/// struct Reply;
+///
+/// impl<E> OnCompoundRefusal<String, E> for Reply {
+///     type Error = E;
+///
+///     fn refused<B: CompoundBackend>(
+///         &self,
+///         refusal: FreqLimitError,
+///         limits: &CompoundLimit<B>,
+///     ) -> Result<String, E> {
+///         Ok(match refusal {
+///             FreqLimitError::Rejected(r) => {
+///                 format!("slow down ({})", limits.name(r.limit()).unwrap_or("?"))
+///             }
+///             other => format!("refused: {other}"),
+///         })
+///     }
+///
+///     fn inner_error(&self, error: E) -> E {
+///         error
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let limits = CompoundLimit::new(InMemoryBackend::<u8>::new())
+///     .limit("per-user", FreqLimitParams::per_second(1));
+/// limits.try_acquire(&[Some(&1)]).await.unwrap();
+/// let refusal = limits.try_acquire(&[Some(&1)]).await.unwrap_err();
+/// let reply: Result<String, ()> = Reply.refused(refusal, &limits);
+/// assert_eq!(reply.unwrap(), "slow down (per-user)");
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot answer a compound's refusals for a service whose responses are `{Res}` and errors `{E}`",
     label = "not a compound refusal handler for this service",

@@ -60,16 +60,47 @@ impl<S, B, KF, CF, H> CompoundLimitService<S, B, KF, CF, H> {
     }
 
     /// The inner service.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams};
+    /// # let limits = CompoundLimit::new(InMemoryBackend::<u8>::new()).limit("global", FreqLimitParams::per_second(1));
+    /// # let layer = CompoundLimitLayer::new(limits, |_: &()| Ok([None]));
+    /// let svc = layer.layer(7_u32);
+    /// assert_eq!(*svc.get_ref(), 7);
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The inner service, mutably.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams};
+    /// # let limits = CompoundLimit::new(InMemoryBackend::<u8>::new()).limit("global", FreqLimitParams::per_second(1));
+    /// # let layer = CompoundLimitLayer::new(limits, |_: &()| Ok([None]));
+    /// let mut svc = layer.layer(7_u32);
+    /// *svc.get_mut() = 8;
+    /// assert_eq!(*svc.get_ref(), 8);
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the inner service.
+    ///
+    /// ```
+    /// # use tower::Layer;
+    /// # use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// # use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams};
+    /// # let limits = CompoundLimit::new(InMemoryBackend::<u8>::new()).limit("global", FreqLimitParams::per_second(1));
+    /// # let layer = CompoundLimitLayer::new(limits, |_: &()| Ok([None]));
+    /// let svc = layer.layer(7_u32);
+    /// assert_eq!(svc.into_inner(), 7);
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
