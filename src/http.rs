@@ -624,3 +624,34 @@ where
         response
     }
 }
+
+impl<B: Clone, KF: Clone, CF: Clone>
+    crate::CompoundLimitLayer<B, KF, CF, crate::layer::RefuseWithError>
+{
+    /// Refusals become HTTP responses: `429` with `Retry-After` and
+    /// `RateLimit` headers naming each limit (see [`HttpResponses`] and
+    /// [`compound_refusal_response`]); the inner service's error type is
+    /// kept, so an axum `Router` takes the layer as it is.
+    ///
+    /// ```
+    /// use axum::{Router, extract::Request, routing::get};
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams, KeyNotFound};
+    ///
+    /// let limits = CompoundLimit::new(InMemoryBackend::<String>::new())
+    ///     .limit("per-key", FreqLimitParams::per_second(5))
+    ///     .limit("global", FreqLimitParams::per_second(100).with_burst(20));
+    /// let layer = CompoundLimitLayer::new(limits, |req: &Request| {
+    ///     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    ///     let key = key.ok_or(KeyNotFound::client_omitted("send your x-api-key header"))?;
+    ///     Ok([Some(key.to_owned()), None])
+    /// })
+    /// .no_wait()
+    /// .http_responses();
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer);
+    /// # let _ = app;
+    /// ```
+    pub fn http_responses(self) -> crate::CompoundLimitLayer<B, KF, CF, HttpResponses> {
+        self.on_refusal(HttpResponses::new())
+    }
+}

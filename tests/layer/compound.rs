@@ -505,3 +505,55 @@ async fn with_a_backend_that_answers_later_requests_go_through_a_ready_clone() {
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(rejected_by(&refused), 0);
 }
+
+#[cfg(feature = "http")]
+mod axum_app {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tower_freqlimit::backends::memory::InMemoryBackend;
+    use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams, KeyNotFound};
+
+    fn get_as(key: Option<&str>) -> Request {
+        let mut req = Request::builder().uri("/");
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_axum_router_takes_the_layer() {
+        let limits = CompoundLimit::new(InMemoryBackend::<String>::new())
+            .limit("per-key", FreqLimitParams::per_second(1))
+            .limit("global", FreqLimitParams::per_second(100).with_burst(100));
+        let layer = CompoundLimitLayer::new(limits, |req: &Request| {
+            let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+            let key = key.ok_or(KeyNotFound::client_omitted("send x-api-key"))?;
+            Ok([Some(key.to_owned()), None])
+        })
+        .no_wait()
+        .http_responses();
+        let app = Router::new()
+            .route("/", get(|| async { "hello" }))
+            .layer(layer);
+
+        let statuses = [Some("a"), Some("a"), Some("b"), None];
+        let mut got = Vec::new();
+        for key in statuses {
+            got.push(app.clone().oneshot(get_as(key)).await.unwrap().status());
+        }
+        assert_eq!(
+            got,
+            [
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::OK,
+                StatusCode::BAD_REQUEST
+            ]
+        );
+    }
+}
