@@ -8,6 +8,7 @@ mod support;
 mod abandoned;
 mod attacks;
 mod compound;
+mod compound_http;
 mod grpc;
 mod http_axum;
 mod metrics;
