@@ -49,7 +49,7 @@ const R: &sfv::KeyRef = sfv::KeyRef::constant("r");
 const T: &sfv::KeyRef = sfv::KeyRef::constant("t");
 
 /// The `RateLimit-Policy` value for a compound: one item per limit, named
-/// with the limit's name, each as [`policy_header`] describes one limit.
+/// with the limit's name, each as [`policy_header`](super::policy_header) describes one limit.
 /// `None` for a compound without limits.
 ///
 /// ```
