@@ -14,6 +14,7 @@ use super::Config;
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend};
 use crate::clock::{Clock, Timestamp};
+use crate::error::FreqLimitError;
 use crate::gcra::compound::MAX_LIMITS;
 
 /// How a waiting request starts.
@@ -138,6 +139,12 @@ pin_project! {
 
 impl<F, R, T> State<F, R, T> {
     fn sleeping(admission: &CompoundAdmission, now: Timestamp, clock: &Clock) -> Self {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            delay_ms = admission.delay().as_secs_f64() * 1e3,
+            decided_by = admission.decided_by(),
+            "rate limit: compound request delayed"
+        );
         let deadline = now + admission.delay();
         State::Sleeping {
             sleep: tokio::time::sleep_until(clock.wake_at(deadline)),
@@ -251,7 +258,7 @@ where
                     }
                     Err(refusal) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(config.on_refusal.refused(refusal, &config.limits));
+                        return Poll::Ready(refuse(config, refusal));
                     }
                 },
                 StateProj::Sleeping {
@@ -307,6 +314,27 @@ where
             }
         }
     }
+}
+
+/// The layer's answer to a refusal, with a tracing event for it.
+pub(super) fn refuse<Res, E, B, KF, CF, H>(
+    config: &Config<B, KF, CF, H>,
+    refusal: FreqLimitError,
+) -> Result<Res, H::Error>
+where
+    B: CompoundBackend,
+    H: OnCompoundRefusal<Res, E>,
+{
+    #[cfg(feature = "tracing")]
+    match &refusal {
+        FreqLimitError::Rejected(rejection) => tracing::debug!(
+            limit = config.limits.name(rejection.limit()),
+            retry_after_ms = rejection.retry_after().as_secs_f64() * 1e3,
+            "rate limit: compound request rejected"
+        ),
+        other => tracing::debug!(error = %other, "rate limit: compound request refused"),
+    }
+    config.on_refusal.refused(refusal, &config.limits)
 }
 
 impl<S, Req, B, KF, CF, H> fmt::Debug for CompoundResponseFuture<S, Req, B, KF, CF, H>

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::Config;
-use super::future::{CompoundResponseFuture, Slot, Start};
+use super::future::{CompoundResponseFuture, Slot, Start, refuse};
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::CompoundBackend;
 use crate::decision::Reserve;
@@ -148,7 +148,7 @@ where
             Ok(keys) => keys,
             Err(missing) => {
                 let refusal = FreqLimitError::KeyNotFound(missing);
-                let answer = config.on_refusal.refused(refusal, &config.limits);
+                let answer = refuse(config, refusal);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
         };
@@ -161,7 +161,7 @@ where
         let parts = match config.limits.parts(&refs) {
             Ok(parts) => parts,
             Err(refusal) => {
-                let answer = config.on_refusal.refused(refusal, &config.limits);
+                let answer = refuse(config, refusal);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
         };
@@ -174,7 +174,7 @@ where
             }
             Some(Ok(admission)) => Start::Sleeping(admission),
             Some(Err(refusal)) => {
-                let answer = config.on_refusal.refused(refusal, &config.limits);
+                let answer = refuse(config, refusal);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
             None => Start::Reserving(backend.reserve_compound(&parts[..N], now, request)),
