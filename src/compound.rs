@@ -398,7 +398,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     }
 
     /// One part per limit for `keys`, or an error when the count is wrong.
-    fn parts<'a>(
+    pub(crate) fn parts<'a>(
         &'a self,
         keys: &[Option<&'a B::Key>],
     ) -> Result<[Part<'a, B::Key>; MAX_LIMITS], FreqLimitError> {

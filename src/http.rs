@@ -14,6 +14,8 @@
 //! `Retry-After` is the rejection's `retry_after` rounded **up** to whole seconds:
 //! a 0.5 s wait is `Retry-After: 1`, never `0`.
 
+mod compound;
+
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -23,6 +25,8 @@ use crate::decision::Admission;
 use crate::error::FreqLimitError;
 use crate::layer::OnRefusal;
 use crate::params::FreqLimitParams;
+
+pub use compound::{compound_policy_header, compound_refusal_response, compound_state_header};
 
 /// The `RateLimit-Policy` header name.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

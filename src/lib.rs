@@ -199,6 +199,7 @@ pub use compound::CompoundLimit;
 pub use config::ParseParamsError;
 pub use decision::{Admission, RefundToken, Reserve, Status};
 pub use error::{BackendError, BackendErrorKind, FreqLimitError, KeyNotFound, Rejection};
+pub use layer::compound::CompoundLimitLayer;
 pub use layer::{FreqLimitLayer, FreqLimitService};
 pub use limiter::{FreqLimit, KeyArg};
 pub use params::{FreqLimitParams, ParamsError};

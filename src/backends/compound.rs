@@ -188,6 +188,35 @@ pub trait CompoundBackend: FreqLimitBackend {
         request: Reserve,
     ) -> Self::CompoundFuture;
 
+    /// Decides on the spot, when this backend can (in process): what
+    /// [`reserve_compound`](Self::reserve_compound) would return, without a
+    /// future. The Tower layer calls this first, so that a request admitted
+    /// with no delay is forwarded inside `call`. When it returns `Some`, it
+    /// must have done exactly what `reserve_compound` would have done. The
+    /// default returns `None`, which is right for every remote backend.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::compound::{CompoundBackend, Part};
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::clock::Timestamp;
+    /// use tower_freqlimit::{FreqLimitParams, Reserve};
+    ///
+    /// let backend = InMemoryBackend::<&str>::new();
+    /// let per_user = FreqLimitParams::per_second(1);
+    /// let parts = [Part::new(Some(&"ann"), &per_user)];
+    /// let decided = backend.reserve_compound_sync(&parts, Timestamp::now(), Reserve::new());
+    /// assert!(decided.unwrap().unwrap().delay().is_zero());
+    /// ```
+    fn reserve_compound_sync(
+        &self,
+        parts: &[Part<'_, Self::Key>],
+        now: Timestamp,
+        request: Reserve,
+    ) -> Option<Result<CompoundAdmission, FreqLimitError>> {
+        let _ = (parts, now, request);
+        None
+    }
+
     /// Whether this backend, as built, can decide compounds at all; checked
     /// when a [`CompoundLimit`](crate::CompoundLimit) is built on it, so a
     /// setup that cannot work fails then, not at the first request. The

@@ -30,6 +30,7 @@
 //!
 //! [`Service`]: tower_service::Service
 
+pub mod compound;
 mod future;
 mod policy;
 mod refusal;

@@ -7,6 +7,8 @@ mod support;
 
 mod abandoned;
 mod attacks;
+mod compound;
+mod compound_http;
 mod grpc;
 mod http_axum;
 mod metrics;

@@ -365,4 +365,14 @@ where
     ) -> Self::CompoundFuture {
         ready(self.reserve_compound_now(parts, now, request))
     }
+
+    #[inline]
+    fn reserve_compound_sync(
+        &self,
+        parts: &[Part<'_, K>],
+        now: Timestamp,
+        request: Reserve,
+    ) -> Option<Result<CompoundAdmission, FreqLimitError>> {
+        Some(self.reserve_compound_now(parts, now, request))
+    }
 }

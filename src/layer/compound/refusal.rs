@@ -1,0 +1,171 @@
+//! What a compound layer's service returns when the limits say no.
+
+use crate::backends::compound::{CompoundAdmission, CompoundBackend};
+use crate::compound::CompoundLimit;
+use crate::error::FreqLimitError;
+use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
+
+/// Turns a compound's refusals into the service's responses or errors: the
+/// [`OnRefusal`](crate::layer::OnRefusal) of
+/// [`CompoundLimitLayer`](super::CompoundLimitLayer), which passes the whole
+/// compound (each limit's name and params) instead of one limit's params.
+///
+/// Implemented by the single layer's handlers:
+///
+/// * [`RefuseWithError`] (the default): a boxed [`FreqLimitError`]; a
+///   rejection's [`limit`](crate::Rejection::limit) says which limit refused.
+/// * [`RefuseWith`]: a closure makes a response from the [`FreqLimitError`].
+/// * `HttpResponses` (feature `http`): `429` with `Retry-After`,
+///   `RateLimit-Policy` listing every limit by name, and `RateLimit` naming
+///   the limit that refused.
+///
+/// Your own, for a protocol of yours:
+///
+/// ```
+/// use tower_freqlimit::backends::compound::CompoundBackend;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::layer::compound::OnCompoundRefusal;
+/// use tower_freqlimit::{CompoundLimit, FreqLimitError, FreqLimitParams};
+///
+/// /// Refusals are replies naming the limit that refused.
+/// #[derive(Clone)]
+/// struct Reply;
+///
+/// impl<E> OnCompoundRefusal<String, E> for Reply {
+///     type Error = E;
+///
+///     fn refused<B: CompoundBackend>(
+///         &self,
+///         refusal: FreqLimitError,
+///         limits: &CompoundLimit<B>,
+///     ) -> Result<String, E> {
+///         Ok(match refusal {
+///             FreqLimitError::Rejected(r) => {
+///                 format!("slow down ({})", limits.name(r.limit()).unwrap_or("?"))
+///             }
+///             other => format!("refused: {other}"),
+///         })
+///     }
+///
+///     fn inner_error(&self, error: E) -> E {
+///         error
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let limits = CompoundLimit::new(InMemoryBackend::<u8>::new())
+///     .limit("per-user", FreqLimitParams::per_second(1));
+/// limits.try_acquire(&[Some(&1)]).await.unwrap();
+/// let refusal = limits.try_acquire(&[Some(&1)]).await.unwrap_err();
+/// let reply: Result<String, ()> = Reply.refused(refusal, &limits);
+/// assert_eq!(reply.unwrap(), "slow down (per-user)");
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer a compound's refusals for a service whose responses are `{Res}` and errors `{E}`",
+    label = "not a compound refusal handler for this service",
+    note = "`HttpResponses` needs `http::Response<B>` responses with `B: From<&'static str>`; `RefuseWithError` needs errors that convert into `BoxError`; `RefuseWith(f)` needs `f: Fn(FreqLimitError) -> {Res}`"
+)]
+pub trait OnCompoundRefusal<Res, E> {
+    /// The service's error type.
+    type Error;
+
+    /// The response or error for a refused request (a rejection, an
+    /// impossible cost, a missing key, a failed backend).
+    ///
+    /// # Errors
+    ///
+    /// When the refusal is to be an error of the service.
+    fn refused<B: CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        limits: &CompoundLimit<B>,
+    ) -> Result<Res, Self::Error>;
+
+    /// Converts an error of the inner service.
+    fn inner_error(&self, error: E) -> Self::Error;
+
+    /// A hook on admitted responses (to add rate-limit headers): the
+    /// admission has one part per limit, in order.
+    fn admitted<B: CompoundBackend>(
+        &self,
+        response: Res,
+        admission: &CompoundAdmission,
+        limits: &CompoundLimit<B>,
+    ) -> Res {
+        let _ = (admission, limits);
+        response
+    }
+}
+
+/// Refusals are boxed [`FreqLimitError`]s.
+///
+/// ```
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::layer::RefuseWithError;
+/// use tower_freqlimit::layer::compound::OnCompoundRefusal;
+/// use tower_freqlimit::{CompoundLimit, FreqLimitError, FreqLimitParams, KeyNotFound};
+///
+/// let limits = CompoundLimit::new(InMemoryBackend::<u8>::new())
+///     .limit("global", FreqLimitParams::per_second(1));
+/// let missing = FreqLimitError::KeyNotFound(KeyNotFound::UNSPECIFIED);
+/// let result: Result<(), _> =
+///     OnCompoundRefusal::<(), std::io::Error>::refused(&RefuseWithError, missing.clone(), &limits);
+/// assert_eq!(result.unwrap_err().downcast_ref::<FreqLimitError>(), Some(&missing));
+/// ```
+#[diagnostic::do_not_recommend]
+impl<Res, E> OnCompoundRefusal<Res, E> for RefuseWithError
+where
+    E: Into<BoxError>,
+{
+    type Error = BoxError;
+
+    fn refused<B: CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        _: &CompoundLimit<B>,
+    ) -> Result<Res, BoxError> {
+        Err(Box::new(refusal))
+    }
+
+    fn inner_error(&self, error: E) -> BoxError {
+        error.into()
+    }
+}
+
+/// Refusals become responses made by a closure; inner errors pass through.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use tower_freqlimit::backends::memory::InMemoryBackend;
+/// use tower_freqlimit::layer::RefuseWith;
+/// use tower_freqlimit::layer::compound::OnCompoundRefusal;
+/// use tower_freqlimit::{CompoundLimit, FreqLimitError, FreqLimitParams, KeyNotFound};
+///
+/// let limits = CompoundLimit::new(InMemoryBackend::<u8>::new())
+///     .limit("global", FreqLimitParams::per_second(1));
+/// let handler = RefuseWith(|err: FreqLimitError| format!("no: {err}"));
+/// let missing = FreqLimitError::KeyNotFound(KeyNotFound::client_omitted("no chat id"));
+/// let response: Result<String, Infallible> = handler.refused(missing, &limits);
+/// assert_eq!(response.unwrap(), "no: no chat id");
+/// ```
+#[diagnostic::do_not_recommend]
+impl<F, Res, E> OnCompoundRefusal<Res, E> for RefuseWith<F>
+where
+    F: Fn(FreqLimitError) -> Res,
+{
+    type Error = E;
+
+    fn refused<B: CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        _: &CompoundLimit<B>,
+    ) -> Result<Res, E> {
+        Ok((self.0)(refusal))
+    }
+
+    fn inner_error(&self, error: E) -> E {
+        error
+    }
+}

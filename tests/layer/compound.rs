@@ -1,0 +1,372 @@
+//! `CompoundLimitLayer`: several limits decided as one reservation by a Tower
+//! layer. All or nothing when rejecting, overlapping waits, refunds in every
+//! limit when a waiting request is dropped, the inner service made ready
+//! before each call (`tower-test` mocks), and the HTTP headers naming each
+//! limit.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_freqlimit::backends::compound::{CompoundBackend, Part};
+use tower_freqlimit::backends::memory::InMemoryBackend;
+use tower_freqlimit::layer::BoxError;
+use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitError, FreqLimitParams};
+use tower_test::mock;
+
+pub(crate) const MS: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    Chat(u32),
+    Group(u32),
+}
+
+/// Requests are `(chat, group)`.
+type Req = (u32, u32);
+
+/// `per-chat` (keyed by the chat), `per-group` (by the group), `global`.
+pub(crate) fn chat_group_global(
+    chat: FreqLimitParams,
+    group: FreqLimitParams,
+    global: FreqLimitParams,
+) -> CompoundLimit<InMemoryBackend<Scope>> {
+    CompoundLimit::new(InMemoryBackend::new())
+        .limit("per-chat", chat)
+        .limit("per-group", group)
+        .limit("global", global)
+}
+
+fn keys(req: &Req) -> Result<[Option<Scope>; 3], tower_freqlimit::KeyNotFound> {
+    Ok([Some(Scope::Chat(req.0)), Some(Scope::Group(req.1)), None])
+}
+
+/// Each limit's `remaining` and `reset_after` for `req`'s keys now,
+/// consuming nothing.
+async fn state(limits: &CompoundLimit<InMemoryBackend<Scope>>, req: Req) -> Vec<(u32, Duration)> {
+    let [chat, group, global] = keys(&req).unwrap();
+    let status = limits
+        .status(&[chat.as_ref(), group.as_ref(), global.as_ref()])
+        .await
+        .unwrap();
+    status
+        .parts()
+        .iter()
+        .map(|part| (part.remaining(), part.reset_after()))
+        .collect()
+}
+
+/// Each limit's `remaining` for `req`'s keys now.
+async fn remaining(limits: &CompoundLimit<InMemoryBackend<Scope>>, req: Req) -> Vec<u32> {
+    state(limits, req)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+fn rejected_by(err: &BoxError) -> usize {
+    match err.downcast_ref::<FreqLimitError>() {
+        Some(FreqLimitError::Rejected(rejection)) => rejection.limit(),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// What reached a recording service, and when.
+type Seen = Arc<Mutex<Vec<(Req, Duration)>>>;
+
+/// A service that records when each request reached it.
+fn recording() -> (
+    impl Service<Req, Response = Req, Error = BoxError, Future = impl Send> + Clone,
+    Seen,
+) {
+    let start = Instant::now();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let svc = service_fn(move |req: Req| {
+        log.lock().unwrap().push((req, start.elapsed()));
+        async move { Ok::<_, BoxError>(req) }
+    });
+    (svc, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_request_consumes_nothing_in_any_limit() {
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(10).with_burst(5),
+        FreqLimitParams::per_second(10).with_burst(3),
+    );
+    let (inner, seen) = recording();
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys).no_wait())
+        .service(inner);
+
+    assert_eq!(
+        svc.ready().await.unwrap().call((1, 1)).await.unwrap(),
+        (1, 1)
+    );
+    // Chat 1 again: refused by its chat limit; group 1 and the global limit
+    // are not charged for it.
+    let refused = svc.ready().await.unwrap().call((1, 1)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 0);
+    assert_eq!(remaining(&limits, (2, 1)).await, [1, 4, 2]);
+
+    // Two more chats use the global limit up; a fourth is refused by it and
+    // its chat and group keep their whole burst.
+    svc.ready().await.unwrap().call((2, 1)).await.unwrap();
+    svc.ready().await.unwrap().call((3, 2)).await.unwrap();
+    let refused = svc.ready().await.unwrap().call((4, 3)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 2);
+    assert_eq!(remaining(&limits, (4, 3)).await, [1, 5, 0]);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "refused requests never reach the service"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_overlap_the_request_runs_when_the_slowest_limit_admits_it() {
+    // Chat: one a second. Group: one every two seconds. The second message of
+    // chat 1 in group 1 waits for both at once: 2 s, not 1 s + 2 s.
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_minute(30),
+        FreqLimitParams::per_second(100).with_burst(100),
+    );
+    let (inner, seen) = recording();
+    let svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys))
+        .service(inner);
+
+    let first = tokio::spawn(svc.clone().oneshot((1, 1)));
+    let second = tokio::spawn(svc.clone().oneshot((1, 1)));
+    // A message of another chat in another group does not wait behind them.
+    let other = tokio::spawn(svc.clone().oneshot((2, 2)));
+    for task in [first, second, other] {
+        task.await.unwrap().unwrap();
+    }
+    let mut times: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(req, at)| (*req, *at))
+        .collect();
+    times.sort_by_key(|(_, at)| *at);
+    assert_eq!(
+        times,
+        [
+            ((1, 1), Duration::ZERO),
+            ((2, 2), Duration::ZERO),
+            ((1, 1), 2000 * MS)
+        ]
+    );
+
+    // With a bound on the wait below the group's 2 s, the next one is refused
+    // by the group and charged nowhere.
+    let bounded = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys).max_wait(1500 * MS))
+        .service(recording().0);
+    let before = state(&limits, (1, 1)).await;
+    let refused = bounded.oneshot((1, 1)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 1);
+    assert_eq!(state(&limits, (1, 1)).await, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_waiting_request_gives_its_slot_back_in_every_limit() {
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(1),
+    );
+    let (inner, seen) = recording();
+    let svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys))
+        .service(inner);
+
+    svc.clone().oneshot((1, 1)).await.unwrap();
+    // The second waits 1 s; its caller gives up after 100 ms.
+    let gave_up = tokio::time::timeout(100 * MS, svc.clone().oneshot((1, 1))).await;
+    assert!(gave_up.is_err(), "still waiting at 100 ms");
+    // Every limit is back to the first request's schedule: a unit call now
+    // waits 900 ms (2 s after the first without the refund), in each limit.
+    let [chat, group, global] = keys(&(1, 1)).unwrap();
+    let status = limits
+        .status(&[chat.as_ref(), group.as_ref(), global.as_ref()])
+        .await
+        .unwrap();
+    assert_eq!(status.delay(), 900 * MS);
+    for part in status.parts() {
+        assert_eq!(part.reset_after(), 900 * MS);
+    }
+    // And the next request runs at 1 s, not at 2 s.
+    svc.clone().oneshot((1, 1)).await.unwrap();
+    assert_eq!(seen.lock().unwrap().last().unwrap().1, 1000 * MS);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_is_made_ready_before_each_call() {
+    // `tower-test`'s mock panics on a `call` without `Ready` from its own
+    // `poll_ready`, and counts permits: each instance uses its own.
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(10).with_burst(10),
+        FreqLimitParams::per_second(10).with_burst(10),
+    );
+    let (mock, mut handle) = mock::pair::<Req, &'static str>();
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys))
+        .service(mock);
+
+    handle.allow(0);
+    let not_ready = tokio::time::timeout(10 * MS, svc.ready()).await;
+    assert!(not_ready.is_err(), "ready only once the inner service is");
+
+    handle.allow(1);
+    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (1, 1));
+    send.send_response("one");
+    assert_eq!(first.await.unwrap().unwrap(), "one");
+
+    // The second waits 1 s, then goes through a clone of the inner service
+    // made ready after the wait: with no permit left, it is not forwarded.
+    handle.allow(1);
+    let second = tokio::spawn(svc.ready().await.unwrap().call((1, 2)));
+    tokio::time::sleep(3000 * MS).await;
+    assert!(!second.is_finished(), "its clone has no permit yet");
+    handle.allow(1);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (1, 2));
+    send.send_response("two");
+    assert_eq!(second.await.unwrap().unwrap(), "two");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_function_that_fails_refuses_with_its_key_not_found() {
+    let limits = CompoundLimit::new(InMemoryBackend::<u32>::new())
+        .limit("per-user", FreqLimitParams::per_second(1))
+        .limit("global", FreqLimitParams::per_second(1));
+    let layer = CompoundLimitLayer::new(limits, |user: &u32| match user {
+        0 => Err(tower_freqlimit::KeyNotFound::client_omitted("no user id")),
+        user => Ok([Some(*user), None]),
+    });
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(
+            |user: u32| async move { Ok::<_, BoxError>(user) },
+        ));
+    let err = svc.clone().oneshot(0).await.unwrap_err();
+    match err.downcast_ref::<FreqLimitError>() {
+        Some(FreqLimitError::KeyNotFound(missing)) => assert_eq!(missing.message(), "no user id"),
+        other => panic!("expected KeyNotFound, got {other:?}"),
+    }
+    assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+}
+
+/// The in-memory backend, answering every compound a poll later, as a remote
+/// backend (Redis) does: no decision inside `call`.
+#[derive(Clone)]
+struct Later(InMemoryBackend<Scope>);
+
+impl tower_freqlimit::FreqLimitBackend for Later {
+    type Key = Scope;
+    type ReserveFuture =
+        <InMemoryBackend<Scope> as tower_freqlimit::FreqLimitBackend>::ReserveFuture;
+
+    fn reserve<Q>(
+        &self,
+        key: Option<&Q>,
+        now: tower_freqlimit::clock::Timestamp,
+        params: &FreqLimitParams,
+        request: tower_freqlimit::Reserve,
+    ) -> Self::ReserveFuture
+    where
+        Scope: std::borrow::Borrow<Q>,
+        Q: tower_freqlimit::backends::BorrowedKey<Scope> + ?Sized,
+    {
+        self.0.reserve(key, now, params, request)
+    }
+
+    fn clear(&self) -> impl Future<Output = Result<(), tower_freqlimit::BackendError>> + Send {
+        self.0.clear()
+    }
+
+    fn clock(&self) -> tower_freqlimit::clock::Clock {
+        self.0.clock()
+    }
+
+    fn refund(&self, key: Option<&Scope>, admission: &tower_freqlimit::Admission) -> bool {
+        self.0.refund(key, admission)
+    }
+}
+
+impl CompoundBackend for Later {
+    type CompoundFuture = std::pin::Pin<
+        Box<dyn Future<Output = Result<tower_freqlimit::CompoundAdmission, FreqLimitError>> + Send>,
+    >;
+
+    fn reserve_compound(
+        &self,
+        parts: &[Part<'_, Scope>],
+        now: tower_freqlimit::clock::Timestamp,
+        request: tower_freqlimit::Reserve,
+    ) -> Self::CompoundFuture {
+        let decided = self.0.reserve_compound_sync(parts, now, request).unwrap();
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            decided
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_backend_that_answers_later_requests_go_through_a_ready_clone() {
+    let limits = CompoundLimit::new(Later(InMemoryBackend::new()))
+        .limit("per-chat", FreqLimitParams::per_second(1))
+        .limit("per-group", FreqLimitParams::per_second(1).with_burst(10))
+        .limit("global", FreqLimitParams::per_second(1).with_burst(10));
+    let (mock, mut handle) = mock::pair::<Req, &'static str>();
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), keys))
+        .service(mock);
+
+    // Admitted with no delay, but only once the backend answered: the request
+    // goes through a clone, which needs a permit of its own.
+    handle.allow(1);
+    let first = tokio::spawn(svc.ready().await.unwrap().call((1, 1)));
+    tokio::time::sleep(10 * MS).await;
+    assert!(!first.is_finished(), "its clone has no permit yet");
+    handle.allow(1);
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, (1, 1));
+    send.send_response("one");
+    assert_eq!(first.await.unwrap().unwrap(), "one");
+
+    // A request that waits for its slot and is dropped gives it back in
+    // every limit.
+    handle.allow(2);
+    let gave_up = tokio::time::timeout(100 * MS, svc.ready().await.unwrap().call((1, 1))).await;
+    assert!(gave_up.is_err(), "still waiting at 100 ms");
+    let [chat, group, global] = keys(&(1, 1)).unwrap();
+    let status = limits
+        .status(&[chat.as_ref(), group.as_ref(), global.as_ref()])
+        .await
+        .unwrap();
+    let remaining: Vec<_> = status.parts().iter().map(|p| p.remaining()).collect();
+    assert_eq!(remaining, [0, 9, 9], "only the first request is charged");
+    assert_eq!(status.delay(), 890 * MS);
+
+    // Refused (reject mode): answered without reaching the inner service.
+    let (inner, seen) = recording();
+    let strict = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys).no_wait())
+        .service(inner);
+    let refused = strict.oneshot((1, 1)).await.unwrap_err();
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(rejected_by(&refused), 0);
+}
