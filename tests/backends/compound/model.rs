@@ -1,18 +1,7 @@
-//! Compound reservations on the in-memory backend
-//! (`src/backends/memory/compound.rs`, `src/gcra/compound.rs`):
-//!
-//! * against a sequential model written from the rules (the call
-//!   runs at `t = max` of each limit's earliest conforming time, every
-//!   limit charged at `t`, all or nothing), with single calls, holes and
-//!   cancellations mixed in: every decision, refund tokens included;
-//! * never more than `burst + w / T` units in any window `w`, per key;
-//! * threads racing on overlapping compounds (and single calls) admit
-//!   exactly what a sequential schedule admits;
-//! * the cases a user meets: a non-binding limit charged at `t`, a refusal
-//!   consuming nothing, errors for bad keys.
+//! The sequential model of compound reservations and the properties held
+//! against it (see the parent module).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -22,18 +11,15 @@ use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::gcra::compound::Charge;
 use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes};
-use tower_freqlimit::{
-    Admission, BackendErrorKind, CompoundLimit, FreqLimitError, FreqLimitParams, RefundToken,
-    Reserve,
-};
+use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, RefundToken, Reserve};
 
-use super::refund::{T0, request};
+use crate::refund::{T0, request};
 
-const MS: u64 = 1_000_000;
-const S: u64 = 1_000 * MS;
+pub(super) const MS: u64 = 1_000_000;
+pub(super) const S: u64 = 1_000 * MS;
 
 /// Four keys (the last is the global bucket), each with its own params.
-const KEYS: usize = 4;
+pub(super) const KEYS: usize = 4;
 
 fn key_of(i: usize) -> Option<String> {
     (i + 1 < KEYS).then(|| format!("k{i}"))
@@ -344,11 +330,11 @@ fn ops(max_cost: u32) -> impl Strategy<Value = Vec<Op>> {
 
 /// A reservation still standing: per key, its admission, when it runs, its cost.
 #[derive(Debug, Clone)]
-struct Made {
-    parts: Vec<(usize, Admission)>,
-    at: u64,
-    cost: u32,
-    cancelled: bool,
+pub(super) struct Made {
+    pub(super) parts: Vec<(usize, Admission)>,
+    pub(super) at: u64,
+    pub(super) cost: u32,
+    pub(super) cancelled: bool,
 }
 
 /// Runs `ops` on a backend and on the model, asserting every decision equal;
@@ -439,7 +425,7 @@ fn run(params: &[FreqLimitParams; KEYS], ops: &[Op]) -> Result<Vec<Made>, TestCa
 }
 
 /// Asserts that no key admitted more than `burst + w / T` units in any window.
-fn assert_within_the_bound(
+pub(super) fn assert_within_the_bound(
     made: &[Made],
     params: &[FreqLimitParams; KEYS],
 ) -> Result<(), TestCaseError> {
@@ -487,281 +473,5 @@ proptest! {
     ) {
         let made = run(&params, &ops)?;
         assert_within_the_bound(&made, &params)?;
-    }
-}
-
-/// A limit that would admit the call sooner is charged at the call's instant
-/// `t`, not at `now`: charged at `now`, it would let a single call in at
-/// `t` too, two calls at one instant on a burst of one.
-#[test]
-fn a_limit_that_does_not_decide_is_charged_when_the_call_runs() {
-    let backend = InMemoryBackend::<&str>::builder().without_sweeper().build();
-    let (free, owed) = (
-        FreqLimitParams::per_second(1),
-        FreqLimitParams::per_second(1),
-    );
-    let at = |ns| Timestamp::from_nanos(T0 + ns);
-    // "owed" is owed 10 s; "free" is full.
-    backend
-        .reserve_now(Some(&"owed"), at(0), &owed, Reserve::new().cost(10))
-        .unwrap();
-    let parts = [
-        Part::new(Some(&"free"), &free),
-        Part::new(Some(&"owed"), &owed),
-    ];
-    let compound = backend
-        .reserve_compound_now(&parts, at(0), Reserve::new())
-        .unwrap();
-    assert_eq!(compound.delay(), Duration::from_secs(10));
-    assert_eq!(compound.decided_by(), 1);
-    // "free" alone at 1 s: admitted at once, in the gap the compound left
-    // before its slot at 10 s.
-    let single = backend
-        .reserve_now(Some(&"free"), at(S), &free, Reserve::new())
-        .unwrap();
-    assert!(single.delay().is_zero());
-    // The gap serves one call a second up to the compound's slot.
-    for second in 2..10 {
-        let a = backend.reserve_now(
-            Some(&"free"),
-            at(second * S),
-            &free,
-            Reserve::new().no_wait(),
-        );
-        assert!(a.is_ok(), "at {second} s: {a:?}");
-    }
-    // At 10 s the compound runs: another call on "free" then waits a period.
-    let next = backend
-        .reserve_now(Some(&"free"), at(10 * S), &free, Reserve::new())
-        .unwrap();
-    assert_eq!(next.delay(), Duration::from_secs(1));
-}
-
-/// A refusal takes nothing from any limit, and says which limit refused and
-/// when every limit will admit the call.
-#[test]
-fn a_refusal_consumes_nothing_in_any_limit() {
-    let backend = InMemoryBackend::<&str>::builder().without_sweeper().build();
-    let (chat, global) = (
-        FreqLimitParams::per_second(1),
-        FreqLimitParams::per_second(10).with_burst(10),
-    );
-    let now = Timestamp::from_nanos(T0);
-    let parts = [Part::new(Some(&"chat"), &chat), Part::new(None, &global)];
-    backend
-        .reserve_compound_now(&parts, now, Reserve::new())
-        .unwrap();
-    let before = backend
-        .reserve_compound_now(&parts, now, Reserve::new().cost(0))
-        .unwrap();
-    let Err(FreqLimitError::Rejected(refused)) = backend.reserve_compound_now(
-        &parts,
-        now,
-        Reserve::new().max_wait(Duration::from_millis(200)),
-    ) else {
-        panic!("the chat owes a second");
-    };
-    assert_eq!(refused.limit(), 0);
-    assert_eq!(refused.retry_after(), Duration::from_millis(800));
-    let after = backend
-        .reserve_compound_now(&parts, now, Reserve::new().cost(0))
-        .unwrap();
-    assert_eq!(after, before);
-    assert_eq!(after.parts()[1].remaining(), 9);
-    // A cost the chat can never admit without waiting: refused first, whatever the global says.
-    let err = backend
-        .reserve_compound_now(&parts, now, Reserve::new().cost(2).no_wait())
-        .unwrap_err();
-    assert_eq!(
-        err,
-        FreqLimitError::CostExceedsCapacity {
-            cost: 2,
-            max_cost: 1
-        }
-    );
-}
-
-/// Parts that are not a compound are refused with a message that says why.
-#[test]
-fn two_limits_on_one_key_or_a_wrong_key_count_are_errors() {
-    let backend = InMemoryBackend::<&str>::new();
-    let p = FreqLimitParams::per_second(1);
-    let now = Timestamp::from_nanos(T0);
-    let same = [
-        Part::new(Some(&"a"), &p),
-        Part::new(Some(&"b"), &p),
-        Part::new(Some(&"a"), &p),
-    ];
-    let Err(FreqLimitError::Backend(err)) =
-        backend.reserve_compound_now(&same, now, Reserve::new())
-    else {
-        panic!("two limits on key a");
-    };
-    assert_eq!(err.kind(), BackendErrorKind::Other);
-    assert!(err.to_string().contains("limits 0 and 2"), "{err}");
-    assert!(backend.is_empty(), "nothing stored");
-
-    let limits = CompoundLimit::new(backend).limit("a", p).limit("b", p);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Err(FreqLimitError::Backend(err)) = runtime.block_on(limits.acquire(&[Some(&"x")])) else {
-        panic!("one key for two limits");
-    };
-    assert!(
-        err.to_string()
-            .contains("1 keys for a compound of 2 limits"),
-        "{err}"
-    );
-}
-
-/// A waiting compound that is dropped gives its slot back in every limit.
-#[tokio::test(start_paused = true)]
-async fn a_dropped_wait_gives_every_limit_back() {
-    let backend = InMemoryBackend::<&str>::builder()
-        .clock(tower_freqlimit::clock::Clock::tokio())
-        .build();
-    let limits = CompoundLimit::new(backend)
-        .limit("per-chat", FreqLimitParams::per_second(1))
-        .limit("global", FreqLimitParams::per_second(10).with_burst(5));
-    let keys = [Some(&"chat"), None];
-    limits.acquire(&keys).await.unwrap();
-    // The second call waits for the chat; it is given up after 100 ms.
-    let gave_up = tokio::time::timeout(Duration::from_millis(100), limits.acquire(&keys)).await;
-    assert!(gave_up.is_err());
-    let after = limits.status(&keys).await.unwrap();
-    assert_eq!(
-        after.delay(),
-        Duration::from_millis(900),
-        "the chat is owed what it was before"
-    );
-    assert_eq!(
-        after.parts()[1].remaining(),
-        5,
-        "the global bucket has refilled and nothing is held"
-    );
-    // And the next call waits only for the chat's first slot.
-    let next = limits.acquire(&keys).await.unwrap();
-    assert_eq!(next.delay(), Duration::from_millis(900));
-}
-
-/// Threads race on two compounds that share the global bucket, and on
-/// single calls to it, in reject mode at one instant: the global bucket
-/// admits exactly its burst, each chat no more than its own, and every
-/// chat's state counts exactly its admissions (no lost update, no charge
-/// from a call that was refused).
-#[test]
-fn racing_compounds_admit_what_a_sequential_schedule_does() {
-    let backend = InMemoryBackend::<String>::builder()
-        .without_sweeper()
-        .build();
-    let chat = FreqLimitParams::new(1, Duration::from_secs(1), 150);
-    let global = FreqLimitParams::new(1, Duration::from_secs(1), 200);
-    let now = Timestamp::from_nanos(T0);
-    let chats = [String::from("c0"), String::from("c1")];
-    let backend = Arc::new(backend);
-    // Threads 0 and 1 on chat c0, thread 2 on c1, thread 3 single calls.
-    let admitted: Vec<usize> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let (backend, chats) = (&backend, &chats);
-                s.spawn(move || {
-                    (0..400)
-                        .filter(|_| {
-                            let r = Reserve::new().no_wait();
-                            if w == 3 {
-                                return backend
-                                    .reserve_now(None::<&String>, now, &global, r)
-                                    .is_ok();
-                            }
-                            let chat_key = &chats[usize::from(w == 2)];
-                            let parts =
-                                [Part::new(Some(chat_key), &chat), Part::new(None, &global)];
-                            backend.reserve_compound_now(&parts, now, r).is_ok()
-                        })
-                        .count()
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap()).collect()
-    });
-    assert_eq!(admitted.iter().sum::<usize>(), 200, "{admitted:?}");
-    let status = |key: Option<&String>, params| {
-        backend.reserve_now(key, now, params, Reserve::new().cost(0))
-    };
-    assert!(matches!(status(None, &global), Ok(a) if a.remaining() == 0));
-    for (c, n) in [(0, admitted[0] + admitted[1]), (1, admitted[2])] {
-        assert!(n <= 150);
-        let left = status(Some(&chats[c]), &chat).unwrap().remaining() as usize;
-        assert_eq!(left, 150 - n, "chat {c}: {n} admitted");
-    }
-}
-
-/// The same race in wait mode: no slot given twice in any limit (the spans
-/// each limit handed out are disjoint), and each limit within its bound.
-#[test]
-fn racing_waits_never_share_a_slot() {
-    let backend = Arc::new(
-        InMemoryBackend::<String>::builder()
-            .without_sweeper()
-            .build(),
-    );
-    let chat = FreqLimitParams::new(1, Duration::from_millis(10), 3);
-    let global = FreqLimitParams::new(1, Duration::from_millis(4), 5);
-    let now = Timestamp::from_nanos(T0);
-    let chats = [String::from("c0"), String::from("c1")];
-    let results: Vec<Vec<(usize, CompoundAdmission)>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..3)
-            .map(|w| {
-                let (backend, chats) = (&backend, &chats);
-                s.spawn(move || {
-                    (0..300)
-                        .map(|_| {
-                            let c = usize::from(w == 2);
-                            let parts =
-                                [Part::new(Some(&chats[c]), &chat), Part::new(None, &global)];
-                            (
-                                c,
-                                backend
-                                    .reserve_compound_now(&parts, now, Reserve::new())
-                                    .unwrap(),
-                            )
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap()).collect()
-    });
-    let all: Vec<(usize, CompoundAdmission)> = results.into_iter().flatten().collect();
-    let mut made = Vec::new();
-    for (c, a) in &all {
-        made.push(Made {
-            parts: vec![(*c, a.parts()[0]), (3, a.parts()[1])],
-            at: T0 + a.delay().as_nanos() as u64,
-            cost: 1,
-            cancelled: false,
-        });
-    }
-    assert_within_the_bound(&made, &[chat, chat, chat, global]).unwrap();
-    for (limit, interval) in [
-        (0, chat.interval_nanos()),
-        (1, chat.interval_nanos()),
-        (3, global.interval_nanos()),
-    ] {
-        // The cell each call took, `[end - T, end)`: never one cell twice.
-        let mut ends: Vec<u64> = made
-            .iter()
-            .flat_map(|m| m.parts.iter().filter(|(k, _)| *k == limit))
-            .map(|(_, a)| a.refund_token().end.unwrap())
-            .collect();
-        ends.sort_unstable();
-        for pair in ends.windows(2) {
-            assert!(
-                pair[1] - pair[0] >= interval,
-                "limit {limit}: cells ending at {pair:?} overlap"
-            );
-        }
     }
 }
