@@ -11,6 +11,7 @@
 
 mod cluster;
 mod compound;
+mod compound_model;
 mod faults;
 mod negative_cache;
 mod sentinel;
