@@ -388,3 +388,40 @@ fn rejected(limit: &Limit<'_>, index: usize, now: u64, over: u64) -> CompoundRef
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    /// A limit whose cells start where its tail already is leaves no gap
+    /// (an empty hole would only take one of its key's places).
+    #[test]
+    fn no_gap_where_the_cells_start_at_the_tail() {
+        let p = FreqLimitParams::per_second(1);
+        // Both owe a second: the call runs at 1 s, each limit at its tail.
+        let limits = [Limit::new(Some(S), &p), Limit::new(Some(S), &p)];
+        let decided = reserve_all(&limits, 0, &Reserve::new()).unwrap();
+        assert_eq!(decided.delay(), S);
+        for charge in decided.charges() {
+            assert_eq!(
+                *charge,
+                Charge::Tail {
+                    gap: None,
+                    new_tat: 2 * S
+                }
+            );
+        }
+        // One owes a second, the other nothing: the second's gap is [0, 1 s).
+        let limits = [Limit::new(Some(S), &p), Limit::new(None, &p)];
+        let decided = reserve_all(&limits, 0, &Reserve::new()).unwrap();
+        assert_eq!(
+            decided.charges()[1],
+            Charge::Tail {
+                gap: Some(Hole { start: 0, end: S }),
+                new_tat: 2 * S
+            }
+        );
+    }
+}
