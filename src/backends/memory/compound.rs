@@ -37,7 +37,9 @@ use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
 #[cfg(doc)]
 use crate::gcra::compound::MAX_TAT;
-use crate::gcra::compound::{Charge, CompoundRefusal, Limit, MAX_LIMITS, reserve_into};
+use crate::gcra::compound::{
+    Charge, CompoundRefusal, Decided, Limit, MAX_LIMITS, decide, decide_at_tails,
+};
 use crate::gcra::holes::{Hole, MAX_HOLES};
 
 /// The TAT of a key a compound is deciding on.
@@ -268,14 +270,11 @@ where
         let decided = if any_holes {
             self.decide_with_holes(parts, found, now, request, admissions, &mut charges)
         } else {
-            let mut limits = [Limit::new(None, parts[0].params); MAX_LIMITS];
-            for (i, part) in parts.iter().enumerate() {
-                // A stored 0 (a drained entry, the global bucket's start) is
-                // in the past: the same as no TAT, refund token included.
-                limits[i] = Limit::new(Some(found[i]), part.params);
-            }
-            reserve_into(
-                &limits[..parts.len()],
+            // A stored 0 (a drained entry, the global bucket's start) is in
+            // the past: the same as no TAT, refund token included.
+            decide_at_tails(
+                parts.len(),
+                |i| (Some(found[i]), parts[i].params),
                 now,
                 request,
                 admissions,
@@ -283,10 +282,10 @@ where
             )
         };
         let result = match decided {
-            Ok((_, decided_by)) => {
+            Ok(decided) => {
                 let charges = &charges[..parts.len()];
                 for (charge, part) in charges.iter().zip(parts) {
-                    if charge.changes_holes() {
+                    if decided.holes_change && charge.changes_holes() {
                         match part.key {
                             Some(key) => inner.holes.apply_keyed(key, charge, now),
                             None => inner.holes.apply_global(charge, now),
@@ -296,7 +295,7 @@ where
                 for (i, charge) in charges.iter().enumerate() {
                     tat(i).store(charge.new_tat().unwrap_or(found[i]), Ordering::Relaxed);
                 }
-                Ok(decided_by)
+                Ok(decided.decided_by)
             }
             Err(refused) => {
                 for (i, value) in found.iter().enumerate() {
@@ -319,7 +318,7 @@ where
         request: &Reserve,
         admissions: &mut [Admission; MAX_LIMITS],
         charges: &mut [Charge; MAX_LIMITS],
-    ) -> Result<(u64, usize), CompoundRefusal> {
+    ) -> Result<Decided, CompoundRefusal> {
         let holes = &self.inner.holes;
         let mut copies = [[Hole { start: 0, end: 0 }; MAX_HOLES]; MAX_LIMITS];
         let mut counts = [0; MAX_LIMITS];
@@ -333,7 +332,7 @@ where
         for (i, part) in parts.iter().enumerate() {
             limits[i] = Limit::new(Some(found[i]), part.params).with_holes(&copies[i][..counts[i]]);
         }
-        reserve_into(&limits[..parts.len()], now, request, admissions, charges)
+        decide(&limits[..parts.len()], now, request, admissions, charges)
     }
 }
 

@@ -270,29 +270,6 @@ pub fn reserve_all(
         charges: [Charge::Nothing; MAX_LIMITS],
         admissions: [NONE; MAX_LIMITS],
     };
-    let (delay, decided_by) = reserve_into(
-        limits,
-        now,
-        request,
-        &mut reserved.admissions,
-        &mut reserved.charges,
-    )?;
-    reserved.delay = delay;
-    reserved.decided_by = decided_by;
-    Ok(reserved)
-}
-
-/// [`reserve_all`], writing each limit's admission and charge into the
-/// caller's arrays (the in-memory backend's, so that nothing is copied
-/// twice); the common delay and the deciding limit.
-#[inline]
-pub(crate) fn reserve_into(
-    limits: &[Limit<'_>],
-    now: u64,
-    request: &Reserve,
-    admissions: &mut [Admission; MAX_LIMITS],
-    charges: &mut [Charge; MAX_LIMITS],
-) -> Result<(u64, usize), CompoundRefusal> {
     assert!(
         !limits.is_empty() && limits.len() <= MAX_LIMITS,
         "a compound has 1 to {MAX_LIMITS} limits, not {}",
@@ -303,20 +280,65 @@ pub(crate) fn reserve_into(
             return Err(CompoundRefusal { limit, refusal });
         }
     }
+    let decided = decide(
+        limits,
+        now,
+        request,
+        &mut reserved.admissions,
+        &mut reserved.charges,
+    )?;
+    reserved.delay = decided.delay;
+    reserved.decided_by = decided.decided_by;
+    Ok(reserved)
+}
+
+/// [`reserve_all`] once its checks are made (1 to [`MAX_LIMITS`] limits,
+/// no impossible cost), writing each limit's admission and charge into the
+/// caller's arrays (the in-memory backend's, so that nothing is copied
+/// twice); the common delay and the deciding limit.
+#[inline]
+pub(crate) fn decide(
+    limits: &[Limit<'_>],
+    now: u64,
+    request: &Reserve,
+    admissions: &mut [Admission; MAX_LIMITS],
+    charges: &mut [Charge; MAX_LIMITS],
+) -> Result<Decided, CompoundRefusal> {
     // A status check (cost 0) is decided at the TAT, as for one limit.
     if request.cost > 0 && limits.iter().any(|limit| !limit.holes.is_empty()) {
         return reserve_with_holes(limits, now, request, admissions, charges);
     }
-    // No hole anywhere: each limit's earliest instant is its tail's.
+    decide_at_tails(
+        limits.len(),
+        |i| (limits[i].tat, limits[i].params),
+        now,
+        request,
+        admissions,
+        charges,
+    )
+}
+
+/// [`decide`] when no limit has a hole (or for cost 0): each limit's
+/// earliest instant is its tail's.
+#[inline]
+pub(crate) fn decide_at_tails<'p>(
+    len: usize,
+    limit: impl Fn(usize) -> (Option<u64>, &'p FreqLimitParams),
+    now: u64,
+    request: &Reserve,
+    admissions: &mut [Admission; MAX_LIMITS],
+    charges: &mut [Charge; MAX_LIMITS],
+) -> Result<Decided, CompoundRefusal> {
     let units = u64::from(request.cost.max(1));
     let mut bases = [0_u64; MAX_LIMITS];
     let mut leads = [0_u64; MAX_LIMITS];
     let mut t = now;
     let mut decided_by = 0;
-    for (i, limit) in limits.iter().enumerate() {
-        let (interval, tau) = (limit.params.interval_nanos(), limit.params.tau_nanos());
+    for i in 0..len {
+        let (tat, params) = limit(i);
+        let (interval, tau) = (params.interval_nanos(), params.tau_nanos());
         let last = (units - 1).saturating_mul(interval);
-        let base = limit.tat.map_or(now, |tat| tat.max(now));
+        let base = tat.map_or(now, |tat| tat.max(now));
         let at = base.saturating_add(last).saturating_sub(tau).max(now);
         (bases[i], leads[i]) = (base, last.saturating_sub(tau));
         if at > t {
@@ -327,17 +349,20 @@ pub(crate) fn reserve_into(
     if let Some(max_wait) = request.max_wait {
         let max_wait = nanos::from_duration(max_wait);
         if delay > max_wait {
+            let (tat, params) = limit(decided_by);
             return Err(rejected(
-                &limits[decided_by],
+                &Limit::new(tat, params),
                 decided_by,
                 now,
                 delay - max_wait,
             ));
         }
     }
-    for (i, limit) in limits.iter().enumerate() {
-        let (interval, burst) = (limit.params.interval_nanos(), limit.params.burst());
-        let stored = limit.tat.unwrap_or(0);
+    let mut gaps = false;
+    for i in 0..len {
+        let (tat, params) = limit(i);
+        let (interval, burst) = (params.interval_nanos(), params.burst());
+        let stored = tat.unwrap_or(0);
         let base = bases[i];
         if request.cost == 0 {
             charges[i] = Charge::Nothing;
@@ -358,6 +383,7 @@ pub(crate) fn reserve_into(
             start: base,
             end: start,
         });
+        gaps |= gap.is_some();
         charges[i] = Charge::Tail { gap, new_tat };
         let token = RefundToken {
             start: if start > base { start } else { stored },
@@ -365,7 +391,23 @@ pub(crate) fn reserve_into(
         };
         admissions[i] = Admission::from_parts(delay, new_tat - now, burst, interval, token);
     }
-    Ok((delay, decided_by))
+    Ok(Decided {
+        delay,
+        decided_by,
+        holes_change: gaps,
+    })
+}
+
+/// What [`decide`] found, beside each limit's admission and charge.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decided {
+    /// The common delay.
+    pub(crate) delay: u64,
+    /// The deciding limit.
+    pub(crate) decided_by: usize,
+    /// Whether some charge changes its key's holes (a gap, a span taken
+    /// out of a hole).
+    pub(crate) holes_change: bool,
 }
 
 /// The refusal of a call that would wait `over` longer than allowed,

@@ -2,7 +2,7 @@
 //! are its holes' (where the cost fits) and its tail's, the call runs at the
 //! first instant all share, and each limit places its cells there.
 
-use super::{Charge, CompoundRefusal, Limit, MAX_LIMITS, MAX_TAT, rejected};
+use super::{Charge, CompoundRefusal, Decided, Limit, MAX_LIMITS, MAX_TAT, rejected};
 use crate::decision::{Admission, RefundToken, Reserve};
 use crate::gcra::holes::Hole;
 use crate::nanos;
@@ -106,7 +106,7 @@ fn tail(limit: &Limit<'_>, now: u64, shape: Shape, t: u64) -> Charge {
     }
 }
 
-/// [`reserve_into`] when some limit has holes (cost 1 or more).
+/// [`decide`](super::decide) when some limit has holes (cost 1 or more).
 #[inline(never)]
 pub(super) fn reserve_with_holes(
     limits: &[Limit<'_>],
@@ -114,7 +114,7 @@ pub(super) fn reserve_with_holes(
     request: &Reserve,
     admissions: &mut [Admission; MAX_LIMITS],
     charges: &mut [Charge; MAX_LIMITS],
-) -> Result<(u64, usize), CompoundRefusal> {
+) -> Result<Decided, CompoundRefusal> {
     let mut shapes = [Shape::new(limits[0].params, 1); MAX_LIMITS];
     for (i, limit) in limits.iter().enumerate() {
         shapes[i] = Shape::new(limit.params, request.cost);
@@ -165,7 +165,11 @@ pub(super) fn reserve_with_holes(
         charges[i] = charge;
         admissions[i] = Admission::from_parts(delay, after, burst, interval, token);
     }
-    Ok((delay, decided_by))
+    Ok(Decided {
+        delay,
+        decided_by,
+        holes_change: true,
+    })
 }
 
 /// The common instant when some limit has holes: the deciding limit is the
