@@ -375,3 +375,43 @@ where
         Some(self.reserve_compound_now(parts, now, request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{LOCKED, raise, try_lock, wait_unlocked};
+
+    /// A TAT a compound holds: the waiters get the value it stores, never
+    /// the lock's mark (another thread plays the compound).
+    #[test]
+    fn waiters_get_the_value_the_compound_stores() {
+        let tat = AtomicU64::new(7);
+        assert_eq!(try_lock(&tat), Some(7));
+        assert_eq!(try_lock(&tat), None, "held once");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| wait_unlocked(&tat));
+            let raiser = s.spawn(|| raise(&tat, 50));
+            tat.store(40, Ordering::Relaxed);
+            // 40, or 50 if the raiser got there first; never the mark.
+            let seen = waiter.join().unwrap();
+            assert!(seen == 40 || seen == 50, "{seen}");
+            assert!(
+                raiser.join().unwrap(),
+                "40 raised to 50, after the compound"
+            );
+        });
+        assert_eq!(tat.load(Ordering::Relaxed), 50);
+    }
+
+    /// `raise` is `fetch_max` that says whether it moved.
+    #[test]
+    fn raise_moves_only_up() {
+        let tat = AtomicU64::new(10);
+        assert!(raise(&tat, 20));
+        assert!(!raise(&tat, 20));
+        assert!(!raise(&tat, 5));
+        assert_eq!(tat.load(Ordering::Relaxed), 20);
+        assert_ne!(tat.load(Ordering::Relaxed), LOCKED);
+    }
+}
