@@ -298,3 +298,67 @@ fn racing_waits_never_share_a_slot() {
         }
     }
 }
+
+/// On a bounded table whose keys are grouped (IP addresses by network), a
+/// compound inserts a new key while its group has room, and refuses with
+/// `Full` (consuming nothing) once the group holds its share: a compound does
+/// not decide on a group's overflow bucket.
+#[test]
+fn a_group_past_its_share_refuses_a_compound_s_new_key() {
+    use std::net::IpAddr;
+    let backend = InMemoryBackend::<IpAddr>::builder()
+        .max_keys(64)
+        .without_sweeper()
+        .build();
+    assert_eq!(backend.group_share(), Some(2));
+    let p = FreqLimitParams::per_second(1);
+    let global = FreqLimitParams::per_second(1_000).with_burst(100);
+    let now = Timestamp::from_nanos(T0);
+    let ip = |last: u8| IpAddr::from([10, 0, 0, last]);
+    // The group 10.0.0.0/24 has room for two keys: a compound takes them.
+    for last in [1, 2] {
+        let key = ip(last);
+        let parts = [Part::new(Some(&key), &p), Part::new(None, &global)];
+        assert!(
+            backend
+                .reserve_compound_now(&parts, now, Reserve::new())
+                .is_ok(),
+            "10.0.0.{last}"
+        );
+    }
+    assert_eq!(backend.len(), 2);
+    let key = ip(3);
+    let parts = [Part::new(Some(&key), &p), Part::new(None, &global)];
+    let Err(FreqLimitError::Backend(err)) =
+        backend.reserve_compound_now(&parts, now, Reserve::new())
+    else {
+        panic!("the group holds its share");
+    };
+    assert_eq!(err.kind(), BackendErrorKind::Full);
+    // Nothing consumed in the global bucket: 98 of its 100 remain.
+    let status = backend
+        .reserve_now(None::<&IpAddr>, now, &global, Reserve::new().cost(0))
+        .unwrap();
+    assert_eq!(status.remaining(), 98);
+}
+
+/// Keys that only compounds ever touch are swept like any other: the first
+/// compound starts the backend's sweeper.
+#[tokio::test(start_paused = true)]
+async fn compounds_start_the_sweeper() {
+    let backend = InMemoryBackend::<&str>::builder()
+        .clock(tower_freqlimit::clock::Clock::tokio())
+        .sweeper_interval(Duration::from_secs(1))
+        .idle_ttl(Duration::ZERO)
+        .build();
+    let limits = CompoundLimit::new(backend.clone())
+        .limit("per-chat", FreqLimitParams::per_second(1))
+        .limit("per-group", FreqLimitParams::per_second(1));
+    limits
+        .acquire(&[Some(&"chat"), Some(&"group")])
+        .await
+        .unwrap();
+    assert_eq!(backend.len(), 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backend.len(), 0, "both drained keys swept");
+}
