@@ -8,6 +8,7 @@ mod grouped;
 mod groups;
 mod hold;
 mod holes;
+mod step;
 mod sweeper;
 mod when_full;
 
@@ -29,11 +30,11 @@ use tokio::task::AbortHandle;
 
 use self::bound::Bound;
 use self::holes::HoleTable;
+use self::step::{decided_at, update};
 use super::{BorrowedKey, NoKey};
 use crate::decision::{Admission, Reserve};
 use crate::error::FreqLimitError;
 use crate::gcra;
-use crate::gcra::holes::Spot;
 use crate::params::FreqLimitParams;
 
 /// Rate-limit state kept in this process: one `u64` TAT per key.
@@ -458,47 +459,6 @@ where
                 }
                 Ok(reserved.admission)
             }
-        }
-    }
-}
-
-/// The decision a hole path made at `spot` (see [`Spot`]), rebuilt here so
-/// that it reaches the caller in registers, as the fast path's does.
-#[inline(always)]
-fn decided_at(
-    spot: Spot,
-    now: u64,
-    params: &FreqLimitParams,
-    request: &Reserve,
-) -> Result<Admission, FreqLimitError> {
-    Ok(spot.decide(now, params, request)?.admission)
-}
-
-/// One GCRA step on an atomic TAT: load, decide, compare-and-swap, repeat if
-/// another thread got there first.
-#[inline(always)]
-fn update(
-    tat: &AtomicU64,
-    now: u64,
-    params: &FreqLimitParams,
-    request: &Reserve,
-) -> Result<Admission, FreqLimitError> {
-    // Relaxed is enough: the TAT is the only data, and every CAS on one atomic
-    // sees a single total order of its values.
-    let mut current = tat.load(Ordering::Relaxed);
-    loop {
-        // A compound is deciding on this key: wait for its few nanoseconds.
-        if current == compound::LOCKED {
-            current = compound::wait_unlocked(tat);
-        }
-        // A stored 0 (the global bucket's start) is in the past: a full bucket.
-        let reserved = gcra::reserve(Some(current), now, params, request)?;
-        let Some(new_tat) = reserved.new_tat else {
-            return Ok(reserved.admission);
-        };
-        match tat.compare_exchange_weak(current, new_tat, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return Ok(reserved.admission),
-            Err(actual) => current = actual,
         }
     }
 }

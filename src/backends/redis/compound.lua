@@ -42,15 +42,6 @@
 --   the corrupt-value error (prelude.lua) naming the limit when one of the
 --    keys holds a value of another form (nothing stored in any key).
 local MAX_HOLES = 64
-local function add(a, b)
-  local s = a + b
-  if s > MAXV then return MAXV end
-  return s
-end
-local function sub(a, b)
-  if a > b then return a - b end
-  return 0
-end
 
 local n = #KEYS
 local now = now_from(ARGV[1])

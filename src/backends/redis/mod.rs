@@ -72,66 +72,12 @@
 //! # Compound limits
 //!
 //! [`RedisBackend`] is a
-//! [`CompoundBackend`](crate::backends::compound::CompoundBackend), for
-//! [`CompoundLimit`](crate::CompoundLimit) (one request counted against a
-//! per-chat, a per-group and a global limit at once, all or nothing):
-//!
-//! * **One round trip** per decision, whatever the number of limits: one
-//!   `EVALSHA` whose `KEYS` are every limit's key reads them all, decides as
-//!   [`gcra::compound::reserve_all`](crate::gcra::compound::reserve_all)
-//!   does (in whole microseconds, on the backend's [`RedisClock`], as above),
-//!   and writes them all, or none on a refusal. Holes count, as in memory:
-//!   a limit may admit the call in a hole of its key (a refund's, or a gap
-//!   an earlier compound left), and a limit charged later than its TAT
-//!   (because the call waits for another limit) records the gap as a hole
-//!   in its key's value, where single calls and other compounds use it.
-//!   Each key expires with its TAT as usual.
-//! * **The same keys as single limits**: a limit's key `k` is
-//!   `{prefix}:k:{k}` and `None` is `{prefix}:g`, so a [`FreqLimit`](crate::FreqLimit)
-//!   and a [`CompoundLimit`](crate::CompoundLimit) on one backend share a
-//!   key's state, and a cancelled compound gives its slot back in each key
-//!   with the single limits' refund.
-//! * **Failures** ([`FailurePolicy`]) count for the compound as a whole:
-//!   fail-closed, one error; fail-open, every limit let through unchecked
-//!   (each part [`is_fail_open`](crate::Admission::is_fail_open), nothing
-//!   stored). The negative cache is not asked for a compound (its answer
-//!   depends on every limit), but learns from its answers for the single
-//!   calls on the same keys.
-//! * **On a cluster, one hash slot.** A script call may only touch keys of
-//!   one slot, so a compound needs a prefix with a hash tag: with
-//!   `.prefix("{bot}:limits")` every key of the backend hashes as `bot`, in
-//!   one slot, on one node (the cost: that backend's keys no longer spread
-//!   over the cluster; give the limits that need no compound a backend of
-//!   their own, untagged). [`CompoundLimit::new`](crate::CompoundLimit::new)
-//!   refuses a cluster backend whose prefix has no hash tag, saying so; a
-//!   direct [`reserve_compound`](crate::backends::compound::CompoundBackend::reserve_compound)
-//!   whose keys fall in different slots fails with a
-//!   [`BackendErrorKind::Other`](crate::BackendErrorKind::Other) error
-//!   without sending anything. A standalone server or a Sentinel primary
-//!   takes any prefix.
-//!
-//! ```no_run
-//! use tower_freqlimit::backends::redis::RedisBackend;
-//! use tower_freqlimit::{CompoundLimit, FreqLimit, FreqLimitParams};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let backend = RedisBackend::<String>::builder()
-//!     .prefix("{bot}:limits")
-//!     .connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
-//!     .await?;
-//! let per_chat = FreqLimitParams::per_second(1);
-//! let limits = CompoundLimit::new(backend.clone())
-//!     .limit("per-chat", per_chat)
-//!     .limit("global", FreqLimitParams::per_second(30));
-//! let chat = "chat:42".to_owned();
-//! // One round trip: the chat's second and the bot's thirtieth, together.
-//! limits.acquire(&[Some(&chat), None]).await?;
-//! // The same key as a single limit on this backend: this call waits a second.
-//! FreqLimit::new(per_chat, backend).acquire("chat:42").await?;
-//! # Ok(())
-//! # }
-//! ```
+//! [`CompoundBackend`](crate::backends::compound::CompoundBackend): one
+//! `EVALSHA` decides every limit of a [`CompoundLimit`](crate::CompoundLimit)
+//! (holes included, as in memory) and writes every key, or none on a
+//! refusal. The keys are those of single limits. On a cluster the prefix
+//! needs a hash tag (`{bot}:limits`), which `CompoundLimit::new` checks. The
+//! [guide](crate::guide::redis#compound-limits) says more.
 //!
 //! # Time and rounding
 //!

@@ -2,6 +2,18 @@
 -- script.rs), so that there is one definition of the time and of a key's value.
 local MAXV = 9007199254740992
 
+-- Saturating arithmetic on integers below 2^53 (sums stop at MAXV, about
+-- 285 years; differences at 0).
+local function add(a, b)
+  local s = a + b
+  if s > MAXV then return MAXV end
+  return s
+end
+local function sub(a, b)
+  if a > b then return a - b end
+  return 0
+end
+
 -- The time in microseconds: `arg`, or the server's TIME when `arg` is ''.
 local function now_from(arg)
   if arg == '' then

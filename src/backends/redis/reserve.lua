@@ -17,15 +17,6 @@
 -- max_wait, the corrupt-value error (prelude.lua) when the key holds a value of
 -- another form (nothing stored). Every number is an integer below 2^53, so Lua's doubles hold it
 -- exactly; sums saturate at 2^53 (about 285 years).
-local function add(a, b)
-  local s = a + b
-  if s > MAXV then return MAXV end
-  return s
-end
-local function sub(a, b)
-  if a > b then return a - b end
-  return 0
-end
 
 local now = now_from(ARGV[6])
 local tau, incr, last = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
