@@ -15,6 +15,15 @@
 //! * `stacked_3`: three `reserve_now` calls on the same three keys (at the
 //!   same clock reading), one after the other.
 //!
+//! The same three limits as Tower layers, each request a `(chat, group)` pair
+//! sent with `poll_ready` then `call` to a no-op inner service, its response
+//! future polled once (in memory nothing waits, so it is ready at once):
+//!
+//! * `layer_one`: one `FreqLimitLayer` keyed by the chat;
+//! * `layer_compound_3`: one `CompoundLimitLayer` over the three limits;
+//! * `layer_stacked_3`: three `FreqLimitLayer`s (chat, group, global), each
+//!   wrapping the next, as a user stacks them today.
+//!
 //! After criterion, `main` prints its own interleaved medians (see
 //! `support::medians`) with each line's ratio to `one_limit`. The goal of
 //! issue 14: a compound within 2.5 times one limit, and faster than the stack.
@@ -29,11 +38,18 @@ use support::{Line, Mode, medians, mode, run_criterion, sampling};
 use std::hint::black_box;
 use std::time::{Duration, Instant as StdInstant};
 
-use tower_freqlimit::FreqLimitParams;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use tower::{Layer, Service};
 use tower_freqlimit::Reserve;
 use tower_freqlimit::backends::compound::Part;
 use tower_freqlimit::backends::memory::InMemoryBackend;
 use tower_freqlimit::clock::Clock;
+use tower_freqlimit::layer::compound::CompoundLimitLayer;
+use tower_freqlimit::{CompoundLimit, FreqLimitLayer, FreqLimitParams};
 
 /// 10^9 per second with a burst of 10^9: never delayed here.
 const PARAMS: FreqLimitParams =
@@ -50,8 +66,12 @@ fn keys(i: u64) -> (u64, u64) {
     (chat, GROUP_BASE + chat / CHATS_PER_GROUP)
 }
 
+/// A backend on [`clock`] (the layer lines read the backend's clock).
 fn backend() -> InMemoryBackend<u64> {
-    InMemoryBackend::<u64>::builder().without_sweeper().build()
+    InMemoryBackend::<u64>::builder()
+        .clock(clock().clone())
+        .without_sweeper()
+        .build()
 }
 
 /// The default clock of a normal build (benches build with `test-util`,
@@ -113,12 +133,99 @@ fn line(name: &'static str, decide: fn(&InMemoryBackend<u64>, u64) -> bool) -> L
     }
 }
 
-fn lines() -> Vec<Line> {
+/// The inner service of the layer lines: answers at once.
+#[derive(Clone, Copy)]
+struct NoOp;
+
+impl Service<(u64, u64)> for NoOp {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: (u64, u64)) -> Self::Future {
+        ready(Ok(()))
+    }
+}
+
+/// Sends one request through `svc` (ready, call, one poll of the response);
+/// whether it was answered at once and admitted.
+#[inline(always)]
+fn send<S>(svc: &mut S, req: (u64, u64)) -> bool
+where
+    S: Service<(u64, u64), Response = ()>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    if !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        return false;
+    }
+    let response = pin!(svc.call(req));
+    matches!(response.poll(&mut cx), Poll::Ready(Ok(())))
+}
+
+/// A layer line: `svc` on the `i`-th request, as [`line`] times decisions.
+fn layer_line<S>(name: &'static str, mut svc: S) -> Line
+where
+    S: Service<(u64, u64), Response = ()> + 'static,
+{
+    for i in 0..100_000 {
+        assert!(
+            send(&mut svc, keys(i)),
+            "{name}: request {i} not admitted at once in warm-up"
+        );
+    }
+    let mut position = 0_u64;
+    Line {
+        name,
+        run: Box::new(move |iters| {
+            let start = StdInstant::now();
+            for _ in 0..iters {
+                position += 1;
+                black_box(send(&mut svc, keys(position)));
+            }
+            start.elapsed()
+        }),
+    }
+}
+
+fn layer_lines() -> Vec<Line> {
+    let chat = |backend: &InMemoryBackend<u64>| {
+        FreqLimitLayer::new(PARAMS, backend.clone()).key(|req: &(u64, u64)| Some(req.0))
+    };
+    let one = chat(&backend()).layer(NoOp);
+    let shared = backend();
+    let limits = CompoundLimit::new(shared)
+        .limit("per-chat", PARAMS)
+        .limit("per-group", PARAMS)
+        .limit("global", PARAMS);
+    let compound = CompoundLimitLayer::new(limits, |req: &(u64, u64)| {
+        Ok([Some(req.0), Some(req.1), None])
+    })
+    .layer(NoOp);
+    let stacked_backend = backend();
+    let stacked = chat(&stacked_backend).layer(
+        FreqLimitLayer::new(PARAMS, stacked_backend.clone())
+            .key(|req: &(u64, u64)| Some(req.1))
+            .layer(FreqLimitLayer::new(PARAMS, stacked_backend).layer(NoOp)),
+    );
     vec![
+        layer_line("layer_one", one),
+        layer_line("layer_compound_3", compound),
+        layer_line("layer_stacked_3", stacked),
+    ]
+}
+
+fn lines() -> Vec<Line> {
+    let mut lines = vec![
         line("one_limit", one_limit),
         line("compound_3", compound),
         line("stacked_3", stacked),
-    ]
+    ];
+    lines.extend(layer_lines());
+    lines
 }
 
 fn summary(lines: &mut [Line], mode: Mode) {
@@ -141,11 +248,16 @@ fn summary(lines: &mut [Line], mode: Mode) {
         "one limit: reserve_now(chat)",
         "compound of 3: reserve_compound_now(chat, group, global)",
         "3 stacked: reserve_now(chat), (group), (None)",
+        "layer, one limit: FreqLimitLayer (chat)",
+        "layer, compound of 3: CompoundLimitLayer",
+        "layer, 3 stacked: FreqLimitLayer x 3",
     ];
-    for (label, ns) in labels.iter().zip(&m) {
-        println!("{label:<58} | {ns:>8.2} | {:>12.2}", ns / m[0]);
+    for (i, (label, ns)) in labels.iter().zip(&m).enumerate() {
+        let one = if i < 3 { m[0] } else { m[3] };
+        println!("{label:<58} | {ns:>8.2} | {:>12.2}", ns / one);
     }
     println!("compound / stacked: {:.2}", m[1] / m[2]);
+    println!("layers, compound / stacked: {:.2}", m[4] / m[5]);
 }
 
 /// The part of a `COMPOUND_COUNT` run that callgrind counts.

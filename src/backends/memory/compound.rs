@@ -32,13 +32,13 @@ use dashmap::try_result::TryResult;
 use super::InMemoryBackend;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend, Part, check_parts};
 use crate::clock::Timestamp;
-use crate::decision::{Admission, RefundToken, Reserve};
+use crate::decision::{Admission, Reserve};
 use crate::error::{BackendError, BackendErrorKind, FreqLimitError};
 use crate::gcra::Refusal;
 #[cfg(doc)]
 use crate::gcra::compound::MAX_TAT;
 use crate::gcra::compound::{
-    Charge, CompoundRefusal, Decided, Limit, MAX_LIMITS, decide, decide_at_tails,
+    Charge, CompoundRefusal, Decided, Limit, MAX_LIMITS, NONE, Tails, decide, decide_at_tails,
 };
 use crate::gcra::holes::{Hole, MAX_HOLES};
 
@@ -89,6 +89,7 @@ pub(super) fn raise(tat: &AtomicU64, target: u64) -> bool {
 }
 
 /// Locks `tat`: its value, or `None` if a compound holds it.
+#[inline]
 fn try_lock(tat: &AtomicU64) -> Option<u64> {
     let mut current = tat.load(Ordering::Relaxed);
     loop {
@@ -162,24 +163,15 @@ where
                 return Err(compound_refusal(limit, refusal));
             }
         }
-        if parts.iter().any(|part| part.key.is_some())
-            && !self.inner.sweeper_started.load(Ordering::Relaxed)
+        if !self.inner.sweeper_started.load(Ordering::Relaxed)
+            && parts.iter().any(|part| part.key.is_some())
         {
             self.start_sweeper();
         }
         let now = now.as_nanos();
         let mut spins = 0;
         let mut inserted = [false; MAX_LIMITS];
-        let mut admissions = [Admission::from_parts(
-            0,
-            0,
-            1,
-            1,
-            RefundToken {
-                start: 0,
-                end: None,
-            },
-        ); MAX_LIMITS];
+        let mut admissions = [NONE; MAX_LIMITS];
         loop {
             match self.attempt(parts, now, &request, &mut admissions) {
                 Attempt::Decided(decided) => {
@@ -250,7 +242,13 @@ where
                 }
             }
         }
-        let tat = |i: usize| -> &AtomicU64 { entries[i].as_deref().unwrap_or(&inner.global) };
+        let mut tats = [&inner.global; MAX_LIMITS];
+        for (tat, entry) in tats.iter_mut().zip(&entries) {
+            if let Some(entry) = entry {
+                *tat = entry;
+            }
+        }
+        let tat = |i: usize| tats[i];
         let mut found = [0_u64; MAX_LIMITS];
         for i in 0..parts.len() {
             let Some(value) = try_lock(tat(i)) else {
@@ -266,9 +264,10 @@ where
             Some(_) => inner.holes.any_keyed(),
             None => inner.holes.any_global(),
         });
-        let mut charges = [Charge::Nothing; MAX_LIMITS];
+        // What to store in each TAT (which unlocks it), once decided.
+        let mut stores = Tails::default();
         let decided = if any_holes {
-            self.decide_with_holes(parts, found, now, request, admissions, &mut charges)
+            self.decide_with_holes(parts, found, now, request, admissions, &mut stores.new_tats)
         } else {
             // A stored 0 (a drained entry, the global bucket's start) is in
             // the past: the same as no TAT, refund token included.
@@ -278,22 +277,20 @@ where
                 now,
                 request,
                 admissions,
-                &mut charges,
+                &mut stores,
             )
+            .inspect(|decided| {
+                if decided.holes_change {
+                    for (i, part) in parts.iter().enumerate() {
+                        self.apply_holes(part.key, &stores.charge(i, request.cost), now);
+                    }
+                }
+            })
         };
         let result = match decided {
             Ok(decided) => {
-                let charges = &charges[..parts.len()];
-                for (charge, part) in charges.iter().zip(parts) {
-                    if decided.holes_change && charge.changes_holes() {
-                        match part.key {
-                            Some(key) => inner.holes.apply_keyed(key, charge, now),
-                            None => inner.holes.apply_global(charge, now),
-                        }
-                    }
-                }
-                for (i, charge) in charges.iter().enumerate() {
-                    tat(i).store(charge.new_tat().unwrap_or(found[i]), Ordering::Relaxed);
+                for (i, new_tat) in stores.new_tats.iter().enumerate().take(parts.len()) {
+                    tat(i).store(*new_tat, Ordering::Relaxed);
                 }
                 Ok(decided.decided_by)
             }
@@ -307,6 +304,17 @@ where
         Attempt::Decided(result)
     }
 
+    /// Records `charge`'s changes to the holes of `key` (`None`: the global
+    /// bucket's).
+    fn apply_holes(&self, key: Option<&K>, charge: &Charge, now: u64) {
+        if charge.changes_holes() {
+            match key {
+                Some(key) => self.inner.holes.apply_keyed(key, charge, now),
+                None => self.inner.holes.apply_global(charge, now),
+            }
+        }
+    }
+
     /// The decision when some part may have holes: each key's holes are
     /// copied (one hole lock at a time), then decided on.
     #[inline(never)]
@@ -317,7 +325,7 @@ where
         now: u64,
         request: &Reserve,
         admissions: &mut [Admission; MAX_LIMITS],
-        charges: &mut [Charge; MAX_LIMITS],
+        stores: &mut [u64; MAX_LIMITS],
     ) -> Result<Decided, CompoundRefusal> {
         let holes = &self.inner.holes;
         let mut copies = [[Hole { start: 0, end: 0 }; MAX_HOLES]; MAX_LIMITS];
@@ -332,7 +340,19 @@ where
         for (i, part) in parts.iter().enumerate() {
             limits[i] = Limit::new(Some(found[i]), part.params).with_holes(&copies[i][..counts[i]]);
         }
-        decide(&limits[..parts.len()], now, request, admissions, charges)
+        let mut charges = [Charge::Nothing; MAX_LIMITS];
+        let decided = decide(
+            &limits[..parts.len()],
+            now,
+            request,
+            admissions,
+            &mut charges,
+        )?;
+        for (i, (charge, part)) in charges.iter().zip(parts).enumerate() {
+            self.apply_holes(part.key, charge, now);
+            stores[i] = charge.new_tat().unwrap_or(found[i]);
+        }
+        Ok(decided)
     }
 }
 

@@ -226,12 +226,14 @@ impl CompoundReserved {
     }
 }
 
-/// An admission standing for "no limit here", to fill the unused places.
-const NONE: Admission = Admission::from_parts(
+/// An admission standing for "no limit here", to fill the unused places of
+/// an array that `..len` slices (never read). All zeros, so that filling an
+/// array of them is a few vector stores on the hot path.
+pub(crate) const NONE: Admission = Admission::from_parts(
     0,
     0,
-    1,
-    1,
+    0,
+    0,
     RefundToken {
         start: 0,
         end: None,
@@ -308,14 +310,49 @@ pub(crate) fn decide(
     if request.cost > 0 && limits.iter().any(|limit| !limit.holes.is_empty()) {
         return reserve_with_holes(limits, now, request, admissions, charges);
     }
-    decide_at_tails(
+    let mut tails = Tails::default();
+    let decided = decide_at_tails(
         limits.len(),
         |i| (limits[i].tat, limits[i].params),
         now,
         request,
         admissions,
-        charges,
-    )
+        &mut tails,
+    )?;
+    for (i, charge) in charges.iter_mut().enumerate().take(limits.len()) {
+        *charge = tails.charge(i, request.cost);
+    }
+    Ok(decided)
+}
+
+/// What [`decide_at_tails`] charges each limit, as plain numbers: the
+/// backends' hot path stores `new_tats` and builds no [`Charge`] unless a
+/// gap must become a hole.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tails {
+    /// Where limit `i`'s tail was: its TAT, or now if that is later.
+    pub(crate) bases: [u64; MAX_LIMITS],
+    /// Where its cells start; after `bases[i]`, the gap between is a hole.
+    pub(crate) starts: [u64; MAX_LIMITS],
+    /// The TAT to store (the one found, for a status check).
+    pub(crate) new_tats: [u64; MAX_LIMITS],
+}
+
+impl Tails {
+    /// Limit `i`'s charge for a call of `cost`.
+    pub(crate) fn charge(&self, i: usize, cost: u32) -> Charge {
+        if cost == 0 {
+            return Charge::Nothing;
+        }
+        let (base, start) = (self.bases[i], self.starts[i]);
+        Charge::Tail {
+            gap: (start > base).then_some(Hole {
+                start: base,
+                end: start,
+            }),
+            new_tat: self.new_tats[i],
+        }
+    }
 }
 
 /// [`decide`] when no limit has a hole (or for cost 0): each limit's
@@ -327,10 +364,30 @@ pub(crate) fn decide_at_tails<'p>(
     now: u64,
     request: &Reserve,
     admissions: &mut [Admission; MAX_LIMITS],
-    charges: &mut [Charge; MAX_LIMITS],
+    tails: &mut Tails,
 ) -> Result<Decided, CompoundRefusal> {
-    let units = u64::from(request.cost.max(1));
-    let mut bases = [0_u64; MAX_LIMITS];
+    // Cost 1, by far the most common, is compiled on its own: its lead is 0
+    // and most of the saturating arithmetic folds away.
+    if request.cost == 1 {
+        at_tails::<true>(len, limit, now, request, admissions, tails)
+    } else {
+        at_tails::<false>(len, limit, now, request, admissions, tails)
+    }
+}
+
+/// [`decide_at_tails`], for cost 1 only when `UNIT`.
+#[inline(always)]
+fn at_tails<'p, const UNIT: bool>(
+    len: usize,
+    limit: impl Fn(usize) -> (Option<u64>, &'p FreqLimitParams),
+    now: u64,
+    request: &Reserve,
+    admissions: &mut [Admission; MAX_LIMITS],
+    tails: &mut Tails,
+) -> Result<Decided, CompoundRefusal> {
+    let cost = if UNIT { 1 } else { request.cost };
+    let units = u64::from(cost.max(1));
+    let bases = &mut tails.bases;
     let mut leads = [0_u64; MAX_LIMITS];
     let mut t = now;
     let mut decided_by = 0;
@@ -363,9 +420,9 @@ pub(crate) fn decide_at_tails<'p>(
         let (tat, params) = limit(i);
         let (interval, burst) = (params.interval_nanos(), params.burst());
         let stored = tat.unwrap_or(0);
-        let base = bases[i];
-        if request.cost == 0 {
-            charges[i] = Charge::Nothing;
+        let base = tails.bases[i];
+        if cost == 0 {
+            (tails.starts[i], tails.new_tats[i]) = (base, stored);
             let token = RefundToken {
                 start: stored,
                 end: None,
@@ -377,14 +434,10 @@ pub(crate) fn decide_at_tails<'p>(
         // gap before them, if any, becomes a hole.
         let start = base.max(t.saturating_sub(leads[i]));
         let new_tat = start
-            .saturating_add(u64::from(request.cost).saturating_mul(interval))
+            .saturating_add(u64::from(cost).saturating_mul(interval))
             .min(MAX_TAT);
-        let gap = (start > base).then_some(Hole {
-            start: base,
-            end: start,
-        });
-        gaps |= gap.is_some();
-        charges[i] = Charge::Tail { gap, new_tat };
+        gaps |= start > base;
+        (tails.starts[i], tails.new_tats[i]) = (start, new_tat);
         let token = RefundToken {
             start: if start > base { start } else { stored },
             end: Some(new_tat),
