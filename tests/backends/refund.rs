@@ -136,13 +136,23 @@ pub fn assert_within_the_bound(
     made: &[Made],
     params: &FreqLimitParams,
 ) -> Result<(), TestCaseError> {
-    let t = params.interval_nanos();
-    let burst = u64::from(params.burst());
-    let mut admitted: Vec<(u64, u64)> = made
+    let admitted = made
         .iter()
         .filter(|m| !m.cancelled)
         .map(|m| (m.at, u64::from(m.cost)))
         .collect();
+    assert_units_within_the_bound(admitted, params, "the key")
+}
+
+/// Asserts that `admitted`, `(instant, units)` pairs of one key (`what`),
+/// never exceed `burst + w / T` units in any window `w`.
+pub fn assert_units_within_the_bound(
+    mut admitted: Vec<(u64, u64)>,
+    params: &FreqLimitParams,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let t = params.interval_nanos();
+    let burst = u64::from(params.burst());
     admitted.sort_unstable();
     for (i, &(start, _)) in admitted.iter().enumerate() {
         let mut units = 0;
@@ -151,7 +161,7 @@ pub fn assert_within_the_bound(
             let bound = burst + (end - start) / t;
             prop_assert!(
                 units <= bound,
-                "{units} units admitted within [{start}, {end}] (T = {t}, burst {burst}): the bound is {bound}"
+                "{what}: {units} units admitted within [{start}, {end}] (T = {t}, burst {burst}): the bound is {bound}"
             );
         }
     }

@@ -13,7 +13,7 @@ use tower_freqlimit::gcra::compound::Charge;
 use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes};
 use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, RefundToken, Reserve};
 
-use crate::refund::{T0, request};
+use crate::refund::{T0, assert_units_within_the_bound, request};
 
 pub(super) const MS: u64 = 1_000_000;
 pub(super) const S: u64 = 1_000 * MS;
@@ -430,24 +430,12 @@ pub(super) fn assert_within_the_bound(
     params: &[FreqLimitParams; KEYS],
 ) -> Result<(), TestCaseError> {
     for (k, p) in params.iter().enumerate() {
-        let (t, burst) = (p.interval_nanos(), u64::from(p.burst()));
-        let mut admitted: Vec<(u64, u64)> = made
+        let admitted = made
             .iter()
             .filter(|m| !m.cancelled && m.parts.iter().any(|(key, _)| *key == k))
             .map(|m| (m.at, u64::from(m.cost)))
             .collect();
-        admitted.sort_unstable();
-        for (i, &(start, _)) in admitted.iter().enumerate() {
-            let mut units = 0;
-            for &(end, cost) in &admitted[i..] {
-                units += cost;
-                let bound = burst + (end - start) / t;
-                prop_assert!(
-                    units <= bound,
-                    "key {k}: {units} units within [{start}, {end}] (T = {t}, burst {burst}): bound {bound}"
-                );
-            }
-        }
+        assert_units_within_the_bound(admitted, p, &format!("key {k}"))?;
     }
     Ok(())
 }
