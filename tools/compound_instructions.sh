@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per decision of benches/compound.rs's lines (one limit, a
-# compound of three, three stacked), counted by valgrind's callgrind: unlike
+# compound of three, three stacked; then the same as Tower layers), counted by valgrind's callgrind: unlike
 # times, the counts do not move with the machine's load. Each line sets up its
 # backend, then makes N decisions inside one function, `measured_calls`, and
 # only that function is counted (--toggle-collect): the total over N is the
@@ -27,14 +27,25 @@ per_call() { # $1 = line
   python3 -c "print(f'{$total / $N:.1f}')"
 }
 
-one=$(per_call one_limit)
-printf '%-58s | %8s | %12s\n' "instructions per decision (callgrind)" ours "x one limit"
-for row in \
+table() { # $1 = title; then label:line rows, the first the "one limit" row
+  local title=$1 one="" label line n
+  shift
+  printf '%-58s | %8s | %12s\n' "$title" ours "x one limit"
+  for row in "$@"; do
+    label=${row%:*}
+    line=${row##*:}
+    n=$(per_call "$line")
+    [ -n "$one" ] || one=$n
+    printf '%-58s | %8s | %12.2f\n' "$label" "$n" "$(python3 -c "print($n / $one)")"
+  done
+}
+
+table "instructions per decision (callgrind)" \
   "one limit: reserve_now(chat):one_limit" \
   "compound of 3: reserve_compound_now(chat, group, global):compound_3" \
-  "3 stacked: reserve_now(chat), (group), (None):stacked_3"; do
-  label=${row%:*}
-  line=${row##*:}
-  if [ "$line" = one_limit ]; then n=$one; else n=$(per_call "$line"); fi
-  printf '%-58s | %8s | %12.2f\n' "$label" "$n" "$(python3 -c "print($n / $one)")"
-done
+  "3 stacked: reserve_now(chat), (group), (None):stacked_3"
+echo
+table "instructions per request, Tower layers (callgrind)" \
+  "layer, one limit: FreqLimitLayer (chat):layer_one" \
+  "layer, compound of 3: CompoundLimitLayer:layer_compound_3" \
+  "layer, 3 stacked: FreqLimitLayer x 3:layer_stacked_3"
