@@ -1,7 +1,10 @@
 //! Reservations per second through `RedisBackend` at concurrency 1, 16 and 64,
 //! against the raw throughput of the same Lua script from `redis-benchmark` at
 //! the same concurrency, interleaved in one run; then the flood case (Redis calls
-//! and time per 1 000 rejected requests, with and without the negative cache).
+//! and time per 1 000 rejected requests, with and without the negative cache);
+//! then compound decisions (a chat, its group and the global bucket, one
+//! `compound.lua` call each) beside the same three limits as three single
+//! reservations in a row.
 //!
 //! ```sh
 //! bash bench/redis_load.sh                       # the full run, release build
@@ -29,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tower_freqlimit::backends::FreqLimitBackend;
+use tower_freqlimit::backends::compound::{CompoundBackend, Part};
 use tower_freqlimit::backends::redis::RedisBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{FreqLimit, FreqLimitParams, Reserve};
@@ -128,8 +132,19 @@ fn script_calls(port: u16) -> u64 {
         .sum()
 }
 
-/// Our reservations per second at `concurrency` for `run`.
-fn ours(url: &str, concurrency: usize, run: Duration) -> f64 {
+/// What each call of [`ours`] decides.
+#[derive(Clone, Copy, PartialEq)]
+enum Decision {
+    /// One reservation on a random key.
+    Single,
+    /// One compound: a random chat, its group (chat / 5), the global bucket.
+    Compound,
+    /// The same three limits as three reservations, one after the other.
+    ThreeSingles,
+}
+
+/// Our decisions per second at `concurrency` for `run`.
+fn ours(url: &str, concurrency: usize, run: Duration, decision: Decision) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -154,17 +169,44 @@ fn ours(url: &str, concurrency: usize, run: Duration) -> f64 {
             tasks.push(tokio::spawn(async move {
                 let mut rng = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
                 let mut key = String::with_capacity(16);
+                let mut group = String::with_capacity(16);
                 while !stop.load(Ordering::Relaxed) {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     key.clear();
+                    group.clear();
                     use std::fmt::Write as _;
                     let _ = write!(key, "k{:012}", rng % KEYS);
-                    backend
-                        .reserve(Some(&key), Timestamp::now(), &OPEN, Reserve::new())
-                        .await
-                        .expect("reservation");
+                    let _ = write!(group, "g{:012}", rng % KEYS / 5);
+                    let now = Timestamp::now();
+                    match decision {
+                        Decision::Single => {
+                            backend
+                                .reserve(Some(&key), now, &OPEN, Reserve::new())
+                                .await
+                                .expect("reservation");
+                        }
+                        Decision::Compound => {
+                            let parts = [
+                                Part::new(Some(&key), &OPEN),
+                                Part::new(Some(&group), &OPEN),
+                                Part::new(None, &OPEN),
+                            ];
+                            backend
+                                .reserve_compound(&parts, now, Reserve::new())
+                                .await
+                                .expect("compound");
+                        }
+                        Decision::ThreeSingles => {
+                            for key in [Some(&key), Some(&group), None] {
+                                backend
+                                    .reserve(key, now, &OPEN, Reserve::new())
+                                    .await
+                                    .expect("reservation");
+                            }
+                        }
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             }));
@@ -294,7 +336,7 @@ fn main() {
     for concurrency in [1usize, 16, 64] {
         let (mut us, mut them) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let mine = ours(&url, concurrency, run);
+            let mine = ours(&url, concurrency, run, Decision::Single);
             us.push(mine);
             if have_raw {
                 let requests = ((mine * seconds) as u64).max(2_000);
@@ -326,6 +368,24 @@ fn main() {
         let (calls, micros) = flood(&url, port, cache);
         println!(
             "  {label:<24} {calls:>5} Redis calls per 1 000 rejected, {micros:>7.2} µs per rejected request"
+        );
+    }
+
+    println!();
+    println!(
+        "compound of 3 (chat, group, global; one compound.lua call) vs the same limits as 3 reservations in a row, decisions/s"
+    );
+    println!("concurrency | compound of 3 | 3 single reservations | compound / 3 singles");
+    for concurrency in [1usize, 16, 64] {
+        let (mut compound, mut singles) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            compound.push(ours(&url, concurrency, run, Decision::Compound));
+            singles.push(ours(&url, concurrency, run, Decision::ThreeSingles));
+        }
+        let (compound, singles) = (median(compound), median(singles));
+        println!(
+            "{concurrency:>11} | {compound:>13.0} | {singles:>21.0} | {:>20.2}",
+            compound / singles
         );
     }
 }
