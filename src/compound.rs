@@ -69,9 +69,39 @@ use crate::params::FreqLimitParams;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Tiers
+///
+/// Compounds on clones of one backend share its buckets, so a tier (a paid
+/// user's higher per-user limit under the same global limit) is a compound
+/// of its own; the Tower layer picks one per request with
+/// [`params_for`](crate::CompoundLimitLayer::params_for).
+///
+/// ```
+/// # use tower_freqlimit::backends::memory::InMemoryBackend;
+/// # use tower_freqlimit::{CompoundLimit, FreqLimitParams};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let backend = InMemoryBackend::<u64>::new();
+/// let global = FreqLimitParams::per_second(100).with_burst(100);
+/// let free = CompoundLimit::new(backend.clone())
+///     .limit("per-user", FreqLimitParams::per_second(1))
+///     .limit("global", global);
+/// let paid = CompoundLimit::new(backend)
+///     .limit("per-user", FreqLimitParams::per_second(10).with_burst(10))
+///     .limit("global", global);
+/// free.try_acquire(&[Some(&1), None]).await.unwrap();
+/// paid.try_acquire(&[Some(&2), None]).await.unwrap();
+/// // Both calls count in the one global bucket.
+/// assert_eq!(free.status(&[Some(&3), None]).await.unwrap().parts()[1].remaining(), 98);
+/// # }
+/// ```
 pub struct CompoundLimit<B> {
     backend: B,
-    limits: Arc<[(Cow<'static, str>, FreqLimitParams)]>,
+    names: Arc<[Cow<'static, str>]>,
+    // Apart from the names, so that a request decided with the compound's own
+    // params can hand them on as one slice.
+    params: Arc<[FreqLimitParams]>,
     clock: Clock,
 }
 
@@ -79,7 +109,8 @@ impl<B: Clone> Clone for CompoundLimit<B> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
-            limits: Arc::clone(&self.limits),
+            names: Arc::clone(&self.names),
+            params: Arc::clone(&self.params),
             clock: self.clock.clone(),
         }
     }
@@ -87,8 +118,9 @@ impl<B: Clone> Clone for CompoundLimit<B> {
 
 impl<B> fmt::Debug for CompoundLimit<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limits: Vec<_> = self.names.iter().zip(self.params.iter()).collect();
         f.debug_struct("CompoundLimit")
-            .field("limits", &self.limits)
+            .field("limits", &limits)
             .finish_non_exhaustive()
     }
 }
@@ -135,7 +167,8 @@ impl<B: CompoundBackend> CompoundLimit<B> {
         Ok(Self {
             clock: backend.clock(),
             backend,
-            limits: Arc::new([]),
+            names: Arc::new([]),
+            params: Arc::new([]),
         })
     }
 
@@ -161,16 +194,19 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     pub fn limit(mut self, name: impl Into<Cow<'static, str>>, params: FreqLimitParams) -> Self {
         let name = name.into();
         assert!(
-            self.limits.len() < MAX_LIMITS,
+            self.names.len() < MAX_LIMITS,
             "a compound has at most {MAX_LIMITS} limits; `{name}` would be one more"
         );
         assert!(
-            self.limits.iter().all(|(other, _)| *other != name),
+            self.names.iter().all(|other| *other != name),
             "the compound has a limit named `{name}` already"
         );
-        let mut limits = self.limits.to_vec();
-        limits.push((name, params));
-        self.limits = limits.into();
+        let mut names = self.names.to_vec();
+        names.push(name);
+        self.names = names.into();
+        let mut all = self.params.to_vec();
+        all.push(params);
+        self.params = all.into();
         self
     }
 
@@ -184,7 +220,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.limits.len()
+        self.params.len()
     }
 
     /// Whether no limit was added (every call would then fail).
@@ -196,7 +232,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.limits.is_empty()
+        self.params.is_empty()
     }
 
     /// The name of the limit at `index`.
@@ -210,7 +246,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// ```
     #[must_use]
     pub fn name(&self, index: usize) -> Option<&str> {
-        self.limits.get(index).map(|(name, _)| &**name)
+        self.names.get(index).map(|name| &**name)
     }
 
     /// The params of the limit at `index`.
@@ -223,7 +259,12 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// ```
     #[must_use]
     pub fn params(&self, index: usize) -> Option<&FreqLimitParams> {
-        self.limits.get(index).map(|(_, params)| params)
+        self.params.get(index)
+    }
+
+    /// Every limit's params, in order.
+    pub(crate) fn all_params(&self) -> &[FreqLimitParams] {
+        &self.params
     }
 
     /// The backend.
@@ -402,19 +443,30 @@ impl<B: CompoundBackend> CompoundLimit<B> {
         &'a self,
         keys: &[Option<&'a B::Key>],
     ) -> Result<[Part<'a, B::Key>; MAX_LIMITS], FreqLimitError> {
-        if keys.len() != self.limits.len() || keys.is_empty() {
+        self.parts_with(keys, &self.params)
+    }
+
+    /// [`parts`](Self::parts) under `params` (one per limit, in order)
+    /// instead of the limits' own: a request of a tier.
+    pub(crate) fn parts_with<'a>(
+        &self,
+        keys: &[Option<&'a B::Key>],
+        params: &'a [FreqLimitParams],
+    ) -> Result<[Part<'a, B::Key>; MAX_LIMITS], FreqLimitError> {
+        let n = self.params.len();
+        let (Some(first), true) = (params.first(), keys.len() == n && params.len() == n) else {
             return Err(FreqLimitError::Backend(BackendError::new(
                 BackendErrorKind::Other,
                 format!(
                     "{} keys for a compound of {} limits (one key per limit, in order; None for the global bucket)",
                     keys.len(),
-                    self.limits.len()
+                    n
                 ),
             )));
-        }
-        let mut parts = [Part::new(None, &self.limits[0].1); MAX_LIMITS];
-        for (i, (key, (_, params))) in keys.iter().zip(self.limits.iter()).enumerate() {
-            parts[i] = Part::new(*key, params);
+        };
+        let mut parts = [Part::new(None, first); MAX_LIMITS];
+        for (part, (key, params)) in parts.iter_mut().zip(keys.iter().zip(params)) {
+            *part = Part::new(*key, params);
         }
         Ok(parts)
     }

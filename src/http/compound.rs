@@ -7,6 +7,7 @@ use http::{Response, StatusCode};
 
 use super::{HttpResponses, RATELIMIT, RATELIMIT_POLICY, refusal_response, whole_seconds_up};
 use crate::error::FreqLimitError;
+use crate::params::FreqLimitParams;
 
 /// An sf-string for the name of limit `index` (`limit-<index>` if the name
 /// is not printable ASCII, which an sf-string cannot carry).
@@ -69,14 +70,22 @@ const T: &sfv::KeyRef = sfv::KeyRef::constant("t");
 pub fn compound_policy_header<K: crate::backends::compound::CompoundBackend>(
     limits: &crate::CompoundLimit<K>,
 ) -> Option<HeaderValue> {
-    let items = (0..limits.len()).filter_map(|i| {
-        let params = limits.params(i)?;
+    policy_under(limits, limits.all_params())
+}
+
+/// [`compound_policy_header`] under `params` (one per limit, in order), the
+/// params a request was decided with.
+fn policy_under<K: crate::backends::compound::CompoundBackend>(
+    limits: &crate::CompoundLimit<K>,
+    params: &[FreqLimitParams],
+) -> Option<HeaderValue> {
+    let items = params.iter().enumerate().map(|(i, params)| {
         let window = params.interval().saturating_mul(params.burst());
-        Some((
+        (
             limit_name(limits.name(i), i),
             u64::from(params.burst()),
             whole_seconds_up(window).max(1),
-        ))
+        )
     });
     named_items(items, Q, W)
 }
@@ -153,12 +162,26 @@ where
     B: From<&'static str>,
     K: crate::backends::compound::CompoundBackend,
 {
+    refusal_under(refusal, limits, limits.all_params())
+}
+
+/// [`compound_refusal_response`] for a request decided under `params` (one
+/// per limit, in order).
+fn refusal_under<B, K>(
+    refusal: &FreqLimitError,
+    limits: &crate::CompoundLimit<K>,
+    params: &[FreqLimitParams],
+) -> Response<B>
+where
+    B: From<&'static str>,
+    K: crate::backends::compound::CompoundBackend,
+{
     let mut response = refusal_response(refusal, None);
     if response.status() != StatusCode::TOO_MANY_REQUESTS {
         return response;
     }
     let headers = response.headers_mut();
-    if let Some(policy) = compound_policy_header(limits) {
+    if let Some(policy) = policy_under(limits, params) {
         headers.insert(RATELIMIT_POLICY, policy);
     }
     if let FreqLimitError::Rejected(rejection) = refusal {
@@ -180,7 +203,11 @@ where
 /// [`compound_refusal_response`]s; with
 /// [`with_headers_on_success`](HttpResponses::with_headers_on_success),
 /// admitted responses get `RateLimit-Policy` and `RateLimit` listing every
-/// limit ([`compound_policy_header`], [`compound_state_header`]).
+/// limit ([`compound_policy_header`], [`compound_state_header`]). Both
+/// describe each limit with the params the request was decided with: a
+/// request given params of its own
+/// ([`params_for`](crate::CompoundLimitLayer::params_for), a tier) gets its
+/// tier's `RateLimit-Policy`, not the compound's.
 ///
 /// ```
 /// use tower_freqlimit::backends::memory::InMemoryBackend;
@@ -206,8 +233,9 @@ where
         &self,
         refusal: FreqLimitError,
         limits: &crate::CompoundLimit<K>,
+        params: &[FreqLimitParams],
     ) -> Result<Response<B>, E> {
-        Ok(compound_refusal_response(&refusal, limits))
+        Ok(refusal_under(&refusal, limits, params))
     }
 
     fn inner_error(&self, error: E) -> E {
@@ -219,10 +247,11 @@ where
         mut response: Response<B>,
         admission: &crate::CompoundAdmission,
         limits: &crate::CompoundLimit<K>,
+        params: &[FreqLimitParams],
     ) -> Response<B> {
         if self.headers_on_success {
             let headers = response.headers_mut();
-            if let Some(policy) = compound_policy_header(limits) {
+            if let Some(policy) = policy_under(limits, params) {
                 headers.insert(RATELIMIT_POLICY, policy);
             }
             if let Some(state) = compound_state_header(limits, admission) {
@@ -233,8 +262,8 @@ where
     }
 }
 
-impl<B: Clone, KF: Clone, CF: Clone>
-    crate::CompoundLimitLayer<B, KF, CF, crate::layer::RefuseWithError>
+impl<B: Clone, KF: Clone, PF: Clone, CF: Clone>
+    crate::CompoundLimitLayer<B, KF, PF, CF, crate::layer::RefuseWithError>
 {
     /// Refusals become HTTP responses: `429` with `Retry-After` and
     /// `RateLimit` headers naming each limit (see [`HttpResponses`] and
@@ -259,7 +288,7 @@ impl<B: Clone, KF: Clone, CF: Clone>
     /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer);
     /// # let _ = app;
     /// ```
-    pub fn http_responses(self) -> crate::CompoundLimitLayer<B, KF, CF, HttpResponses> {
+    pub fn http_responses(self) -> crate::CompoundLimitLayer<B, KF, PF, CF, HttpResponses> {
         self.on_refusal(HttpResponses::new())
     }
 }

@@ -370,3 +370,179 @@ async fn with_a_backend_that_answers_later_requests_go_through_a_ready_clone() {
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(rejected_by(&refused), 0);
 }
+
+// Tiers: `params_for` gives a request params of its own in some limits.
+
+/// Free users: one call a second each.
+const FREE: FreqLimitParams = FreqLimitParams::per_second(1);
+/// Paid users: two a second each, both at once.
+const PAID: FreqLimitParams = FreqLimitParams::per_second(2).with_burst(2);
+
+/// Tiered requests are `(user, paid)`.
+type TierReq = (u32, bool);
+
+fn user_keys(req: &TierReq) -> Result<[Option<Scope>; 2], tower_freqlimit::KeyNotFound> {
+    Ok([Some(Scope::Chat(req.0)), None])
+}
+
+/// A paid user's per-user limit is `PAID`; the global limit is everyone's.
+fn tier(req: &TierReq) -> [Option<FreqLimitParams>; 2] {
+    [req.1.then_some(PAID), None]
+}
+
+/// `per-user` (free users' params) and `global`, on `backend`.
+fn per_user_global<B: CompoundBackend<Key = Scope>>(
+    backend: B,
+    global: FreqLimitParams,
+) -> CompoundLimit<B> {
+    CompoundLimit::new(backend)
+        .limit("per-user", FREE)
+        .limit("global", global)
+}
+
+/// What `user`'s keys hold now, read under `per_user` params (a compound on
+/// the same backend shares the buckets): each limit's `remaining` and the
+/// wait of a unit call.
+async fn tier_state<B: CompoundBackend<Key = Scope> + Clone>(
+    limits: &CompoundLimit<B>,
+    per_user: FreqLimitParams,
+    user: u32,
+) -> (Vec<u32>, Duration) {
+    let view = CompoundLimit::new(limits.backend().clone())
+        .limit("per-user", per_user)
+        .limit("global", *limits.params(1).unwrap());
+    let status = view
+        .status(&[Some(&Scope::Chat(user)), None])
+        .await
+        .unwrap();
+    let remaining = status.parts().iter().map(|p| p.remaining()).collect();
+    (remaining, status.delay())
+}
+
+/// A free and a paid user through one layer (`no_wait`) on `backend`: each
+/// gets its tier's per-user limit, both count against the one global limit.
+async fn free_and_paid_share_the_global<B>(backend: B)
+where
+    B: CompoundBackend<Key = Scope> + Clone,
+{
+    let limits = per_user_global(backend, FreqLimitParams::per_second(10).with_burst(4));
+    let svc = ServiceBuilder::new()
+        .layer(
+            CompoundLimitLayer::new(limits.clone(), user_keys)
+                .params_for(tier)
+                .no_wait(),
+        )
+        .service(service_fn(
+            |req: TierReq| async move { Ok::<_, BoxError>(req) },
+        ));
+
+    // Paid user 1: two at once, the third refused by its per-user limit.
+    svc.clone().oneshot((1, true)).await.unwrap();
+    svc.clone().oneshot((1, true)).await.unwrap();
+    let refused = svc.clone().oneshot((1, true)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 0);
+    // Free user 2: one, the second refused by its per-user limit.
+    svc.clone().oneshot((2, false)).await.unwrap();
+    let refused = svc.clone().oneshot((2, false)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 0);
+    // Three admitted calls used 3 of the global 4; paid user 3 takes the last
+    // and its second call, within its tier, is refused by the global limit.
+    assert_eq!(tier_state(&limits, FREE, 9).await.0, [1, 1]);
+    svc.clone().oneshot((3, true)).await.unwrap();
+    let refused = svc.oneshot((3, true)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 1);
+    // That refusal took nothing from user 3's paid bucket.
+    assert_eq!(tier_state(&limits, PAID, 3).await.0, [1, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_and_a_paid_user_get_their_tiers_per_user_limit_and_share_the_global() {
+    free_and_paid_share_the_global(InMemoryBackend::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiers_hold_with_a_backend_that_answers_later() {
+    free_and_paid_share_the_global(Later(InMemoryBackend::new())).await;
+}
+
+/// A tiered request refused (by its tier's limit, or by the global limit)
+/// consumes nothing in any limit, on `backend`.
+async fn a_tiered_refusal_consumes_nothing<B>(backend: B)
+where
+    B: CompoundBackend<Key = Scope> + Clone,
+{
+    let limits = per_user_global(backend, FreqLimitParams::per_second(10).with_burst(5));
+    let svc = ServiceBuilder::new()
+        .layer(
+            CompoundLimitLayer::new(limits.clone(), user_keys)
+                .params_for(tier)
+                .max_wait(50 * MS),
+        )
+        .service(service_fn(
+            |req: TierReq| async move { Ok::<_, BoxError>(req) },
+        ));
+
+    svc.clone().oneshot((1, true)).await.unwrap();
+    svc.clone().oneshot((1, true)).await.unwrap();
+    let before = tier_state(&limits, PAID, 1).await;
+    assert_eq!(before, (vec![0, 3], 500 * MS));
+    // The third would wait 500 ms for the paid per-user slot: refused by it,
+    // charged nowhere.
+    let refused = svc.clone().oneshot((1, true)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 0);
+    assert_eq!(tier_state(&limits, PAID, 1).await, before);
+
+    // Once the global limit is used up (3 free users), a paid user's call is
+    // refused by it, and its own bucket keeps its whole burst.
+    for user in 10..13 {
+        svc.clone().oneshot((user, false)).await.unwrap();
+    }
+    let refused = svc.clone().oneshot((2, true)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 1);
+    assert_eq!(tier_state(&limits, PAID, 2).await.0, [2, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tiered_request_refused_consumes_nothing_in_any_limit() {
+    a_tiered_refusal_consumes_nothing(InMemoryBackend::new()).await;
+    a_tiered_refusal_consumes_nothing(Later(InMemoryBackend::new())).await;
+}
+
+/// A paid user's request dropped while it waits gives its tier's slot back
+/// exactly, on `backend`.
+async fn a_dropped_tiered_wait_refunds_exactly<B>(backend: B)
+where
+    B: CompoundBackend<Key = Scope> + Clone,
+{
+    let limits = per_user_global(backend, FreqLimitParams::per_second(1).with_burst(100));
+    let svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits.clone(), user_keys).params_for(tier))
+        .service(service_fn(
+            |req: TierReq| async move { Ok::<_, BoxError>(req) },
+        ));
+    let start = Instant::now();
+
+    // The paid burst of 2 at once; the third waits 500 ms (its tier's
+    // interval, not the free 1 s) and is given up after 100 ms.
+    svc.clone().oneshot((1, true)).await.unwrap();
+    svc.clone().oneshot((1, true)).await.unwrap();
+    let gave_up = tokio::time::timeout(100 * MS, svc.clone().oneshot((1, true))).await;
+    assert!(gave_up.is_err(), "still waiting at 100 ms");
+    // Its 500 ms span came back in both limits: a unit call waits 400 ms
+    // more under the paid params, and the global limit has 98 left.
+    assert_eq!(tier_state(&limits, PAID, 1).await, (vec![0, 98], 400 * MS));
+    // The next paid call runs at 500 ms, as if the dropped one never was.
+    svc.clone().oneshot((1, true)).await.unwrap();
+    assert_eq!(start.elapsed(), 500 * MS);
+    assert_eq!(tier_state(&limits, PAID, 1).await, (vec![0, 97], 500 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiting_tiered_request_gives_its_slot_back_exactly() {
+    a_dropped_tiered_wait_refunds_exactly(InMemoryBackend::new()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_tiered_request_waiting_on_a_backend_that_answers_later_refunds_exactly() {
+    a_dropped_tiered_wait_refunds_exactly(Later(InMemoryBackend::new())).await;
+}

@@ -139,6 +139,65 @@ async fn admitted_headers_after_a_wait_count_from_when_the_response_goes_out() {
     );
 }
 
+/// A paid chat (header `x-paid`) gets 2 a second in its per-chat limit,
+/// a free one 1; the group and global limits are everyone's.
+fn tiered_server()
+-> impl Service<HttpReq, Response = Response<String>, Error = std::convert::Infallible> + Clone {
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_minute(60).with_burst(10),
+        FreqLimitParams::per_second(100).with_burst(100),
+    );
+    let paid = FreqLimitParams::per_second(2).with_burst(2);
+    ServiceBuilder::new()
+        .layer(
+            CompoundLimitLayer::new(limits, http_keys)
+                .params_for(move |req: &HttpReq| {
+                    [req.headers().get("x-paid").map(|_| paid), None, None]
+                })
+                .no_wait()
+                .on_refusal(HttpResponses::new().with_headers_on_success()),
+        )
+        .service(service_fn(|_: HttpReq| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        }))
+}
+
+fn paid(chat: u32, group: u32) -> HttpReq {
+    let mut req = request(Some(chat), group);
+    req.headers_mut().insert("x-paid", "1".parse().unwrap());
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_headers_describe_the_tier_the_request_was_decided_with() {
+    const PAID_POLICY: &str = r#""per-chat";q=2;w=1, "per-group";q=10;w=10, "global";q=100;w=1"#;
+    const FREE_POLICY: &str = r#""per-chat";q=1;w=1, "per-group";q=10;w=10, "global";q=100;w=1"#;
+    let svc = tiered_server();
+
+    // A paid chat: its tier's per-chat limit in RateLimit-Policy, and its
+    // state under it in RateLimit.
+    let ok = svc.clone().oneshot(paid(1, 1)).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(header(&ok, "ratelimit-policy"), Some(PAID_POLICY));
+    assert_eq!(
+        header(&ok, "ratelimit"),
+        Some(r#""per-chat";r=1;t=1, "per-group";r=9;t=1, "global";r=99;t=1"#)
+    );
+    svc.clone().oneshot(paid(1, 1)).await.unwrap();
+    let refused = svc.clone().oneshot(paid(1, 1)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some(PAID_POLICY));
+    assert_eq!(header(&refused, "ratelimit"), Some(r#""per-chat";r=0;t=1"#));
+
+    // A free chat in the same layer: the compound's own params.
+    let ok = svc.clone().oneshot(request(Some(2), 2)).await.unwrap();
+    assert_eq!(header(&ok, "ratelimit-policy"), Some(FREE_POLICY));
+    let refused = svc.oneshot(request(Some(2), 2)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some(FREE_POLICY));
+}
+
 mod axum_app {
     use axum::Router;
     use axum::body::Body;

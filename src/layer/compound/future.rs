@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Config;
+use super::params::Tier;
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend};
 use crate::clock::{Clock, Timestamp};
@@ -28,21 +29,21 @@ pub(super) enum Start<R> {
 /// The layer's config, and the slots a waiting request holds in every limit:
 /// given back ([`CompoundBackend::refund_compound`]) if the request is
 /// dropped while it waits.
-pub(super) struct Slot<B: CompoundBackend, KF, CF, H> {
-    config: Arc<Config<B, KF, CF, H>>,
+pub(super) struct Slot<B: CompoundBackend, KF, PF, CF, H> {
+    config: Arc<Config<B, KF, PF, CF, H>>,
     keys: [Option<B::Key>; MAX_LIMITS],
     waiting: Option<CompoundAdmission>,
 }
 
-impl<B: CompoundBackend, KF, CF, H> Slot<B, KF, CF, H> {
+impl<B: CompoundBackend, KF, PF, CF, H> Slot<B, KF, PF, CF, H> {
     /// Nothing held (a request answered or forwarded at once).
-    pub(super) fn new(config: &Arc<Config<B, KF, CF, H>>) -> Self {
+    pub(super) fn new(config: &Arc<Config<B, KF, PF, CF, H>>) -> Self {
         Self::with_keys(config, std::array::from_fn(|_| None))
     }
 
     /// The slots of `keys` (one per limit, in order), nothing to give back yet.
     pub(super) fn with_keys(
-        config: &Arc<Config<B, KF, CF, H>>,
+        config: &Arc<Config<B, KF, PF, CF, H>>,
         keys: [Option<B::Key>; MAX_LIMITS],
     ) -> Self {
         Self {
@@ -53,7 +54,7 @@ impl<B: CompoundBackend, KF, CF, H> Slot<B, KF, CF, H> {
     }
 }
 
-impl<B: CompoundBackend, KF, CF, H> Drop for Slot<B, KF, CF, H> {
+impl<B: CompoundBackend, KF, PF, CF, H> Drop for Slot<B, KF, PF, CF, H> {
     fn drop(&mut self) {
         if let Some(admission) = self.waiting.take() {
             let keys: [Option<&B::Key>; MAX_LIMITS] =
@@ -100,18 +101,22 @@ pin_project! {
     /// use std::convert::Infallible;
     /// use tower::Service;
     /// use tower_freqlimit::backends::memory::InMemoryBackend;
-    /// use tower_freqlimit::layer::compound::{CompoundLimitService, CompoundResponseFuture};
+    /// use tower_freqlimit::layer::compound::{
+    ///     CompoundLimitService, CompoundResponseFuture, LimitParams,
+    /// };
     /// use tower_freqlimit::layer::{RefuseWithError, UnitCost};
     ///
     /// type Keys = fn(&u64) -> Result<[Option<u64>; 2], tower_freqlimit::KeyNotFound>;
     /// type Inner = tower::util::ServiceFn<fn(u64) -> std::future::Ready<Result<u64, Infallible>>>;
-    /// type Svc = CompoundLimitService<Inner, InMemoryBackend<u64>, Keys, UnitCost, RefuseWithError>;
-    /// type Fut = CompoundResponseFuture<Inner, u64, InMemoryBackend<u64>, Keys, UnitCost, RefuseWithError>;
+    /// type Backend = InMemoryBackend<u64>;
+    /// type Svc = CompoundLimitService<Inner, Backend, Keys, LimitParams, UnitCost, RefuseWithError>;
+    /// type Fut =
+    ///     CompoundResponseFuture<Inner, u64, Backend, Keys, LimitParams, UnitCost, RefuseWithError>;
     /// fn _same(f: <Svc as Service<u64>>::Future) -> Fut {
     ///     f
     /// }
     /// ```
-    pub struct CompoundResponseFuture<S, Req, B, KF, CF, H>
+    pub struct CompoundResponseFuture<S, Req, B, KF, PF, CF, H>
     where
         S: Service<Req>,
         B: CompoundBackend,
@@ -121,7 +126,9 @@ pin_project! {
         state: State<S::Future, B::CompoundFuture, Result<S::Response, H::Error>>,
         pending: Option<(S, Req)>,
         admission: Option<CompoundAdmission>,
-        slot: Slot<B, KF, CF, H>,
+        // The params the request is decided with, to answer it.
+        tier: Tier,
+        slot: Slot<B, KF, PF, CF, H>,
     }
 }
 
@@ -164,7 +171,7 @@ impl<F, R, T> State<F, R, T> {
     }
 }
 
-impl<S, Req, B, KF, CF, H> CompoundResponseFuture<S, Req, B, KF, CF, H>
+impl<S, Req, B, KF, PF, CF, H> CompoundResponseFuture<S, Req, B, KF, PF, CF, H>
 where
     S: Service<Req>,
     B: CompoundBackend,
@@ -173,7 +180,7 @@ where
     /// The request was answered in `call`.
     pub(super) fn answered(
         answer: Result<S::Response, H::Error>,
-        slot: Slot<B, KF, CF, H>,
+        slot: Slot<B, KF, PF, CF, H>,
     ) -> Self {
         Self {
             state: State::Answered {
@@ -181,6 +188,7 @@ where
             },
             pending: None,
             admission: None,
+            tier: Tier::OWN,
             slot,
         }
     }
@@ -189,12 +197,14 @@ where
     pub(super) fn forwarded(
         call: S::Future,
         admission: CompoundAdmission,
-        slot: Slot<B, KF, CF, H>,
+        tier: Tier,
+        slot: Slot<B, KF, PF, CF, H>,
     ) -> Self {
         Self {
             state: State::Calling { call },
             pending: None,
             admission: Some(admission),
+            tier,
             slot,
         }
     }
@@ -205,7 +215,8 @@ where
         start: Start<B::CompoundFuture>,
         now: Timestamp,
         pending: (S, Req),
-        mut slot: Slot<B, KF, CF, H>,
+        tier: Tier,
+        mut slot: Slot<B, KF, PF, CF, H>,
     ) -> Self {
         let (state, admission) = match start {
             Start::Reserving(reserve) => (State::Reserving { reserve, now }, None),
@@ -219,12 +230,13 @@ where
             state,
             pending: Some(pending),
             admission,
+            tier,
             slot,
         }
     }
 }
 
-impl<S, Req, B, KF, CF, H> Future for CompoundResponseFuture<S, Req, B, KF, CF, H>
+impl<S, Req, B, KF, PF, CF, H> Future for CompoundResponseFuture<S, Req, B, KF, PF, CF, H>
 where
     S: Service<Req>,
     B: CompoundBackend,
@@ -258,7 +270,7 @@ where
                     }
                     Err(refusal) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(refuse(config, refusal));
+                        return Poll::Ready(refuse(config, refusal, this.tier));
                     }
                 },
                 StateProj::Sleeping {
@@ -303,7 +315,8 @@ where
                     return Poll::Ready(match result {
                         Ok(response) => Ok(match this.admission.as_ref() {
                             Some(admission) => {
-                                on_refusal.admitted(response, admission, &config.limits)
+                                let params = this.tier.params(&config.limits);
+                                on_refusal.admitted(response, admission, &config.limits, params)
                             }
                             None => response,
                         }),
@@ -316,10 +329,12 @@ where
     }
 }
 
-/// The layer's answer to a refusal, with a tracing event for it.
-pub(super) fn refuse<Res, E, B, KF, CF, H>(
-    config: &Config<B, KF, CF, H>,
+/// The layer's answer to a refusal of a request decided with `tier`, with a
+/// tracing event for it.
+pub(super) fn refuse<Res, E, B, KF, PF, CF, H>(
+    config: &Config<B, KF, PF, CF, H>,
     refusal: FreqLimitError,
+    tier: &Tier,
 ) -> Result<Res, H::Error>
 where
     B: CompoundBackend,
@@ -334,10 +349,13 @@ where
         ),
         other => tracing::debug!(error = %other, "rate limit: compound request refused"),
     }
-    config.on_refusal.refused(refusal, &config.limits)
+    let limits = &config.limits;
+    config
+        .on_refusal
+        .refused(refusal, limits, tier.params(limits))
 }
 
-impl<S, Req, B, KF, CF, H> fmt::Debug for CompoundResponseFuture<S, Req, B, KF, CF, H>
+impl<S, Req, B, KF, PF, CF, H> fmt::Debug for CompoundResponseFuture<S, Req, B, KF, PF, CF, H>
 where
     S: Service<Req>,
     B: CompoundBackend,

@@ -40,6 +40,7 @@
 //! ```
 
 mod future;
+mod params;
 mod refusal;
 mod service;
 
@@ -57,6 +58,7 @@ use crate::compound::CompoundLimit;
 use crate::error::KeyNotFound;
 
 pub use future::CompoundResponseFuture;
+pub use params::{CompoundParamsFor, LimitParams};
 pub use refusal::OnCompoundRefusal;
 pub use service::CompoundLimitService;
 
@@ -76,6 +78,9 @@ pub use service::CompoundLimitService;
 ///   [`no_wait`](Self::no_wait) rejects at once; a rejected request consumes
 ///   nothing in any limit. A request dropped while it waits gives its slot
 ///   back in every limit.
+/// * **Tiers.** [`params_for`](Self::params_for) gives a request params of
+///   its own in some limits (a paid user's per-user limit), the others
+///   keeping theirs.
 /// * **Cost.** [`cost_for`](Self::cost_for) gives a request a weight, the
 ///   same in every limit.
 /// * **Refusals** are errors by default ([`RefuseWithError`]);
@@ -108,21 +113,22 @@ pub use service::CompoundLimitService;
 /// # let _ = layer;
 /// ```
 #[must_use]
-pub struct CompoundLimitLayer<B, KF, CF = UnitCost, H = RefuseWithError> {
-    config: Arc<Config<B, KF, CF, H>>,
+pub struct CompoundLimitLayer<B, KF, PF = LimitParams, CF = UnitCost, H = RefuseWithError> {
+    config: Arc<Config<B, KF, PF, CF, H>>,
 }
 
 /// What a layer and its services share.
 #[derive(Clone)]
-pub(crate) struct Config<B, KF, CF, H> {
+pub(crate) struct Config<B, KF, PF, CF, H> {
     pub(crate) limits: CompoundLimit<B>,
     pub(crate) keys: KF,
+    pub(crate) params: PF,
     pub(crate) cost: CF,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) on_refusal: H,
 }
 
-impl<B, KF, CF, H> Clone for CompoundLimitLayer<B, KF, CF, H> {
+impl<B, KF, PF, CF, H> Clone for CompoundLimitLayer<B, KF, PF, CF, H> {
     fn clone(&self) -> Self {
         Self {
             config: Arc::clone(&self.config),
@@ -130,7 +136,7 @@ impl<B, KF, CF, H> Clone for CompoundLimitLayer<B, KF, CF, H> {
     }
 }
 
-impl<B, KF, CF, H> fmt::Debug for CompoundLimitLayer<B, KF, CF, H> {
+impl<B, KF, PF, CF, H> fmt::Debug for CompoundLimitLayer<B, KF, PF, CF, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompoundLimitLayer")
             .field("limits", &self.config.limits)
@@ -177,6 +183,7 @@ impl<B: CompoundBackend, KF> CompoundLimitLayer<B, KF> {
             config: Arc::new(Config {
                 limits,
                 keys,
+                params: LimitParams,
                 cost: UnitCost,
                 max_wait: None,
                 on_refusal: RefuseWithError,
@@ -185,30 +192,90 @@ impl<B: CompoundBackend, KF> CompoundLimitLayer<B, KF> {
     }
 }
 
-impl<B, KF, CF, H> CompoundLimitLayer<B, KF, CF, H>
+impl<B, KF, PF, CF, H> CompoundLimitLayer<B, KF, PF, CF, H>
 where
     B: Clone,
     KF: Clone,
+    PF: Clone,
     CF: Clone,
     H: Clone,
 {
-    /// Rebuilds the layer with another cost hook or refusal handler.
-    fn map_config<CF2, H2>(
+    /// Rebuilds the layer with another params hook, cost hook or refusal
+    /// handler.
+    fn map_config<PF2, CF2, H2>(
         self,
+        params: impl FnOnce(PF) -> PF2,
         cost: impl FnOnce(CF) -> CF2,
         on_refusal: impl FnOnce(H) -> H2,
-    ) -> CompoundLimitLayer<B, KF, CF2, H2> {
+    ) -> CompoundLimitLayer<B, KF, PF2, CF2, H2> {
         // Moves the config out unless the layer was cloned.
         let config = Arc::unwrap_or_clone(self.config);
         CompoundLimitLayer {
             config: Arc::new(Config {
                 limits: config.limits,
                 keys: config.keys,
+                params: params(config.params),
                 cost: cost(config.cost),
                 max_wait: config.max_wait,
                 on_refusal: on_refusal(config.on_refusal),
             }),
         }
+    }
+
+    /// Gives each request params of its own in some limits (tiers), the
+    /// others keeping their own; `params_for` is any [`CompoundParamsFor`],
+    /// usually a closure `Fn(&Req) -> [Option<FreqLimitParams>; N]`: one
+    /// entry per limit, in order, as many as the key function's keys (checked
+    /// when this compiles), `None` for the limit's own params.
+    ///
+    /// The request is decided, refused (its `Rejection`'s figures), given
+    /// back if dropped while it waits, and described in the HTTP headers
+    /// (`RateLimit-Policy`) under its own params. The buckets are those of
+    /// its keys, whatever its tier.
+    ///
+    /// ```
+    /// use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    /// use tower_freqlimit::backends::memory::InMemoryBackend;
+    /// use tower_freqlimit::layer::BoxError;
+    /// use tower_freqlimit::layer::compound::CompoundLimitLayer;
+    /// use tower_freqlimit::{CompoundLimit, FreqLimitParams};
+    ///
+    /// struct Call { user: u64, paid: bool }
+    ///
+    /// const PAID: FreqLimitParams = FreqLimitParams::per_second(10).with_burst(10);
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limits = CompoundLimit::new(InMemoryBackend::<u64>::new())
+    ///     .limit("per-user", FreqLimitParams::per_second(1)) // free users
+    ///     .limit("global", FreqLimitParams::per_second(100).with_burst(100)); // everyone
+    /// let layer = CompoundLimitLayer::new(limits, |call: &Call| Ok([Some(call.user), None]))
+    ///     // Paid users: 10 a second each; the global limit stays.
+    ///     .params_for(|call: &Call| [call.paid.then_some(PAID), None])
+    ///     .no_wait();
+    /// let mut svc = ServiceBuilder::new()
+    ///     .layer(layer)
+    ///     .service(service_fn(|call: Call| async move { Ok::<_, BoxError>(call.user) }));
+    ///
+    /// for _ in 0..10 {
+    ///     let paid = Call { user: 1, paid: true };
+    ///     assert!(svc.ready().await.unwrap().call(paid).await.is_ok());
+    /// }
+    /// let free = || Call { user: 2, paid: false };
+    /// assert!(svc.ready().await.unwrap().call(free()).await.is_ok());
+    /// assert!(svc.ready().await.unwrap().call(free()).await.is_err()); // 1 a second
+    /// # }
+    /// ```
+    pub fn params_for<Req, const N: usize, PF2>(
+        self,
+        params_for: PF2,
+    ) -> CompoundLimitLayer<B, KF, PF2, CF, H>
+    where
+        B: CompoundBackend,
+        KF: Fn(&Req) -> Result<[Option<B::Key>; N], KeyNotFound>,
+        PF2: CompoundParamsFor<Req, N>,
+    {
+        self.map_config(|_| params_for, |c| c, |h| h)
     }
 
     /// Gives each request a cost (weight), charged in every limit: cost `n`
@@ -229,8 +296,8 @@ where
     ///     .cost_for(|b: &Batch| b.items);
     /// # let _ = layer;
     /// ```
-    pub fn cost_for<CF2>(self, cost_for: CF2) -> CompoundLimitLayer<B, KF, CF2, H> {
-        self.map_config(|_| cost_for, |h| h)
+    pub fn cost_for<CF2>(self, cost_for: CF2) -> CompoundLimitLayer<B, KF, PF, CF2, H> {
+        self.map_config(|p| p, |_| cost_for, |h| h)
     }
 
     /// Turns refusals into responses or errors with `on_refusal` (see
@@ -249,13 +316,13 @@ where
     ///     .on_refusal(RefuseWith(|err: FreqLimitError| format!("slow down: {err}")));
     /// # let _ = layer;
     /// ```
-    pub fn on_refusal<H2>(self, on_refusal: H2) -> CompoundLimitLayer<B, KF, CF, H2> {
-        self.map_config(|c| c, |_| on_refusal)
+    pub fn on_refusal<H2>(self, on_refusal: H2) -> CompoundLimitLayer<B, KF, PF, CF, H2> {
+        self.map_config(|p| p, |c| c, |_| on_refusal)
     }
 
     /// Changes the config in place unless the layer was cloned: services made
     /// before keep the config they were made with.
-    fn edit(mut self, change: impl FnOnce(&mut Config<B, KF, CF, H>)) -> Self {
+    fn edit(mut self, change: impl FnOnce(&mut Config<B, KF, PF, CF, H>)) -> Self {
         change(Arc::make_mut(&mut self.config));
         self
     }
@@ -313,7 +380,7 @@ where
     }
 }
 
-impl<B, KF, CF, H> CompoundLimitLayer<B, KF, CF, H> {
+impl<B, KF, PF, CF, H> CompoundLimitLayer<B, KF, PF, CF, H> {
     /// The compound the layer decides with.
     ///
     /// ```
@@ -334,8 +401,8 @@ impl<B, KF, CF, H> CompoundLimitLayer<B, KF, CF, H> {
 
 /// The inner service must be [`CloneInner`] (that is, `Clone`): a request
 /// that waits is forwarded to a clone made ready after the wait.
-impl<S: CloneInner, B, KF, CF, H> Layer<S> for CompoundLimitLayer<B, KF, CF, H> {
-    type Service = CompoundLimitService<S, B, KF, CF, H>;
+impl<S: CloneInner, B, KF, PF, CF, H> Layer<S> for CompoundLimitLayer<B, KF, PF, CF, H> {
+    type Service = CompoundLimitService<S, B, KF, PF, CF, H>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CompoundLimitService::new(inner, Arc::clone(&self.config))

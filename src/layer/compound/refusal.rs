@@ -4,11 +4,19 @@ use crate::backends::compound::{CompoundAdmission, CompoundBackend};
 use crate::compound::CompoundLimit;
 use crate::error::FreqLimitError;
 use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
+use crate::params::FreqLimitParams;
 
 /// Turns a compound's refusals into the service's responses or errors: the
 /// [`OnRefusal`](crate::layer::OnRefusal) of
 /// [`CompoundLimitLayer`](super::CompoundLimitLayer), which passes the whole
-/// compound (each limit's name and params) instead of one limit's params.
+/// compound (each limit's name) and the params the request was decided with
+/// in each limit, instead of one limit's params.
+///
+/// Those `params` are the compound's own
+/// ([`CompoundLimit::params`]) unless the layer's
+/// [`params_for`](super::CompoundLimitLayer::params_for) gave the request
+/// others (a tier): describe the request with `params`, not with the
+/// compound's.
 ///
 /// Implemented by the single layer's handlers:
 ///
@@ -27,7 +35,7 @@ use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
 /// use tower_freqlimit::layer::compound::OnCompoundRefusal;
 /// use tower_freqlimit::{CompoundLimit, FreqLimitError, FreqLimitParams};
 ///
-/// /// Refusals are replies naming the limit that refused.
+/// /// Refusals are replies naming the limit that refused and its rate.
 /// #[derive(Clone)]
 /// struct Reply;
 ///
@@ -38,11 +46,14 @@ use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
 ///         &self,
 ///         refusal: FreqLimitError,
 ///         limits: &CompoundLimit<B>,
+///         params: &[FreqLimitParams],
 ///     ) -> Result<String, E> {
 ///         Ok(match refusal {
-///             FreqLimitError::Rejected(r) => {
-///                 format!("slow down ({})", limits.name(r.limit()).unwrap_or("?"))
-///             }
+///             FreqLimitError::Rejected(r) => format!(
+///                 "slow down ({}: {} a second)",
+///                 limits.name(r.limit()).unwrap_or("?"),
+///                 params.get(r.limit()).map_or(0, |p| p.limit()),
+///             ),
 ///             other => format!("refused: {other}"),
 ///         })
 ///     }
@@ -58,8 +69,9 @@ use crate::layer::refusal::{BoxError, RefuseWith, RefuseWithError};
 ///     .limit("per-user", FreqLimitParams::per_second(1));
 /// limits.try_acquire(&[Some(&1)]).await.unwrap();
 /// let refusal = limits.try_acquire(&[Some(&1)]).await.unwrap_err();
-/// let reply: Result<String, ()> = Reply.refused(refusal, &limits);
-/// assert_eq!(reply.unwrap(), "slow down (per-user)");
+/// let own = [FreqLimitParams::per_second(1)];
+/// let reply: Result<String, ()> = Reply.refused(refusal, &limits, &own);
+/// assert_eq!(reply.unwrap(), "slow down (per-user: 1 a second)");
 /// # }
 /// ```
 #[diagnostic::on_unimplemented(
@@ -72,7 +84,9 @@ pub trait OnCompoundRefusal<Res, E> {
     type Error;
 
     /// The response or error for a refused request (a rejection, an
-    /// impossible cost, a missing key, a failed backend).
+    /// impossible cost, a missing key, a failed backend); `params` has one
+    /// entry per limit of `limits`, in order: the params the request was
+    /// decided with.
     ///
     /// # Errors
     ///
@@ -81,20 +95,23 @@ pub trait OnCompoundRefusal<Res, E> {
         &self,
         refusal: FreqLimitError,
         limits: &CompoundLimit<B>,
+        params: &[FreqLimitParams],
     ) -> Result<Res, Self::Error>;
 
     /// Converts an error of the inner service.
     fn inner_error(&self, error: E) -> Self::Error;
 
     /// A hook on admitted responses (to add rate-limit headers): the
-    /// admission has one part per limit, in order.
+    /// admission and `params` (as in [`refused`](Self::refused)) have one
+    /// entry per limit, in order.
     fn admitted<B: CompoundBackend>(
         &self,
         response: Res,
         admission: &CompoundAdmission,
         limits: &CompoundLimit<B>,
+        params: &[FreqLimitParams],
     ) -> Res {
-        let _ = (admission, limits);
+        let _ = (admission, limits, params);
         response
     }
 }
@@ -110,8 +127,13 @@ pub trait OnCompoundRefusal<Res, E> {
 /// let limits = CompoundLimit::new(InMemoryBackend::<u8>::new())
 ///     .limit("global", FreqLimitParams::per_second(1));
 /// let missing = FreqLimitError::KeyNotFound(KeyNotFound::UNSPECIFIED);
-/// let result: Result<(), _> =
-///     OnCompoundRefusal::<(), std::io::Error>::refused(&RefuseWithError, missing.clone(), &limits);
+/// let own = [FreqLimitParams::per_second(1)];
+/// let result: Result<(), _> = OnCompoundRefusal::<(), std::io::Error>::refused(
+///     &RefuseWithError,
+///     missing.clone(),
+///     &limits,
+///     &own,
+/// );
 /// assert_eq!(result.unwrap_err().downcast_ref::<FreqLimitError>(), Some(&missing));
 /// ```
 #[diagnostic::do_not_recommend]
@@ -125,6 +147,7 @@ where
         &self,
         refusal: FreqLimitError,
         _: &CompoundLimit<B>,
+        _: &[FreqLimitParams],
     ) -> Result<Res, BoxError> {
         Err(Box::new(refusal))
     }
@@ -147,7 +170,8 @@ where
 ///     .limit("global", FreqLimitParams::per_second(1));
 /// let handler = RefuseWith(|err: FreqLimitError| format!("no: {err}"));
 /// let missing = FreqLimitError::KeyNotFound(KeyNotFound::client_omitted("no chat id"));
-/// let response: Result<String, Infallible> = handler.refused(missing, &limits);
+/// let own = [FreqLimitParams::per_second(1)];
+/// let response: Result<String, Infallible> = handler.refused(missing, &limits, &own);
 /// assert_eq!(response.unwrap(), "no: no chat id");
 /// ```
 #[diagnostic::do_not_recommend]
@@ -161,6 +185,7 @@ where
         &self,
         refusal: FreqLimitError,
         _: &CompoundLimit<B>,
+        _: &[FreqLimitParams],
     ) -> Result<Res, E> {
         Ok((self.0)(refusal))
     }

@@ -9,6 +9,7 @@ use tower_service::Service;
 
 use super::Config;
 use super::future::{CompoundResponseFuture, Slot, Start, refuse};
+use super::params::{CompoundParamsFor, Tier};
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::CompoundBackend;
 use crate::decision::Reserve;
@@ -49,13 +50,13 @@ use crate::layer::service::CloneInner;
 /// assert_eq!(svc.get_ref().clone().oneshot(8).await.unwrap(), 8);
 /// # }
 /// ```
-pub struct CompoundLimitService<S, B, KF, CF, H> {
+pub struct CompoundLimitService<S, B, KF, PF, CF, H> {
     inner: S,
-    config: Arc<Config<B, KF, CF, H>>,
+    config: Arc<Config<B, KF, PF, CF, H>>,
 }
 
-impl<S, B, KF, CF, H> CompoundLimitService<S, B, KF, CF, H> {
-    pub(crate) fn new(inner: S, config: Arc<Config<B, KF, CF, H>>) -> Self {
+impl<S, B, KF, PF, CF, H> CompoundLimitService<S, B, KF, PF, CF, H> {
+    pub(crate) fn new(inner: S, config: Arc<Config<B, KF, PF, CF, H>>) -> Self {
         Self { inner, config }
     }
 
@@ -106,7 +107,7 @@ impl<S, B, KF, CF, H> CompoundLimitService<S, B, KF, CF, H> {
     }
 }
 
-impl<S: Clone, B, KF, CF, H> Clone for CompoundLimitService<S, B, KF, CF, H> {
+impl<S: Clone, B, KF, PF, CF, H> Clone for CompoundLimitService<S, B, KF, PF, CF, H> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -115,7 +116,7 @@ impl<S: Clone, B, KF, CF, H> Clone for CompoundLimitService<S, B, KF, CF, H> {
     }
 }
 
-impl<S: fmt::Debug, B, KF, CF, H> fmt::Debug for CompoundLimitService<S, B, KF, CF, H> {
+impl<S: fmt::Debug, B, KF, PF, CF, H> fmt::Debug for CompoundLimitService<S, B, KF, PF, CF, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompoundLimitService")
             .field("inner", &self.inner)
@@ -124,17 +125,19 @@ impl<S: fmt::Debug, B, KF, CF, H> fmt::Debug for CompoundLimitService<S, B, KF, 
     }
 }
 
-impl<S, Req, B, KF, CF, H, const N: usize> Service<Req> for CompoundLimitService<S, B, KF, CF, H>
+impl<S, Req, B, KF, PF, CF, H, const N: usize> Service<Req>
+    for CompoundLimitService<S, B, KF, PF, CF, H>
 where
     S: Service<Req> + CloneInner,
     B: CompoundBackend,
     KF: Fn(&Req) -> Result<[Option<B::Key>; N], KeyNotFound>,
+    PF: CompoundParamsFor<Req, N>,
     CF: CostOf<Req>,
     H: OnCompoundRefusal<S::Response, S::Error>,
 {
     type Response = S::Response;
     type Error = H::Error;
-    type Future = CompoundResponseFuture<S, Req, B, KF, CF, H>;
+    type Future = CompoundResponseFuture<S, Req, B, KF, PF, CF, H>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
@@ -144,11 +147,15 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let config = &*self.config;
+        let limits = &config.limits;
+        // The compound's own params unless the request's tier changes some:
+        // then they decide, refuse and describe it everywhere below.
+        let tier = Tier::new(limits, config.params.params_for(&req));
         let keys = match (config.keys)(&req) {
             Ok(keys) => keys,
             Err(missing) => {
                 let refusal = FreqLimitError::KeyNotFound(missing);
-                let answer = refuse(config, refusal);
+                let answer = refuse(config, refusal, &tier);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
         };
@@ -158,33 +165,35 @@ where
         }
 
         let refs: [Option<&B::Key>; N] = keys.each_ref().map(Option::as_ref);
-        let parts = match config.limits.parts(&refs) {
+        let parts = match limits.parts_with(&refs, tier.params(limits)) {
             Ok(parts) => parts,
             Err(refusal) => {
-                let answer = refuse(config, refusal);
+                let answer = refuse(config, refusal, &tier);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
         };
-        let backend = config.limits.backend();
-        let now = config.limits.clock().now();
+        let backend = limits.backend();
+        let now = limits.clock().now();
         let start = match backend.reserve_compound_sync(&parts[..N], now, request) {
             Some(Ok(admission)) if admission.delay().is_zero() => {
                 let call = self.inner.call(req);
-                return CompoundResponseFuture::forwarded(call, admission, Slot::new(&self.config));
+                let slot = Slot::new(&self.config);
+                return CompoundResponseFuture::forwarded(call, admission, tier, slot);
             }
             Some(Ok(admission)) => Start::Sleeping(admission),
             Some(Err(refusal)) => {
-                let answer = refuse(config, refusal);
+                let answer = refuse(config, refusal, &tier);
                 return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
             }
             None => Start::Reserving(backend.reserve_compound(&parts[..N], now, request)),
         };
         // The keys go with the request, to give its slot back if it is
-        // dropped while it waits.
+        // dropped while it waits (the admission holds each part's span, so
+        // the refund needs no params); the tier, to answer it.
         let mut keys = keys.into_iter();
         let owned: [Option<B::Key>; MAX_LIMITS] = std::array::from_fn(|_| keys.next().flatten());
         let slot = Slot::with_keys(&self.config, owned);
         let pending = (self.inner.clone(), req);
-        CompoundResponseFuture::waiting(start, now, pending, slot)
+        CompoundResponseFuture::waiting(start, now, pending, tier, slot)
     }
 }
