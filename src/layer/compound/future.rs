@@ -26,13 +26,15 @@ pub(super) enum Start<R> {
     Sleeping(CompoundAdmission),
 }
 
-/// The layer's config, and the slots a waiting request holds in every limit:
-/// given back ([`CompoundBackend::refund_compound`]) if the request is
-/// dropped while it waits.
+/// The layer's config, the request's admission (kept only for a handler that
+/// describes it, or to give it back), and whether it is still waiting for
+/// its slots: they are given back ([`CompoundBackend::refund_compound`]) if
+/// the request is dropped then.
 pub(super) struct Slot<B: CompoundBackend, KF, PF, CF, H> {
     config: Arc<Config<B, KF, PF, CF, H>>,
     keys: [Option<B::Key>; MAX_LIMITS],
-    waiting: Option<CompoundAdmission>,
+    admission: Option<CompoundAdmission>,
+    waiting: bool,
 }
 
 impl<B: CompoundBackend, KF, PF, CF, H> Slot<B, KF, PF, CF, H> {
@@ -49,21 +51,22 @@ impl<B: CompoundBackend, KF, PF, CF, H> Slot<B, KF, PF, CF, H> {
         Self {
             config: Arc::clone(config),
             keys,
-            waiting: None,
+            admission: None,
+            waiting: false,
         }
     }
 }
 
 impl<B: CompoundBackend, KF, PF, CF, H> Drop for Slot<B, KF, PF, CF, H> {
     fn drop(&mut self) {
-        if let Some(admission) = self.waiting.take() {
+        if let (true, Some(admission)) = (self.waiting, &self.admission) {
             let keys: [Option<&B::Key>; MAX_LIMITS] =
                 std::array::from_fn(|i| self.keys[i].as_ref());
             let len = self.config.limits.len().min(MAX_LIMITS);
             self.config
                 .limits
                 .backend()
-                .refund_compound(&keys[..len], &admission);
+                .refund_compound(&keys[..len], admission);
         }
     }
 }
@@ -125,7 +128,6 @@ pin_project! {
         #[pin]
         state: State<S::Future, B::CompoundFuture, Result<S::Response, H::Error>>,
         pending: Option<(S, Req)>,
-        admission: Option<CompoundAdmission>,
         // The params the request is decided with, to answer it.
         tier: Tier,
         slot: Slot<B, KF, PF, CF, H>,
@@ -187,23 +189,29 @@ where
                 answer: Some(answer),
             },
             pending: None,
-            admission: None,
             tier: Tier::OWN,
             slot,
         }
     }
 
     /// The request was admitted with no delay and the inner service called.
+    /// The admission and the tier are kept only if the handler describes
+    /// admitted responses (copying them is a good part of a request's cost).
     pub(super) fn forwarded(
         call: S::Future,
         admission: CompoundAdmission,
         tier: Tier,
-        slot: Slot<B, KF, PF, CF, H>,
+        mut slot: Slot<B, KF, PF, CF, H>,
     ) -> Self {
+        let tier = if H::DESCRIBES_ADMITTED {
+            slot.admission = Some(admission);
+            tier
+        } else {
+            Tier::OWN
+        };
         Self {
             state: State::Calling { call },
             pending: None,
-            admission: Some(admission),
             tier,
             slot,
         }
@@ -218,18 +226,16 @@ where
         tier: Tier,
         mut slot: Slot<B, KF, PF, CF, H>,
     ) -> Self {
-        let (state, admission) = match start {
-            Start::Reserving(reserve) => (State::Reserving { reserve, now }, None),
+        let state = match start {
+            Start::Reserving(reserve) => State::Reserving { reserve, now },
             Start::Sleeping(admission) => {
-                slot.waiting = Some(admission);
-                let clock = slot.config.limits.clock();
-                (State::sleeping(&admission, now, clock), Some(admission))
+                (slot.admission, slot.waiting) = (Some(admission), true);
+                State::sleeping(&admission, now, slot.config.limits.clock())
             }
         };
         Self {
             state,
             pending: Some(pending),
-            admission,
             tier,
             slot,
         }
@@ -258,14 +264,14 @@ where
                 }
                 StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
                     Ok(admission) => {
-                        *this.admission = Some(admission);
+                        this.slot.admission = Some(admission);
                         if admission.delay().is_zero() {
                             this.state.set(State::Ready);
                         } else {
                             let now = *now;
                             let sleeping = State::sleeping(&admission, now, config.limits.clock());
                             this.state.set(sleeping);
-                            this.slot.waiting = Some(admission);
+                            this.slot.waiting = true;
                         }
                     }
                     Err(refusal) => {
@@ -286,7 +292,7 @@ where
                         sleep.reset(clock.wake_at(*deadline));
                         continue;
                     }
-                    this.slot.waiting = None;
+                    this.slot.waiting = false;
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -313,7 +319,7 @@ where
                     this.state.set(State::Done);
                     let on_refusal = &config.on_refusal;
                     return Poll::Ready(match result {
-                        Ok(response) => Ok(match this.admission.as_ref() {
+                        Ok(response) => Ok(match this.slot.admission.as_ref() {
                             Some(admission) => {
                                 let params = this.tier.params(&config.limits);
                                 on_refusal.admitted(response, admission, &config.limits, params)

@@ -72,14 +72,22 @@ impl<Req, const N: usize> CompoundParamsFor<Req, N> for LimitParams {
     }
 }
 
-/// The params a request is decided with: the compound's own (`None`), or,
+/// The params a request is decided with: the compound's own (`Own`), or,
 /// when its [`CompoundParamsFor`] changed any, one per limit.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Tier(Option<[FreqLimitParams; MAX_LIMITS]>);
+// `repr(u8)`: a tag of its own, not a niche in the params, so that `OWN` is
+// one byte written, not 160 bytes copied, on every request without a tier.
+#[repr(u8)]
+pub(super) enum Tier {
+    /// The compound's own params.
+    Own,
+    /// One per limit.
+    Changed([FreqLimitParams; MAX_LIMITS]),
+}
 
 impl Tier {
     /// The compound's own params.
-    pub(super) const OWN: Self = Self(None);
+    pub(super) const OWN: Self = Self::Own;
 
     /// `limits`' params with `changes` (one per limit, `None`: unchanged).
     #[inline]
@@ -96,7 +104,7 @@ impl Tier {
                         *slot = changes.get(i).copied().flatten().unwrap_or(*own);
                     }
                 }
-                Self(Some(params))
+                Self::Changed(params)
             }
             _ => Self::OWN,
         }
@@ -108,9 +116,9 @@ impl Tier {
         &'a self,
         limits: &'a CompoundLimit<B>,
     ) -> &'a [FreqLimitParams] {
-        match &self.0 {
-            Some(params) => params.get(..limits.len()).unwrap_or(params),
-            None => limits.all_params(),
+        match self {
+            Self::Changed(params) => params.get(..limits.len()).unwrap_or(params),
+            Self::Own => limits.all_params(),
         }
     }
 }
@@ -132,7 +140,7 @@ mod tests {
             .limit("b", b);
         assert_eq!(Tier::new(&limits, [None, None]).params(&limits), [a, b]);
         assert!(
-            Tier::new(&limits, [None, None]).0.is_none(),
+            matches!(Tier::new(&limits, [None, None]), Tier::Own),
             "nothing copied"
         );
         assert_eq!(

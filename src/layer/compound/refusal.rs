@@ -83,6 +83,14 @@ pub trait OnCompoundRefusal<Res, E> {
     /// The service's error type.
     type Error;
 
+    /// Whether [`admitted`](Self::admitted) reads its admission and params.
+    /// A handler that leaves admitted responses as they are says `false`:
+    /// then a forwarded request's future keeps neither (a few hundred bytes
+    /// not copied per request) and `admitted` is not called. `true` unless
+    /// said otherwise, so that a handler that describes admitted responses
+    /// cannot lose them by omission.
+    const DESCRIBES_ADMITTED: bool = true;
+
     /// The response or error for a refused request (a rejection, an
     /// impossible cost, a missing key, a failed backend); `params` has one
     /// entry per limit of `limits`, in order: the params the request was
@@ -143,6 +151,8 @@ where
 {
     type Error = BoxError;
 
+    const DESCRIBES_ADMITTED: bool = false;
+
     fn refused<B: CompoundBackend>(
         &self,
         refusal: FreqLimitError,
@@ -180,6 +190,8 @@ where
     F: Fn(FreqLimitError) -> Res,
 {
     type Error = E;
+
+    const DESCRIBES_ADMITTED: bool = false;
 
     fn refused<B: CompoundBackend>(
         &self,
