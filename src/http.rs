@@ -59,16 +59,28 @@ pub fn whole_seconds_up(d: Duration) -> u64 {
 /// assert_eq!(policy_header(&params), r#""default";q=5;w=1"#);
 /// let params = FreqLimitParams::per_minute(20).with_burst(3);
 /// assert_eq!(policy_header(&params), r#""default";q=3;w=9"#);
+/// // 30 per second: the window is exactly 1 s (not 30 rounded-up intervals).
+/// let params = FreqLimitParams::per_second(30).with_burst(30);
+/// assert_eq!(policy_header(&params), r#""default";q=30;w=1"#);
 /// ```
 #[must_use]
 pub fn policy_header(params: &FreqLimitParams) -> HeaderValue {
-    let window = params.interval().saturating_mul(params.burst());
     header_value(
         "\"default\";q=",
         u64::from(params.burst()),
         ";w=",
-        whole_seconds_up(window).max(1),
+        window_secs(params),
     )
+}
+
+/// A policy's window `w` in whole seconds, rounded up, at least 1: the time
+/// the whole burst takes to refill, `burst x period / limit`. Computed from
+/// the period, not as `burst` intervals: an interval is rounded up to the
+/// nanosecond, so 30 per second would otherwise be a 2 s window.
+fn window_secs(params: &FreqLimitParams) -> u64 {
+    let span = params.period().as_nanos() * u128::from(params.burst());
+    let secs = span.div_ceil(u128::from(params.limit()) * 1_000_000_000);
+    u64::try_from(secs).unwrap_or(u64::MAX).max(1)
 }
 
 /// The `RateLimit` value: `remaining` calls now, full again after `reset_after`.

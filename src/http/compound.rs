@@ -5,7 +5,9 @@
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 
-use super::{HttpResponses, RATELIMIT, RATELIMIT_POLICY, refusal_response, whole_seconds_up};
+use super::{
+    HttpResponses, RATELIMIT, RATELIMIT_POLICY, refusal_response, whole_seconds_up, window_secs,
+};
 use crate::error::FreqLimitError;
 use crate::params::FreqLimitParams;
 
@@ -60,10 +62,10 @@ const T: &sfv::KeyRef = sfv::KeyRef::constant("t");
 ///
 /// let limits = CompoundLimit::new(InMemoryBackend::<u64>::new())
 ///     .limit("per-chat", FreqLimitParams::per_second(1))
-///     .limit("global", FreqLimitParams::per_second(20).with_burst(20));
+///     .limit("global", FreqLimitParams::per_second(30).with_burst(30));
 /// assert_eq!(
 ///     compound_policy_header(&limits).unwrap(),
-///     r#""per-chat";q=1;w=1, "global";q=20;w=1"#
+///     r#""per-chat";q=1;w=1, "global";q=30;w=1"#
 /// );
 /// ```
 #[must_use]
@@ -80,11 +82,10 @@ fn policy_under<K: crate::backends::compound::CompoundBackend>(
     params: &[FreqLimitParams],
 ) -> Option<HeaderValue> {
     let items = params.iter().enumerate().map(|(i, params)| {
-        let window = params.interval().saturating_mul(params.burst());
         (
             limit_name(limits.name(i), i),
             u64::from(params.burst()),
-            whole_seconds_up(window).max(1),
+            window_secs(params),
         )
     });
     named_items(items, Q, W)
