@@ -3,15 +3,18 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::Config;
 use super::refusal::OnRefusal;
-use super::waiting::Waiting;
-use crate::backends::FreqLimitBackend;
+use super::waiting::{Ticket, Waiting};
+use crate::backends::{FreqLimitBackend, RefundOnDrop};
+use crate::clock::Clock;
 use crate::decision::Admission;
 use crate::error::FreqLimitError;
 use crate::params::FreqLimitParams;
@@ -55,16 +58,30 @@ pin_project! {
         H: OnRefusal<S::Response, S::Error>,
     {
         #[pin]
-        kind: Kind<S::Future, Result<S::Response, H::Error>, Pin<Box<Waiting<S, Req, B, P, H>>>, Finish<H>>,
+        kind: Kind<S::Future, Result<S::Response, H::Error>, Pin<Box<Waiting<S, Req, SingleTicket<B, P, H>>>>, Finish<H>>,
     }
 }
 
 pin_project! {
+    /// A response future's three cases (this layer's and the compound
+    /// layer's): `A` is what a forwarded request needs once its response is
+    /// there, `W` the boxed [`Waiting`] state.
     #[project = KindProj]
-    enum Kind<F, T, W, A> {
+    pub(crate) enum Kind<F, T, W, A> {
         Forwarded { #[pin] call: F, finish: A },
         Answered { answer: Option<T> },
         Waiting { waiting: W },
+    }
+}
+
+impl<F, T, W, A> Kind<F, T, W, A> {
+    /// Where the request is, for `Debug`; `waiting` names a waiting state.
+    pub(crate) fn state_name(&self, waiting: impl FnOnce(&W) -> &'static str) -> &'static str {
+        match self {
+            Kind::Forwarded { .. } => "forwarded",
+            Kind::Answered { .. } => "answered",
+            Kind::Waiting { waiting: w } => waiting(w),
+        }
     }
 }
 
@@ -136,7 +153,7 @@ where
     /// The request waits: for the backend's asynchronous answer, or for its
     /// slot. Boxed once, out of line, so that the two hot paths stay small.
     #[inline(never)]
-    pub(crate) fn waiting(waiting: Waiting<S, Req, B, P, H>) -> Self {
+    pub(crate) fn waiting(waiting: Waiting<S, Req, SingleTicket<B, P, H>>) -> Self {
         Self {
             kind: Kind::Waiting {
                 waiting: Box::pin(waiting),
@@ -169,6 +186,71 @@ where
             ),
             KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
         }
+    }
+}
+
+/// A single limit's [`Ticket`]: the layer's config with the slot to give
+/// back, the request's params and its admission.
+pub(crate) struct SingleTicket<B: FreqLimitBackend, P, H> {
+    slot: RefundOnDrop<Arc<Config<B, P, H>>>,
+    params: FreqLimitParams,
+    admission: Option<Admission>,
+}
+
+impl<B: FreqLimitBackend, P, H> SingleTicket<B, P, H> {
+    /// A request for `key` under `params`, nothing held yet.
+    pub(crate) fn new(
+        config: Arc<Config<B, P, H>>,
+        key: Option<B::Key>,
+        params: FreqLimitParams,
+    ) -> Self {
+        Self {
+            slot: RefundOnDrop::new(config, key),
+            params,
+            admission: None,
+        }
+    }
+}
+
+impl<B, P, H, Res, E> Ticket<Res, E> for SingleTicket<B, P, H>
+where
+    B: FreqLimitBackend,
+    H: OnRefusal<Res, E>,
+{
+    type Admission = Admission;
+    type Reserve = B::ReserveFuture;
+    type Error = H::Error;
+
+    fn clock(&self) -> &Clock {
+        &self.slot.holder().clock
+    }
+
+    fn delay(admission: &Admission) -> Duration {
+        admission.delay()
+    }
+
+    fn reserved(&mut self, admission: &Admission) {
+        self.slot.holder().reporter.admitted(admission);
+    }
+
+    fn hold(&mut self, admission: Admission, waiting: bool) {
+        self.admission = Some(admission);
+        if waiting {
+            self.slot.waiting(admission);
+        }
+    }
+
+    fn slot_reached(&mut self) {
+        self.slot.used();
+    }
+
+    fn refused(&self, refusal: FreqLimitError) -> Result<Res, H::Error> {
+        refuse(self.slot.holder(), refusal, &self.params)
+    }
+
+    fn finish(&self, result: Result<Res, E>) -> Result<Res, H::Error> {
+        let on_refusal = &self.slot.holder().on_refusal;
+        finish(on_refusal, self.admission.as_ref(), &self.params, result)
     }
 }
 
@@ -205,11 +287,7 @@ where
     H: OnRefusal<S::Response, S::Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Forwarded { .. } => "forwarded",
-            Kind::Answered { .. } => "answered",
-            Kind::Waiting { waiting } => waiting.state_name(),
-        };
+        let state = self.kind.state_name(|waiting| waiting.state_name());
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::Config;
-use super::future::{Finish, ResponseFuture, refuse};
+use super::future::{Finish, ResponseFuture, SingleTicket, refuse};
 use super::policy::{CostOf, ExtractKey, KeyLookup, MissingKey, ParamsFor, Policy};
 use super::refusal::OnRefusal;
 use super::waiting::{Start, Waiting};
@@ -192,7 +192,8 @@ where
             None => Start::Reserving(config.backend.reserve(key.as_ref(), now, &params, request)),
         };
         let pending = (self.inner.clone(), req);
-        let waiting = Waiting::new(start, now, pending, key, self.config.clone(), params);
+        let ticket = SingleTicket::new(self.config.clone(), key, params);
+        let waiting = Waiting::new(start, now, pending, ticket);
         ResponseFuture::waiting(waiting)
     }
 }

@@ -1,48 +1,71 @@
 //! [`Waiting`]: the slow path of a limited request, kept apart from the
-//! response future's two hot paths (forwarded, answered) and boxed once.
+//! response futures' two hot paths (forwarded, answered) and boxed once.
+//! One state machine for both layers: what differs between a single limit
+//! and a compound (its admission, the slot to give back, how to answer) is
+//! the request's [`Ticket`].
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::Config;
-use super::future::{finish, refuse};
-use super::refusal::OnRefusal;
-use crate::backends::{FreqLimitBackend, RefundOnDrop};
 use crate::clock::{Clock, Timestamp};
-use crate::decision::Admission;
-use crate::params::FreqLimitParams;
+use crate::error::FreqLimitError;
+
+/// What a waiting request holds besides its state: its limiter's config,
+/// its admission, the slot to give back if it is dropped while it sleeps,
+/// and how to answer it. `Res` and `E` are the inner service's response and
+/// error.
+pub(crate) trait Ticket<Res, E> {
+    /// The backend's answer (`Admission`, `CompoundAdmission`).
+    type Admission: Copy;
+    /// The backend's asynchronous reservation.
+    type Reserve: Future<Output = Result<Self::Admission, FreqLimitError>>;
+    /// The layer's error type.
+    type Error;
+
+    /// The clock the slot is on.
+    fn clock(&self) -> &Clock;
+    /// How long `admission` waits.
+    fn delay(admission: &Self::Admission) -> Duration;
+    /// An asynchronous backend admitted the request (metrics).
+    fn reserved(&mut self, admission: &Self::Admission);
+    /// Keeps `admission`; `waiting`: the request now sleeps for its slot,
+    /// which is given back if the request is dropped before it comes.
+    fn hold(&mut self, admission: Self::Admission, waiting: bool);
+    /// The slot's time came: it is the request's now.
+    fn slot_reached(&mut self);
+    /// The answer to a refusal.
+    fn refused(&self, refusal: FreqLimitError) -> Result<Res, Self::Error>;
+    /// The inner service's response, or its error, as the layer's.
+    fn finish(&self, result: Result<Res, E>) -> Result<Res, Self::Error>;
+}
 
 /// How a request starts to wait.
-pub(crate) enum Start<R> {
+pub(crate) enum Start<R, A> {
     /// For `R`, the backend's asynchronous answer.
     Reserving(R),
     /// For the slot of an admission made on the spot.
-    Sleeping(Admission),
+    Sleeping(A),
 }
 
 pin_project! {
-    /// A request that waits: for an asynchronous backend's answer, for its slot,
-    /// or for the inner service's readiness. Lives in a `Box` (see
+    /// A request that waits: for an asynchronous backend's answer, for its
+    /// slot, or for the inner service's readiness. Lives in a `Box` (see
     /// [`ResponseFuture`](super::ResponseFuture)).
-    pub(crate) struct Waiting<S, Req, B, P, H>
+    pub(crate) struct Waiting<S, Req, T>
     where
         S: Service<Req>,
-        B: FreqLimitBackend,
+        T: Ticket<S::Response, S::Error>,
     {
         #[pin]
-        state: State<S::Future, B::ReserveFuture>,
+        state: State<S::Future, T::Reserve>,
         pending: Option<(S, Req)>,
-        params: FreqLimitParams,
-        // For the headers of the response, once the request is admitted.
-        admission: Option<Admission>,
-        // Gives the slot back if the request is dropped while it sleeps.
-        slot: RefundOnDrop<Arc<Config<B, P, H>>>,
+        ticket: T,
     }
 }
 
@@ -58,20 +81,20 @@ pin_project! {
 }
 
 impl<F, R> State<F, R> {
-    fn sleeping(admission: &Admission, now: Timestamp, clock: &Clock) -> Self {
+    fn sleeping(delay: Duration, now: Timestamp, clock: &Clock) -> Self {
         #[cfg(feature = "tracing")]
         tracing::debug!(
-            delay_ms = admission.delay().as_secs_f64() * 1e3,
+            delay_ms = delay.as_secs_f64() * 1e3,
             "rate limit: request delayed"
         );
-        let deadline = now + admission.delay();
+        let deadline = now + delay;
         State::Sleeping {
             sleep: tokio::time::sleep_until(clock.wake_at(deadline)),
             deadline,
         }
     }
 
-    pub(crate) fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             State::Reserving { .. } => "reserving",
             State::Sleeping { .. } => "sleeping",
@@ -82,38 +105,31 @@ impl<F, R> State<F, R> {
     }
 }
 
-impl<S, Req, B, P, H> Waiting<S, Req, B, P, H>
+impl<S, Req, T> Waiting<S, Req, T>
 where
     S: Service<Req>,
-    B: FreqLimitBackend,
+    T: Ticket<S::Response, S::Error>,
 {
-    /// A request that starts waiting at `now` (out of line: the slow path).
+    /// A request that starts at `start` (at `now`), with its own clone of
+    /// the inner service and its request (`pending`).
     #[inline(never)]
     pub(crate) fn new(
-        start: Start<B::ReserveFuture>,
+        start: Start<T::Reserve, T::Admission>,
         now: Timestamp,
         pending: (S, Req),
-        key: Option<B::Key>,
-        config: Arc<Config<B, P, H>>,
-        params: FreqLimitParams,
+        mut ticket: T,
     ) -> Self {
-        let (state, admission) = match start {
-            Start::Reserving(reserve) => (State::Reserving { reserve, now }, None),
-            Start::Sleeping(admission) => (
-                State::sleeping(&admission, now, &config.clock),
-                Some(admission),
-            ),
+        let state = match start {
+            Start::Reserving(reserve) => State::Reserving { reserve, now },
+            Start::Sleeping(admission) => {
+                ticket.hold(admission, true);
+                State::sleeping(T::delay(&admission), now, ticket.clock())
+            }
         };
-        let mut slot = RefundOnDrop::new(config, key);
-        if let Some(admission) = admission {
-            slot.waiting(admission);
-        }
         Self {
             state,
             pending: Some(pending),
-            params,
-            admission,
-            slot,
+            ticket,
         }
     }
 
@@ -123,37 +139,36 @@ where
     }
 }
 
-impl<S, Req, B, P, H> Future for Waiting<S, Req, B, P, H>
+impl<S, Req, T> Future for Waiting<S, Req, T>
 where
     S: Service<Req>,
-    B: FreqLimitBackend,
-    H: OnRefusal<S::Response, S::Error>,
+    T: Ticket<S::Response, S::Error>,
 {
-    type Output = Result<S::Response, H::Error>;
+    type Output = Result<S::Response, T::Error>;
 
-    // Kept out of `ResponseFuture::poll`, whose hot arm (forwarded) then
-    // needs no big stack frame.
+    // Kept out of the response futures' `poll`, whose hot arm (forwarded)
+    // then needs no big stack frame.
     #[inline(never)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let config = &**this.slot.holder();
             match this.state.as_mut().project() {
                 StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
                     Ok(admission) => {
-                        config.reporter.admitted(&admission);
-                        *this.admission = Some(admission);
-                        if admission.delay().is_zero() {
+                        this.ticket.reserved(&admission);
+                        let delay = T::delay(&admission);
+                        if delay.is_zero() {
+                            this.ticket.hold(admission, false);
                             this.state.set(State::Ready);
                         } else {
-                            let sleeping = State::sleeping(&admission, *now, &config.clock);
+                            let sleeping = State::sleeping(delay, *now, this.ticket.clock());
                             this.state.set(sleeping);
-                            this.slot.waiting(admission);
+                            this.ticket.hold(admission, true);
                         }
                     }
                     Err(refusal) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(refuse(config, refusal, this.params));
+                        return Poll::Ready(this.ticket.refused(refusal));
                     }
                 },
                 StateProj::Sleeping {
@@ -164,23 +179,24 @@ where
                     // Tokio's timer and a counter clock drift apart a little
                     // over a long wait: go only once the slot's own clock
                     // says so.
-                    if config.clock.now() < *deadline {
-                        sleep.reset(config.clock.wake_at(*deadline));
+                    let clock = this.ticket.clock();
+                    if clock.now() < *deadline {
+                        sleep.reset(clock.wake_at(*deadline));
                         continue;
                     }
-                    this.slot.used();
+                    this.ticket.slot_reached();
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
                     let readiness = match this.pending.as_mut() {
                         Some((inner, _)) => inner.poll_ready(cx),
-                        None => panic!("ResponseFuture polled after it completed"),
+                        None => panic!("response future polled after it completed"),
                     };
                     match readiness {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(err)) => {
                             this.state.set(State::Done);
-                            return Poll::Ready(Err(config.on_refusal.inner_error(err)));
+                            return Poll::Ready(this.ticket.finish(Err(err)));
                         }
                         Poll::Ready(Ok(())) => {
                             if let Some((mut inner, request)) = this.pending.take() {
@@ -193,10 +209,9 @@ where
                 StateProj::Calling { call } => {
                     let result = ready!(call.poll(cx));
                     this.state.set(State::Done);
-                    let admission = this.admission.as_ref();
-                    return Poll::Ready(finish(&config.on_refusal, admission, this.params, result));
+                    return Poll::Ready(this.ticket.finish(result));
                 }
-                StateProj::Done => panic!("ResponseFuture polled after it completed"),
+                StateProj::Done => panic!("response future polled after it completed"),
             }
         }
     }

@@ -1,63 +1,56 @@
 //! [`CompoundResponseFuture`]: the life of one request under a compound.
+//! Its waiting path is the single layer's [`Waiting`], with a
+//! [`CompoundTicket`].
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::Config;
 use super::params::Tier;
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::{CompoundAdmission, CompoundBackend};
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Clock;
 use crate::error::FreqLimitError;
 use crate::gcra::compound::MAX_LIMITS;
+use crate::layer::future::{Kind, KindProj};
+use crate::layer::waiting::{Ticket, Waiting};
 
-/// How a waiting request starts.
-pub(super) enum Start<R> {
-    /// For `R`, the backend's asynchronous answer.
-    Reserving(R),
-    /// For the slot of an admission made on the spot.
-    Sleeping(CompoundAdmission),
-}
-
-/// The layer's config, the request's admission (kept only for a handler that
-/// describes it, or to give it back), and whether it is still waiting for
-/// its slots: they are given back ([`CompoundBackend::refund_compound`]) if
-/// the request is dropped then.
-pub(super) struct Slot<B: CompoundBackend, KF, PF, CF, H> {
+/// A compound's [`Ticket`]: the layer's config, the request's keys (to give
+/// its slots back), its tier and its admission.
+pub(super) struct CompoundTicket<B: CompoundBackend, KF, PF, CF, H> {
     config: Arc<Config<B, KF, PF, CF, H>>,
     keys: [Option<B::Key>; MAX_LIMITS],
+    tier: Tier,
     admission: Option<CompoundAdmission>,
+    // The admission's slots are still to come: give them back if dropped.
     waiting: bool,
 }
 
-impl<B: CompoundBackend, KF, PF, CF, H> Slot<B, KF, PF, CF, H> {
-    /// Nothing held (a request answered or forwarded at once).
-    pub(super) fn new(config: &Arc<Config<B, KF, PF, CF, H>>) -> Self {
-        Self::with_keys(config, std::array::from_fn(|_| None))
-    }
-
-    /// The slots of `keys` (one per limit, in order), nothing to give back yet.
-    pub(super) fn with_keys(
-        config: &Arc<Config<B, KF, PF, CF, H>>,
+impl<B: CompoundBackend, KF, PF, CF, H> CompoundTicket<B, KF, PF, CF, H> {
+    /// A request for `keys` (one per limit, in order) under `tier`.
+    pub(super) fn new(
+        config: Arc<Config<B, KF, PF, CF, H>>,
         keys: [Option<B::Key>; MAX_LIMITS],
+        tier: Tier,
     ) -> Self {
         Self {
-            config: Arc::clone(config),
+            config,
             keys,
+            tier,
             admission: None,
             waiting: false,
         }
     }
 }
 
-impl<B: CompoundBackend, KF, PF, CF, H> Drop for Slot<B, KF, PF, CF, H> {
+impl<B: CompoundBackend, KF, PF, CF, H> Drop for CompoundTicket<B, KF, PF, CF, H> {
     fn drop(&mut self) {
         if let (true, Some(admission)) = (self.waiting, &self.admission) {
             let keys: [Option<&B::Key>; MAX_LIMITS] =
@@ -71,26 +64,129 @@ impl<B: CompoundBackend, KF, PF, CF, H> Drop for Slot<B, KF, PF, CF, H> {
     }
 }
 
+impl<B, KF, PF, CF, H, Res, E> Ticket<Res, E> for CompoundTicket<B, KF, PF, CF, H>
+where
+    B: CompoundBackend,
+    H: OnCompoundRefusal<Res, E>,
+{
+    type Admission = CompoundAdmission;
+    type Reserve = B::CompoundFuture;
+    type Error = H::Error;
+
+    fn clock(&self) -> &Clock {
+        self.config.limits.clock()
+    }
+
+    fn delay(admission: &CompoundAdmission) -> Duration {
+        admission.delay()
+    }
+
+    fn reserved(&mut self, _: &CompoundAdmission) {}
+
+    fn hold(&mut self, admission: CompoundAdmission, waiting: bool) {
+        self.admission = Some(admission);
+        self.waiting = waiting;
+    }
+
+    fn slot_reached(&mut self) {
+        self.waiting = false;
+    }
+
+    fn refused(&self, refusal: FreqLimitError) -> Result<Res, H::Error> {
+        refuse(&self.config, refusal, &self.tier)
+    }
+
+    fn finish(&self, result: Result<Res, E>) -> Result<Res, H::Error> {
+        finish(&self.config, self.admission.as_ref(), &self.tier, result)
+    }
+}
+
+/// What a request forwarded in `call` needs once its response is there: the
+/// layer's config, and, for a handler that describes admitted responses
+/// ([`OnCompoundRefusal::DESCRIBES_ADMITTED`]), its admission and tier.
+pub(super) struct CompoundFinish<B, KF, PF, CF, H> {
+    config: Arc<Config<B, KF, PF, CF, H>>,
+    admission: Option<CompoundAdmission>,
+    tier: Tier,
+}
+
+impl<B, KF, PF, CF, H> CompoundFinish<B, KF, PF, CF, H> {
+    /// For a request admitted with `admission` under `tier`; both are kept
+    /// only if the handler reads them (copying them is a good part of a
+    /// request's cost).
+    pub(super) fn new<Res, E>(
+        config: &Arc<Config<B, KF, PF, CF, H>>,
+        admission: CompoundAdmission,
+        tier: Tier,
+    ) -> Self
+    where
+        H: OnCompoundRefusal<Res, E>,
+    {
+        let (admission, tier) = if H::DESCRIBES_ADMITTED {
+            (Some(admission), tier)
+        } else {
+            (None, Tier::OWN)
+        };
+        Self {
+            config: Arc::clone(config),
+            admission,
+            tier,
+        }
+    }
+}
+
+/// The inner service's response (through
+/// [`OnCompoundRefusal::admitted`]), or its error, as the layer's.
+fn finish<Res, E, B, KF, PF, CF, H>(
+    config: &Config<B, KF, PF, CF, H>,
+    admission: Option<&CompoundAdmission>,
+    tier: &Tier,
+    result: Result<Res, E>,
+) -> Result<Res, H::Error>
+where
+    B: CompoundBackend,
+    H: OnCompoundRefusal<Res, E>,
+{
+    let on_refusal = &config.on_refusal;
+    match result {
+        Ok(response) => Ok(match admission {
+            Some(admission) if H::DESCRIBES_ADMITTED => {
+                let limits = &config.limits;
+                on_refusal.admitted(response, admission, limits, tier.params(limits))
+            }
+            _ => response,
+        }),
+        Err(err) => Err(on_refusal.inner_error(err)),
+    }
+}
+
+/// The boxed waiting state of a compound request.
+type Waits<S, Req, B, KF, PF, CF, H> = Pin<Box<Waiting<S, Req, CompoundTicket<B, KF, PF, CF, H>>>>;
+
 pin_project! {
     /// The response future of
     /// [`CompoundLimitService`](super::CompoundLimitService).
     ///
-    /// A request goes through these steps, one or more per poll:
+    /// `call` decides most requests on the spot (in memory), and the future
+    /// is one of:
     ///
-    /// 1. **Reserving** (asynchronous backends only): polls the backend's
-    ///    compound reservation; a refusal ends here through the layer's
-    ///    [`OnCompoundRefusal`].
-    /// 2. **Sleeping**: waits on the compound's clock until the slot. If the
-    ///    future is dropped here, the slot is given back in every limit.
-    /// 3. **Ready**: polls `poll_ready` of its own clone of the inner
-    ///    service, taken in `call`, then calls it.
-    /// 4. **Calling**: polls the inner response future; its response goes
-    ///    through [`OnCompoundRefusal::admitted`] (where HTTP headers are
-    ///    added).
-    ///
-    /// A request admitted with no delay inside `call` starts at *Calling*
-    /// (the inner service made ready by `poll_ready` was called); one refused
-    /// there is answered on the first poll.
+    /// * **Forwarded**: admitted with no delay; the inner service made ready
+    ///   by `poll_ready` has been called. Each poll polls the inner response
+    ///   future; its response goes through [`OnCompoundRefusal::admitted`]
+    ///   (where HTTP headers are added).
+    /// * **Answered**: refused in `call`; the first poll returns the layer's
+    ///   [`OnCompoundRefusal`] answer.
+    /// * **Waiting**: the request sleeps for its slot, or the backend answers
+    ///   asynchronously (Redis). Its state moves to the heap, once, so that
+    ///   the two paths above stay small and allocation-free. It goes through
+    ///   these steps, one or more per poll:
+    ///   1. **Reserving** (asynchronous backends only): polls the backend's
+    ///      compound reservation; a refusal ends here.
+    ///   2. **Sleeping**: waits on the compound's clock until the slot. If
+    ///      the future is dropped here, the slot is given back in every limit.
+    ///   3. **Ready**: polls `poll_ready` of its own clone of the inner
+    ///      service, taken in `call`, then calls it.
+    ///   4. **Calling**: as *Forwarded*.
     ///
     /// # Panics
     ///
@@ -126,50 +222,12 @@ pin_project! {
         H: OnCompoundRefusal<S::Response, S::Error>,
     {
         #[pin]
-        state: State<S::Future, B::CompoundFuture, Result<S::Response, H::Error>>,
-        pending: Option<(S, Req)>,
-        // The params the request is decided with, to answer it.
-        tier: Tier,
-        slot: Slot<B, KF, PF, CF, H>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F, R, T> {
-        Answered { answer: Option<T> },
-        Reserving { #[pin] reserve: R, now: Timestamp },
-        Sleeping { #[pin] sleep: Sleep, deadline: Timestamp },
-        Ready,
-        Calling { #[pin] call: F },
-        Done,
-    }
-}
-
-impl<F, R, T> State<F, R, T> {
-    fn sleeping(admission: &CompoundAdmission, now: Timestamp, clock: &Clock) -> Self {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(
-            delay_ms = admission.delay().as_secs_f64() * 1e3,
-            decided_by = admission.decided_by(),
-            "rate limit: compound request delayed"
-        );
-        let deadline = now + admission.delay();
-        State::Sleeping {
-            sleep: tokio::time::sleep_until(clock.wake_at(deadline)),
-            deadline,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            State::Answered { .. } => "answered",
-            State::Reserving { .. } => "reserving",
-            State::Sleeping { .. } => "sleeping",
-            State::Ready => "ready",
-            State::Calling { .. } => "calling",
-            State::Done => "done",
-        }
+        kind: Kind<
+            S::Future,
+            Result<S::Response, H::Error>,
+            Waits<S, Req, B, KF, PF, CF, H>,
+            CompoundFinish<B, KF, PF, CF, H>,
+        >,
     }
 }
 
@@ -180,64 +238,28 @@ where
     H: OnCompoundRefusal<S::Response, S::Error>,
 {
     /// The request was answered in `call`.
-    pub(super) fn answered(
-        answer: Result<S::Response, H::Error>,
-        slot: Slot<B, KF, PF, CF, H>,
-    ) -> Self {
+    pub(super) fn answered(answer: Result<S::Response, H::Error>) -> Self {
         Self {
-            state: State::Answered {
+            kind: Kind::Answered {
                 answer: Some(answer),
             },
-            pending: None,
-            tier: Tier::OWN,
-            slot,
         }
     }
 
     /// The request was admitted with no delay and the inner service called.
-    /// The admission and the tier are kept only if the handler describes
-    /// admitted responses (copying them is a good part of a request's cost).
-    pub(super) fn forwarded(
-        call: S::Future,
-        admission: CompoundAdmission,
-        tier: Tier,
-        mut slot: Slot<B, KF, PF, CF, H>,
-    ) -> Self {
-        let tier = if H::DESCRIBES_ADMITTED {
-            slot.admission = Some(admission);
-            tier
-        } else {
-            Tier::OWN
-        };
+    pub(super) fn forwarded(call: S::Future, finish: CompoundFinish<B, KF, PF, CF, H>) -> Self {
         Self {
-            state: State::Calling { call },
-            pending: None,
-            tier,
-            slot,
+            kind: Kind::Forwarded { call, finish },
         }
     }
 
-    /// The request waits (for the backend, or for its slot) with its own
-    /// clone of the inner service.
-    pub(super) fn waiting(
-        start: Start<B::CompoundFuture>,
-        now: Timestamp,
-        pending: (S, Req),
-        tier: Tier,
-        mut slot: Slot<B, KF, PF, CF, H>,
-    ) -> Self {
-        let state = match start {
-            Start::Reserving(reserve) => State::Reserving { reserve, now },
-            Start::Sleeping(admission) => {
-                (slot.admission, slot.waiting) = (Some(admission), true);
-                State::sleeping(&admission, now, slot.config.limits.clock())
-            }
-        };
+    /// The request waits (for the backend, or for its slot).
+    #[inline(never)]
+    pub(super) fn waiting(waiting: Waiting<S, Req, CompoundTicket<B, KF, PF, CF, H>>) -> Self {
         Self {
-            state,
-            pending: Some(pending),
-            tier,
-            slot,
+            kind: Kind::Waiting {
+                waiting: Box::pin(waiting),
+            },
         }
     }
 }
@@ -251,86 +273,20 @@ where
     type Output = Result<S::Response, H::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let config = &*this.slot.config;
-            match this.state.as_mut().project() {
-                StateProj::Answered { answer } => {
-                    let answer = answer
-                        .take()
-                        .expect("CompoundResponseFuture polled after it completed");
-                    this.state.set(State::Done);
-                    return Poll::Ready(answer);
-                }
-                StateProj::Reserving { reserve, now } => match ready!(reserve.poll(cx)) {
-                    Ok(admission) => {
-                        this.slot.admission = Some(admission);
-                        if admission.delay().is_zero() {
-                            this.state.set(State::Ready);
-                        } else {
-                            let now = *now;
-                            let sleeping = State::sleeping(&admission, now, config.limits.clock());
-                            this.state.set(sleeping);
-                            this.slot.waiting = true;
-                        }
-                    }
-                    Err(refusal) => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(refuse(config, refusal, this.tier));
-                    }
-                },
-                StateProj::Sleeping {
-                    mut sleep,
-                    deadline,
-                } => {
-                    ready!(sleep.as_mut().poll(cx));
-                    // Tokio's timer and a counter clock drift apart a little
-                    // over a long wait: go only once the compound's own
-                    // clock says so.
-                    let clock = config.limits.clock();
-                    if clock.now() < *deadline {
-                        sleep.reset(clock.wake_at(*deadline));
-                        continue;
-                    }
-                    this.slot.waiting = false;
-                    this.state.set(State::Ready);
-                }
-                StateProj::Ready => {
-                    let readiness = match this.pending.as_mut() {
-                        Some((inner, _)) => inner.poll_ready(cx),
-                        None => panic!("CompoundResponseFuture polled after it completed"),
-                    };
-                    match readiness {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(err)) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Err(config.on_refusal.inner_error(err)));
-                        }
-                        Poll::Ready(Ok(())) => {
-                            if let Some((mut inner, request)) = this.pending.take() {
-                                let call = inner.call(request);
-                                this.state.set(State::Calling { call });
-                            }
-                        }
-                    }
-                }
-                StateProj::Calling { call } => {
-                    let result = ready!(call.poll(cx));
-                    this.state.set(State::Done);
-                    let on_refusal = &config.on_refusal;
-                    return Poll::Ready(match result {
-                        Ok(response) => Ok(match this.slot.admission.as_ref() {
-                            Some(admission) => {
-                                let params = this.tier.params(&config.limits);
-                                on_refusal.admitted(response, admission, &config.limits, params)
-                            }
-                            None => response,
-                        }),
-                        Err(err) => Err(on_refusal.inner_error(err)),
-                    });
-                }
-                StateProj::Done => panic!("CompoundResponseFuture polled after it completed"),
+        match self.project().kind.project() {
+            // A second poll after `Ready` goes to the inner future, whose
+            // contract it is.
+            KindProj::Forwarded { call, finish: done } => {
+                let result = ready!(call.poll(cx));
+                let admission = done.admission.as_ref();
+                Poll::Ready(finish(&done.config, admission, &done.tier, result))
             }
+            KindProj::Answered { answer } => Poll::Ready(
+                answer
+                    .take()
+                    .expect("CompoundResponseFuture polled after it completed"),
+            ),
+            KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
         }
     }
 }
@@ -368,8 +324,9 @@ where
     H: OnCompoundRefusal<S::Response, S::Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.kind.state_name(|waiting| waiting.state_name());
         f.debug_struct("CompoundResponseFuture")
-            .field("state", &self.state.name())
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }

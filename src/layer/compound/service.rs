@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::Config;
-use super::future::{CompoundResponseFuture, Slot, Start, refuse};
+use super::future::{CompoundFinish, CompoundResponseFuture, CompoundTicket, refuse};
 use super::params::{CompoundParamsFor, Tier};
 use super::refusal::OnCompoundRefusal;
 use crate::backends::compound::CompoundBackend;
@@ -17,6 +17,7 @@ use crate::error::{FreqLimitError, KeyNotFound};
 use crate::gcra::compound::MAX_LIMITS;
 use crate::layer::policy::CostOf;
 use crate::layer::service::CloneInner;
+use crate::layer::waiting::{Start, Waiting};
 
 /// The service made by [`CompoundLimitLayer`](super::CompoundLimitLayer):
 /// each request reserves one slot in every limit of the compound at once,
@@ -155,8 +156,7 @@ where
             Ok(keys) => keys,
             Err(missing) => {
                 let refusal = FreqLimitError::KeyNotFound(missing);
-                let answer = refuse(config, refusal, &tier);
-                return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
+                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
             }
         };
         let mut request = Reserve::new().cost(config.cost.cost_of(&req));
@@ -168,8 +168,7 @@ where
         let parts = match limits.parts_with(&refs, tier.params(limits)) {
             Ok(parts) => parts,
             Err(refusal) => {
-                let answer = refuse(config, refusal, &tier);
-                return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
+                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
             }
         };
         let backend = limits.backend();
@@ -177,13 +176,12 @@ where
         let start = match backend.reserve_compound_sync(&parts[..N], now, request) {
             Some(Ok(admission)) if admission.delay().is_zero() => {
                 let call = self.inner.call(req);
-                let slot = Slot::new(&self.config);
-                return CompoundResponseFuture::forwarded(call, admission, tier, slot);
+                let finish = CompoundFinish::new(&self.config, admission, tier);
+                return CompoundResponseFuture::forwarded(call, finish);
             }
             Some(Ok(admission)) => Start::Sleeping(admission),
             Some(Err(refusal)) => {
-                let answer = refuse(config, refusal, &tier);
-                return CompoundResponseFuture::answered(answer, Slot::new(&self.config));
+                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
             }
             None => Start::Reserving(backend.reserve_compound(&parts[..N], now, request)),
         };
@@ -192,8 +190,8 @@ where
         // the refund needs no params); the tier, to answer it.
         let mut keys = keys.into_iter();
         let owned: [Option<B::Key>; MAX_LIMITS] = std::array::from_fn(|_| keys.next().flatten());
-        let slot = Slot::with_keys(&self.config, owned);
+        let ticket = CompoundTicket::new(Arc::clone(&self.config), owned, tier);
         let pending = (self.inner.clone(), req);
-        CompoundResponseFuture::waiting(start, now, pending, tier, slot)
+        CompoundResponseFuture::waiting(Waiting::new(start, now, pending, ticket))
     }
 }
