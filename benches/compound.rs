@@ -110,12 +110,13 @@ fn stacked(backend: &InMemoryBackend<u64>, i: u64) -> bool {
     })
 }
 
-/// Times `iters` decisions, carrying the position in the key set across samples.
-fn line(name: &'static str, decide: fn(&InMemoryBackend<u64>, u64) -> bool) -> Line {
-    let backend = backend();
+/// A line of `decide` on the `i`-th decision (keyed by [`keys`]), after a
+/// warm-up that asserts each was admitted at once; it times `iters`
+/// decisions, carrying the position in the key set across samples.
+fn timed(name: &'static str, mut decide: impl FnMut(u64) -> bool + 'static) -> Line {
     for i in 0..100_000 {
         assert!(
-            decide(&backend, i),
+            decide(i),
             "{name}: decision {i} delayed or refused in warm-up"
         );
     }
@@ -126,11 +127,17 @@ fn line(name: &'static str, decide: fn(&InMemoryBackend<u64>, u64) -> bool) -> L
             let start = StdInstant::now();
             for _ in 0..iters {
                 position += 1;
-                black_box(decide(&backend, position));
+                black_box(decide(position));
             }
             start.elapsed()
         }),
     }
+}
+
+/// A backend line: `decide` on a backend of its own.
+fn line(name: &'static str, decide: fn(&InMemoryBackend<u64>, u64) -> bool) -> Line {
+    let backend = backend();
+    timed(name, move |i| decide(&backend, i))
 }
 
 /// The inner service of the layer lines: answers at once.
@@ -166,29 +173,12 @@ where
     matches!(response.poll(&mut cx), Poll::Ready(Ok(())))
 }
 
-/// A layer line: `svc` on the `i`-th request, as [`line`] times decisions.
+/// A layer line: `svc` on the `i`-th request.
 fn layer_line<S>(name: &'static str, mut svc: S) -> Line
 where
     S: Service<(u64, u64), Response = ()> + 'static,
 {
-    for i in 0..100_000 {
-        assert!(
-            send(&mut svc, keys(i)),
-            "{name}: request {i} not admitted at once in warm-up"
-        );
-    }
-    let mut position = 0_u64;
-    Line {
-        name,
-        run: Box::new(move |iters| {
-            let start = StdInstant::now();
-            for _ in 0..iters {
-                position += 1;
-                black_box(send(&mut svc, keys(position)));
-            }
-            start.elapsed()
-        }),
-    }
+    timed(name, move |i| send(&mut svc, keys(i)))
 }
 
 fn layer_lines() -> Vec<Line> {

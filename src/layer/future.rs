@@ -74,6 +74,32 @@ pin_project! {
     }
 }
 
+impl<F: Future, T, W: Future<Output = T>, A> Kind<F, T, Pin<Box<W>>, A> {
+    /// Polls whichever case the request is in; `finish` turns a forwarded
+    /// request's inner result into the answer.
+    #[inline]
+    pub(crate) fn poll_case(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        finish: impl FnOnce(&A, F::Output) -> T,
+    ) -> Poll<T> {
+        match self.project() {
+            // A second poll after `Ready` goes to the inner future, whose
+            // contract it is.
+            KindProj::Forwarded { call, finish: done } => {
+                let result = ready!(call.poll(cx));
+                Poll::Ready(finish(done, result))
+            }
+            KindProj::Answered { answer } => Poll::Ready(
+                answer
+                    .take()
+                    .expect("response future polled after it completed"),
+            ),
+            KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
 impl<F, T, W, A> Kind<F, T, W, A> {
     /// Where the request is, for `Debug`; `waiting` names a waiting state.
     pub(crate) fn state_name(&self, waiting: impl FnOnce(&W) -> &'static str) -> &'static str {
@@ -171,21 +197,14 @@ where
     type Output = Result<S::Response, H::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            // A second poll after `Ready` goes to the inner future, whose
-            // contract it is.
-            KindProj::Forwarded { call, finish: done } => {
-                let result = ready!(call.poll(cx));
-                let admission = done.admission.as_ref();
-                Poll::Ready(finish(&done.on_refusal, admission, &done.params, result))
-            }
-            KindProj::Answered { answer } => Poll::Ready(
-                answer
-                    .take()
-                    .expect("ResponseFuture polled after it completed"),
-            ),
-            KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
-        }
+        self.project().kind.poll_case(cx, |done, result| {
+            finish(
+                &done.on_refusal,
+                done.admission.as_ref(),
+                &done.params,
+                result,
+            )
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -19,7 +19,7 @@ use crate::backends::compound::{CompoundAdmission, CompoundBackend};
 use crate::clock::Clock;
 use crate::error::FreqLimitError;
 use crate::gcra::compound::MAX_LIMITS;
-use crate::layer::future::{Kind, KindProj};
+use crate::layer::future::Kind;
 use crate::layer::waiting::{Ticket, Waiting};
 
 /// A compound's [`Ticket`]: the layer's config, the request's keys (to give
@@ -273,21 +273,9 @@ where
     type Output = Result<S::Response, H::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            // A second poll after `Ready` goes to the inner future, whose
-            // contract it is.
-            KindProj::Forwarded { call, finish: done } => {
-                let result = ready!(call.poll(cx));
-                let admission = done.admission.as_ref();
-                Poll::Ready(finish(&done.config, admission, &done.tier, result))
-            }
-            KindProj::Answered { answer } => Poll::Ready(
-                answer
-                    .take()
-                    .expect("CompoundResponseFuture polled after it completed"),
-            ),
-            KindProj::Waiting { waiting } => waiting.as_mut().poll(cx),
-        }
+        self.project().kind.poll_case(cx, |done, result| {
+            finish(&done.config, done.admission.as_ref(), &done.tier, result)
+        })
     }
 }
 
