@@ -134,8 +134,10 @@ pub fn compound_state_header<K: crate::backends::compound::CompoundBackend>(
 /// ([`compound_policy_header`]) and, on a rejection, `Retry-After` (rounded
 /// up: when every limit admits the request) and `RateLimit` with the item of
 /// the limit that refused ([`Rejection::limit`](crate::Rejection::limit)):
-/// its `remaining` and `reset_after`. (The other limits' state is not known
-/// without asking the backend again, which a `429` should not cost.)
+/// its `remaining` and `reset_after`. The other limits' state is not in a
+/// refusal; [`HttpResponses`] lists every limit when the backend could read
+/// them on the spot (in memory, see
+/// [`OnCompoundRefusal::refused_with_state`](crate::layer::compound::OnCompoundRefusal::refused_with_state)).
 ///
 /// ```
 /// use tower_freqlimit::backends::memory::InMemoryBackend;
@@ -163,15 +165,17 @@ where
     B: From<&'static str>,
     K: crate::backends::compound::CompoundBackend,
 {
-    refusal_under(refusal, limits, limits.all_params())
+    refusal_under(refusal, limits, limits.all_params(), None)
 }
 
 /// [`compound_refusal_response`] for a request decided under `params` (one
-/// per limit, in order).
+/// per limit, in order); with `state` (every limit's, read at the refusal),
+/// `RateLimit` lists every limit.
 fn refusal_under<B, K>(
     refusal: &FreqLimitError,
     limits: &crate::CompoundLimit<K>,
     params: &[FreqLimitParams],
+    state: Option<&crate::CompoundAdmission>,
 ) -> Response<B>
 where
     B: From<&'static str>,
@@ -186,14 +190,30 @@ where
         headers.insert(RATELIMIT_POLICY, policy);
     }
     if let FreqLimitError::Rejected(rejection) = refusal {
-        let i = rejection.limit();
-        let item = std::iter::once((
-            limit_name(limits.name(i), i),
-            u64::from(rejection.remaining()),
-            whole_seconds_up(rejection.reset_after()),
-        ));
-        match named_items(item, R, T) {
-            Some(state) => headers.insert(RATELIMIT, state),
+        let items = match state {
+            Some(state) => named_items(
+                state.parts().iter().enumerate().map(|(i, part)| {
+                    (
+                        limit_name(limits.name(i), i),
+                        u64::from(part.remaining()),
+                        whole_seconds_up(part.reset_after()),
+                    )
+                }),
+                R,
+                T,
+            ),
+            None => {
+                let i = rejection.limit();
+                let item = std::iter::once((
+                    limit_name(limits.name(i), i),
+                    u64::from(rejection.remaining()),
+                    whole_seconds_up(rejection.reset_after()),
+                ));
+                named_items(item, R, T)
+            }
+        };
+        match items {
+            Some(items) => headers.insert(RATELIMIT, items),
             None => headers.remove(RATELIMIT),
         };
     }
@@ -236,7 +256,17 @@ where
         limits: &crate::CompoundLimit<K>,
         params: &[FreqLimitParams],
     ) -> Result<Response<B>, E> {
-        Ok(refusal_under(&refusal, limits, params))
+        Ok(refusal_under(&refusal, limits, params, None))
+    }
+
+    fn refused_with_state<K: crate::backends::compound::CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        limits: &crate::CompoundLimit<K>,
+        params: &[FreqLimitParams],
+        state: &crate::CompoundAdmission,
+    ) -> Result<Response<B>, E> {
+        Ok(refusal_under(&refusal, limits, params, Some(state)))
     }
 
     fn inner_error(&self, error: E) -> E {

@@ -271,7 +271,7 @@ async fn a_key_function_that_fails_refuses_with_its_key_not_found() {
 /// The in-memory backend, answering every compound a poll later, as a remote
 /// backend (Redis) does: no decision inside `call`.
 #[derive(Clone)]
-struct Later(InMemoryBackend<Scope>);
+pub(crate) struct Later(pub(crate) InMemoryBackend<Scope>);
 
 impl tower_freqlimit::FreqLimitBackend for Later {
     type Key = Scope;

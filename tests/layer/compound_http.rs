@@ -11,7 +11,7 @@ use tower_freqlimit::{CompoundLimit, CompoundLimitLayer, FreqLimitParams};
 use axum::http::{Request, Response, StatusCode};
 use tower_freqlimit::http::HttpResponses;
 
-use crate::compound::{MS, Scope, chat_group_global};
+use crate::compound::{Later, MS, Scope, chat_group_global};
 
 type HttpReq = Request<String>;
 
@@ -74,11 +74,16 @@ async fn a_429_names_every_limit_and_the_one_that_refused() {
     assert_eq!(ok.status(), StatusCode::OK);
     assert_eq!(header(&ok, "ratelimit"), None, "not opted in");
 
-    // Chat 1 again: its chat limit refuses; retry after 1 s.
+    // Chat 1 again: its chat limit refuses; retry after 1 s. RateLimit
+    // lists every limit's state, read at the refusal (in memory): the
+    // refusal took nothing from the group's or the global limit.
     let refused = svc.clone().oneshot(request(Some(1), 1)).await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&refused, "ratelimit-policy"), Some(POLICY));
-    assert_eq!(header(&refused, "ratelimit"), Some(r#""per-chat";r=0;t=1"#));
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(r#""per-chat";r=0;t=1, "per-group";r=2;t=3, "global";r=1;t=1"#)
+    );
     assert_eq!(header(&refused, "retry-after"), Some("1"));
 
     // 200 ms later, chat 2 passes and chat 3 is refused by the global
@@ -90,13 +95,42 @@ async fn a_429_names_every_limit_and_the_one_that_refused() {
     let refused = svc.clone().oneshot(request(Some(3), 3)).await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&refused, "ratelimit-policy"), Some(POLICY));
-    assert_eq!(header(&refused, "ratelimit"), Some(r#""global";r=0;t=1"#));
+    // Chat 3 and its group are new: full (t=0).
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(r#""per-chat";r=1;t=0, "per-group";r=3;t=0, "global";r=0;t=1"#)
+    );
     assert_eq!(header(&refused, "retry-after"), Some("1"));
 
     // No chat id: the client's fault, 400, no rate-limit headers.
     let bad = svc.oneshot(request(None, 1)).await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(header(&bad, "ratelimit-policy"), None);
+}
+
+/// A backend that answers a poll later (as Redis does) cannot read every
+/// limit on the spot: its `429` names the refusing limit only.
+#[tokio::test(start_paused = true)]
+async fn a_429_from_a_backend_that_answers_later_names_the_refusing_limit() {
+    let own = limits();
+    let limits = CompoundLimit::new(Later(InMemoryBackend::new()))
+        .limit("per-chat", *own.params(0).unwrap())
+        .limit("per-group", *own.params(1).unwrap())
+        .limit("global", *own.params(2).unwrap());
+    let svc = ServiceBuilder::new()
+        .layer(
+            CompoundLimitLayer::new(limits, http_keys)
+                .no_wait()
+                .on_refusal(HttpResponses::new()),
+        )
+        .service(service_fn(|_: HttpReq| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        }));
+    svc.clone().oneshot(request(Some(1), 1)).await.unwrap();
+    let refused = svc.oneshot(request(Some(1), 1)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "ratelimit-policy"), Some(POLICY));
+    assert_eq!(header(&refused, "ratelimit"), Some(r#""per-chat";r=0;t=1"#));
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,7 +222,10 @@ async fn the_headers_describe_the_tier_the_request_was_decided_with() {
     let refused = svc.clone().oneshot(paid(1, 1)).await.unwrap();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header(&refused, "ratelimit-policy"), Some(PAID_POLICY));
-    assert_eq!(header(&refused, "ratelimit"), Some(r#""per-chat";r=0;t=1"#));
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(r#""per-chat";r=0;t=1, "per-group";r=8;t=2, "global";r=98;t=1"#)
+    );
 
     // A free chat in the same layer: the compound's own params.
     let ok = svc.clone().oneshot(request(Some(2), 2)).await.unwrap();

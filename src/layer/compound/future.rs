@@ -93,7 +93,7 @@ where
     }
 
     fn refused(&self, refusal: FreqLimitError) -> Result<Res, H::Error> {
-        refuse(&self.config, refusal, &self.tier)
+        refuse(&self.config, refusal, &self.tier, None)
     }
 
     fn finish(&self, result: Result<Res, E>) -> Result<Res, H::Error> {
@@ -103,7 +103,7 @@ where
 
 /// What a request forwarded in `call` needs once its response is there: the
 /// layer's config, and, for a handler that describes admitted responses
-/// ([`OnCompoundRefusal::DESCRIBES_ADMITTED`]), its admission and tier.
+/// ([`OnCompoundRefusal::DESCRIBES_STATE`]), its admission and tier.
 pub(super) struct CompoundFinish<B, KF, PF, CF, H> {
     config: Arc<Config<B, KF, PF, CF, H>>,
     admission: Option<CompoundAdmission>,
@@ -122,7 +122,7 @@ impl<B, KF, PF, CF, H> CompoundFinish<B, KF, PF, CF, H> {
     where
         H: OnCompoundRefusal<Res, E>,
     {
-        let (admission, tier) = if H::DESCRIBES_ADMITTED {
+        let (admission, tier) = if H::DESCRIBES_STATE {
             (Some(admission), tier)
         } else {
             (None, Tier::OWN)
@@ -150,7 +150,7 @@ where
     let on_refusal = &config.on_refusal;
     match result {
         Ok(response) => Ok(match admission {
-            Some(admission) if H::DESCRIBES_ADMITTED => {
+            Some(admission) if H::DESCRIBES_STATE => {
                 let limits = &config.limits;
                 on_refusal.admitted(response, admission, limits, tier.params(limits))
             }
@@ -280,11 +280,13 @@ where
 }
 
 /// The layer's answer to a refusal of a request decided with `tier`, with a
-/// tracing event for it.
+/// tracing event for it; `state`: every limit's state at the refusal, when
+/// the backend could read it on the spot.
 pub(super) fn refuse<Res, E, B, KF, PF, CF, H>(
     config: &Config<B, KF, PF, CF, H>,
     refusal: FreqLimitError,
     tier: &Tier,
+    state: Option<&CompoundAdmission>,
 ) -> Result<Res, H::Error>
 where
     B: CompoundBackend,
@@ -300,9 +302,13 @@ where
         other => tracing::debug!(error = %other, "rate limit: compound request refused"),
     }
     let limits = &config.limits;
-    config
-        .on_refusal
-        .refused(refusal, limits, tier.params(limits))
+    let params = tier.params(limits);
+    match state {
+        Some(state) => config
+            .on_refusal
+            .refused_with_state(refusal, limits, params, state),
+        None => config.on_refusal.refused(refusal, limits, params),
+    }
 }
 
 impl<S, Req, B, KF, PF, CF, H> fmt::Debug for CompoundResponseFuture<S, Req, B, KF, PF, CF, H>

@@ -83,13 +83,15 @@ pub trait OnCompoundRefusal<Res, E> {
     /// The service's error type.
     type Error;
 
-    /// Whether [`admitted`](Self::admitted) reads its admission and params.
-    /// A handler that leaves admitted responses as they are says `false`:
-    /// then a forwarded request's future keeps neither (a few hundred bytes
-    /// not copied per request) and `admitted` is not called. `true` unless
-    /// said otherwise, so that a handler that describes admitted responses
-    /// cannot lose them by omission.
-    const DESCRIBES_ADMITTED: bool = true;
+    /// Whether the handler describes the limits' state:
+    /// [`admitted`](Self::admitted) reads its admission and params, and
+    /// [`refused_with_state`](Self::refused_with_state) its state. A handler
+    /// that does neither says `false`: then a forwarded request's future
+    /// keeps no admission (a few hundred bytes not copied per request),
+    /// `admitted` is not called, and a rejection is not followed by a
+    /// reading of every limit. `true` unless said otherwise, so that a
+    /// handler that describes responses cannot lose them by omission.
+    const DESCRIBES_STATE: bool = true;
 
     /// The response or error for a refused request (a rejection, an
     /// impossible cost, a missing key, a failed backend); `params` has one
@@ -105,6 +107,27 @@ pub trait OnCompoundRefusal<Res, E> {
         limits: &CompoundLimit<B>,
         params: &[FreqLimitParams],
     ) -> Result<Res, Self::Error>;
+
+    /// [`refused`](Self::refused), for a rejection when the backend could
+    /// read every limit's state on the spot (in memory; not on Redis, where
+    /// that would cost a `429` a second round trip): `state` is that
+    /// reading, one part per limit with its `remaining` and `reset_after`
+    /// (a cost-0 call: it consumed nothing, and its `delay` is how long a
+    /// unit call waits). By default the state is left aside.
+    ///
+    /// # Errors
+    ///
+    /// As [`refused`](Self::refused).
+    fn refused_with_state<B: CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        limits: &CompoundLimit<B>,
+        params: &[FreqLimitParams],
+        state: &CompoundAdmission,
+    ) -> Result<Res, Self::Error> {
+        let _ = state;
+        self.refused(refusal, limits, params)
+    }
 
     /// Converts an error of the inner service.
     fn inner_error(&self, error: E) -> Self::Error;
@@ -151,7 +174,7 @@ where
 {
     type Error = BoxError;
 
-    const DESCRIBES_ADMITTED: bool = false;
+    const DESCRIBES_STATE: bool = false;
 
     fn refused<B: CompoundBackend>(
         &self,
@@ -191,7 +214,7 @@ where
 {
     type Error = E;
 
-    const DESCRIBES_ADMITTED: bool = false;
+    const DESCRIBES_STATE: bool = false;
 
     fn refused<B: CompoundBackend>(
         &self,

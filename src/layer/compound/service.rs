@@ -156,7 +156,7 @@ where
             Ok(keys) => keys,
             Err(missing) => {
                 let refusal = FreqLimitError::KeyNotFound(missing);
-                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
+                return CompoundResponseFuture::answered(refuse(config, refusal, &tier, None));
             }
         };
         let mut request = Reserve::new().cost(config.cost.cost_of(&req));
@@ -168,7 +168,7 @@ where
         let parts = match limits.parts_with(&refs, tier.params(limits)) {
             Ok(parts) => parts,
             Err(refusal) => {
-                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
+                return CompoundResponseFuture::answered(refuse(config, refusal, &tier, None));
             }
         };
         let backend = limits.backend();
@@ -181,7 +181,19 @@ where
             }
             Some(Ok(admission)) => Start::Sleeping(admission),
             Some(Err(refusal)) => {
-                return CompoundResponseFuture::answered(refuse(config, refusal, &tier));
+                // A handler that describes the limits gets every limit's
+                // state, read now (consuming nothing), not only the
+                // refusing one's.
+                let state = match refusal {
+                    FreqLimitError::Rejected(_) if H::DESCRIBES_STATE => {
+                        let status = Reserve::new().cost(0);
+                        backend.reserve_compound_sync(&parts[..N], now, status)
+                    }
+                    _ => None,
+                };
+                let state = state.and_then(Result::ok);
+                let answer = refuse(config, refusal, &tier, state.as_ref());
+                return CompoundResponseFuture::answered(answer);
             }
             None => Start::Reserving(backend.reserve_compound(&parts[..N], now, request)),
         };
