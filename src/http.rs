@@ -78,9 +78,19 @@ pub fn policy_header(params: &FreqLimitParams) -> HeaderValue {
 /// the period, not as `burst` intervals: an interval is rounded up to the
 /// nanosecond, so 30 per second would otherwise be a 2 s window.
 fn window_secs(params: &FreqLimitParams) -> u64 {
-    let span = params.period().as_nanos() * u128::from(params.burst());
-    let secs = span.div_ceil(u128::from(params.limit()) * 1_000_000_000);
-    u64::try_from(secs).unwrap_or(u64::MAX).max(1)
+    let per = u64::from(params.limit()).saturating_mul(1_000_000_000);
+    let span = u64::try_from(params.period().as_nanos())
+        .ok()
+        .and_then(|period| period.checked_mul(u64::from(params.burst())));
+    let secs = match span {
+        Some(span) => span.div_ceil(per),
+        // Past 584 years of nanoseconds: in 128 bits (a slower division).
+        None => {
+            let span = params.period().as_nanos() * u128::from(params.burst());
+            u64::try_from(span.div_ceil(u128::from(per))).unwrap_or(u64::MAX)
+        }
+    };
+    secs.max(1)
 }
 
 /// The `RateLimit` value: `remaining` calls now, full again after `reset_after`.
@@ -413,3 +423,30 @@ pub type ServerService<S, B, K = crate::layer::Global> =
 /// ```
 pub type ServerFuture<S, Req, B, K = crate::layer::Global> =
     crate::layer::ResponseFuture<S, Req, B, crate::layer::Policy<K>, HttpResponses>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::window_secs;
+    use crate::params::FreqLimitParams;
+
+    /// `burst x period / limit`, rounded up, in 64 bits and past them.
+    #[test]
+    fn the_policy_window_is_the_burst_s_refill_time() {
+        let window = |limit, secs, burst| {
+            window_secs(&FreqLimitParams::new(
+                limit,
+                Duration::from_secs(secs),
+                burst,
+            ))
+        };
+        assert_eq!(window(30, 1, 30), 1);
+        assert_eq!(window(20, 60, 3), 9);
+        assert_eq!(window(7, 1, 1), 1, "at least 1");
+        assert_eq!(window(3, 10, 2), 7, "6.67 s, rounded up");
+        // 10^10 s x 10 is past 64 bits of nanoseconds: 10^9 per 10^10 s,
+        // burst 10, refills in 100 s.
+        assert_eq!(window(1_000_000_000, 10_000_000_000, 10), 100);
+    }
+}
