@@ -362,3 +362,28 @@ async fn compounds_start_the_sweeper() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(backend.len(), 0, "both drained keys swept");
 }
+
+/// A compound of the global bucket alone holds no key: like a single call on
+/// the global bucket, it starts no sweeper task (one keyed part does).
+#[tokio::test(flavor = "current_thread")]
+async fn only_keyed_compounds_start_the_sweeper() {
+    let backend = InMemoryBackend::<&str>::builder()
+        .sweeper_interval(Duration::from_secs(1))
+        .build();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let global = FreqLimitParams::per_second(1);
+    let parts = [Part::new(None, &global)];
+    backend
+        .reserve_compound_now(&parts, Timestamp::now(), Reserve::new())
+        .unwrap();
+    assert_eq!(tasks(), 0, "no sweeper for the global bucket");
+    let parts = [Part::new(Some(&"chat"), &global), Part::new(None, &global)];
+    backend
+        .reserve_compound_now(&parts, Timestamp::now(), Reserve::new())
+        .unwrap();
+    assert_eq!(tasks(), 1, "the sweeper, for the keyed part");
+}
