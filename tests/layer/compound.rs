@@ -324,6 +324,61 @@ impl CompoundBackend for Later {
     }
 }
 
+/// Polls `fut` once, with a waker nobody listens to.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx)
+}
+
+/// A response future's `Debug` says where its request is.
+#[tokio::test(start_paused = true)]
+async fn the_response_future_says_where_the_request_is() {
+    let state = |fut: &dyn std::fmt::Debug| {
+        let debug = format!("{fut:?}");
+        let start = debug.find("state: \"").expect("a state") + 8;
+        debug[start..].split('"').next().unwrap().to_owned()
+    };
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(10).with_burst(10),
+        FreqLimitParams::per_second(100).with_burst(100),
+    );
+    let inner = service_fn(|req: Req| async move {
+        tokio::time::sleep(10 * MS).await;
+        Ok::<_, BoxError>(req)
+    });
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys).max_wait(1500 * MS))
+        .service(inner);
+
+    let mut first = Box::pin(svc.ready().await.unwrap().call((1, 1)));
+    assert_eq!(state(&first), "forwarded");
+    let mut second = Box::pin(svc.ready().await.unwrap().call((1, 1)));
+    assert_eq!(state(&second), "sleeping", "chat 1's next slot is 1 s away");
+    let third = svc.ready().await.unwrap().call((1, 1));
+    assert_eq!(state(&third), "answered", "2 s away: over max_wait");
+    assert!(first.as_mut().await.is_ok());
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(poll_once(&mut second).is_pending());
+    assert_eq!(
+        state(&second),
+        "calling",
+        "made ready, called, answers in 10 ms"
+    );
+    assert_eq!(second.await.unwrap(), (1, 1));
+
+    let limits = CompoundLimit::new(Later(InMemoryBackend::new()))
+        .limit("per-chat", FreqLimitParams::per_second(1))
+        .limit("per-group", FreqLimitParams::per_second(1))
+        .limit("global", FreqLimitParams::per_second(1));
+    let mut svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys))
+        .service(service_fn(|req: Req| async move { Ok::<_, BoxError>(req) }));
+    let later = svc.ready().await.unwrap().call((1, 1));
+    assert_eq!(state(&later), "reserving");
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_a_backend_that_answers_later_requests_go_through_a_ready_clone() {
     let limits = CompoundLimit::new(Later(InMemoryBackend::new()))
