@@ -324,6 +324,57 @@ impl CompoundBackend for Later {
     }
 }
 
+/// A handler that says it describes no state: `admitted` would mark the
+/// response, and must not be called.
+#[derive(Clone)]
+struct Silent;
+
+impl tower_freqlimit::layer::compound::OnCompoundRefusal<String, BoxError> for Silent {
+    type Error = BoxError;
+
+    const DESCRIBES_STATE: bool = false;
+
+    fn refused<B: CompoundBackend>(
+        &self,
+        refusal: FreqLimitError,
+        _: &CompoundLimit<B>,
+        _: &[FreqLimitParams],
+    ) -> Result<String, BoxError> {
+        Err(Box::new(refusal))
+    }
+
+    fn inner_error(&self, error: BoxError) -> BoxError {
+        error
+    }
+
+    fn admitted<B: CompoundBackend>(
+        &self,
+        _: String,
+        _: &tower_freqlimit::CompoundAdmission,
+        _: &CompoundLimit<B>,
+        _: &[FreqLimitParams],
+    ) -> String {
+        "described".to_owned()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_describes_no_state_is_not_asked_to() {
+    let limits = chat_group_global(
+        FreqLimitParams::per_second(1),
+        FreqLimitParams::per_second(10),
+        FreqLimitParams::per_second(10),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(CompoundLimitLayer::new(limits, keys).on_refusal(Silent))
+        .service(service_fn(|_: Req| async {
+            Ok::<_, BoxError>("ok".to_owned())
+        }));
+    // Forwarded at once, then after a wait of 1 s: neither is described.
+    assert_eq!(svc.clone().oneshot((1, 1)).await.unwrap(), "ok");
+    assert_eq!(svc.oneshot((1, 1)).await.unwrap(), "ok");
+}
+
 /// Polls `fut` once, with a waker nobody listens to.
 fn poll_once<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

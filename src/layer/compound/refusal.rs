@@ -24,8 +24,9 @@ use crate::params::FreqLimitParams;
 ///   rejection's [`limit`](crate::Rejection::limit) says which limit refused.
 /// * [`RefuseWith`]: a closure makes a response from the [`FreqLimitError`].
 /// * `HttpResponses` (feature `http`): `429` with `Retry-After`,
-///   `RateLimit-Policy` listing every limit by name, and `RateLimit` naming
-///   the limit that refused.
+///   `RateLimit-Policy` listing every limit by name, and `RateLimit` listing
+///   every limit's state when the backend can read it on the spot (in
+///   memory), else naming the limit that refused.
 ///
 /// Your own, for a protocol of yours:
 ///
