@@ -343,6 +343,16 @@ impl tower_freqlimit::layer::compound::OnCompoundRefusal<String, BoxError> for S
         Err(Box::new(refusal))
     }
 
+    fn refused_with_state<B: CompoundBackend>(
+        &self,
+        _: FreqLimitError,
+        _: &CompoundLimit<B>,
+        _: &[FreqLimitParams],
+        _: &tower_freqlimit::CompoundAdmission,
+    ) -> Result<String, BoxError> {
+        Ok("described".to_owned())
+    }
+
     fn inner_error(&self, error: BoxError) -> BoxError {
         error
     }
@@ -365,14 +375,16 @@ async fn a_handler_that_describes_no_state_is_not_asked_to() {
         FreqLimitParams::per_second(10),
         FreqLimitParams::per_second(10),
     );
-    let svc = ServiceBuilder::new()
-        .layer(CompoundLimitLayer::new(limits, keys).on_refusal(Silent))
-        .service(service_fn(|_: Req| async {
-            Ok::<_, BoxError>("ok".to_owned())
-        }));
+    let layer = CompoundLimitLayer::new(limits, keys).on_refusal(Silent);
+    let inner = service_fn(|_: Req| async { Ok::<_, BoxError>("ok".to_owned()) });
+    let svc = ServiceBuilder::new().layer(layer.clone()).service(inner);
     // Forwarded at once, then after a wait of 1 s: neither is described.
     assert_eq!(svc.clone().oneshot((1, 1)).await.unwrap(), "ok");
     assert_eq!(svc.oneshot((1, 1)).await.unwrap(), "ok");
+    // A rejection is answered by `refused`, with no state read for it.
+    let svc = ServiceBuilder::new().layer(layer.no_wait()).service(inner);
+    let refused = svc.oneshot((1, 1)).await.unwrap_err();
+    assert_eq!(rejected_by(&refused), 0);
 }
 
 /// Polls `fut` once, with a waker nobody listens to.
