@@ -56,10 +56,10 @@ section "Core: instructions per decision (callgrind)" \
   "Instructions per call (clock read included) counted by valgrind, which do not move with the machine's load: ours with the default clock of a normal build (the time-stamp counter) beside governor, the same lines as the table above."
 section "Compound limits: one decision over three limits" \
   "cargo bench --bench compound -- summary_only_no_such_bench 2>/dev/null | sed -n '/^Summary/,\$p'" \
-  "Nanoseconds per decision (one clock read included) on the in-memory backend, a hot set of 15 chats in 3 groups: one limit (\`reserve_now\`), a compound of three (\`reserve_compound_now\`: the chat, its group, the global bucket; what \`CompoundLimit\` runs) and the same three limits stacked (three \`reserve_now\` calls); a quota nothing exceeds, medians of interleaved samples. Issue 14's goal: a compound within 2.5 times one limit, and faster than the stack."
+  "Nanoseconds per decision (one clock read included) on the in-memory backend, a hot set of 15 chats in 3 groups: one limit (\`reserve_now\`), a compound of three (\`reserve_compound_now\`: the chat, its group, the global bucket; what \`CompoundLimit\` runs) and the same three limits as three \`reserve_now\` calls in a row; then the same as Tower layers (one \`FreqLimitLayer\`, one \`CompoundLimitLayer\`, three \`FreqLimitLayer\`s stacked). A quota nothing exceeds, medians of interleaved samples. Issue 14's goals: a compound within 2.5 times one limit, and faster than three stacked layers."
 section "Compound limits: instructions per decision (callgrind)" \
   "bash tools/compound_instructions.sh 200000" \
-  "Instructions per decision counted by valgrind, the same lines as the table above."
+  "Instructions per decision (and per request through the layers) counted by valgrind, the same lines as the table above."
 section "Memory per key" \
   "cargo bench --bench bytes_per_key 2>/dev/null" \
   "Live heap bytes per key after inserting distinct \`u64\` keys (a counting allocator), ours vs governor."
