@@ -25,8 +25,9 @@
 -- + cost * T) (the hole split: the part before the span kept unless it has
 -- passed, the part after it kept); else at the tail, from start = max(max(tat,
 -- now), t - lead), the TAT becoming start + cost * T and the gap before start
--- (if any) a hole for other callers. At most 16 holes, the shortest forgotten
--- (refund.lua's rule); holes that have ended are forgotten first (reserve.lua's).
+-- (if any) a hole for other callers. At most MAX_HOLES holes, the shortest
+-- forgotten (prelude.lua's forget_shortest, as in refund.lua); holes that
+-- have ended are forgotten first (reserve.lua's rule).
 -- A status check (cost 0) is decided at the TATs alone and stores nothing.
 --
 -- Returns, with limits numbered from 0:
@@ -41,7 +42,6 @@
 --    first, in order, before any key is read);
 --   the corrupt-value error (prelude.lua) naming the limit when one of the
 --    keys holds a value of another form (nothing stored in any key).
-local MAX_HOLES = 64
 
 local n = #KEYS
 local now = now_from(ARGV[1])
@@ -156,18 +156,6 @@ if status then
     reply[#reply + 1] = -1
   end
   return reply
-end
-
--- Beyond MAX_HOLES, the shortest hole (the earliest of equals) is forgotten.
-local function forget_shortest(h)
-  if #h > 2 * MAX_HOLES then
-    local shortest = 1
-    for j = 3, #h, 2 do
-      if h[j + 1] - h[j] < h[shortest + 1] - h[shortest] then shortest = j end
-    end
-    table.remove(h, shortest + 1)
-    table.remove(h, shortest)
-  end
 end
 
 for i = 1, n do

@@ -2,6 +2,22 @@
 -- script.rs), so that there is one definition of the time and of a key's value.
 local MAXV = 9007199254740992
 
+-- The most holes a key keeps (gcra::holes::MAX_HOLES in the crate).
+local MAX_HOLES = 64
+
+-- Beyond MAX_HOLES, the shortest hole of h ({start1, end1, ...}; the
+-- earliest of equals) is forgotten.
+local function forget_shortest(h)
+  if #h > 2 * MAX_HOLES then
+    local shortest = 1
+    for j = 3, #h, 2 do
+      if h[j + 1] - h[j] < h[shortest + 1] - h[shortest] then shortest = j end
+    end
+    table.remove(h, shortest + 1)
+    table.remove(h, shortest)
+  end
+end
+
 -- Saturating arithmetic on integers below 2^53 (sums stop at MAXV, about
 -- 285 years; differences at 0).
 local function add(a, b)

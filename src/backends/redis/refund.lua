@@ -6,10 +6,10 @@
 --
 -- The key's last span lowers its TAT to the span's start, absorbing the holes
 -- that end there; an earlier span becomes a hole (merged with adjacent ones; at
--- most 64, the shortest forgotten beyond). Returns 1 if the span was given
--- back, 0 if it was not held (given back already, or the key expired), the
--- corrupt-value error (prelude.lua) if the key holds a value of another form.
-local MAX_HOLES = 64
+-- most MAX_HOLES, the shortest forgotten beyond: prelude.lua). Returns 1 if
+-- the span was given back, 0 if it was not held (given back already, or the
+-- key expired), the corrupt-value error (prelude.lua) if the key holds a
+-- value of another form.
 local key = load_key(KEYS[1])
 if key.err then return key end -- a corrupt value: nothing is stored
 if not key.exists then return 0 end -- expired
@@ -42,15 +42,7 @@ else
   else
     table.insert(holes, i, e)
     table.insert(holes, i, s)
-    if #holes > 2 * MAX_HOLES then
-      -- Forget the shortest (the earliest of equals).
-      local shortest = 1
-      for j = 3, #holes, 2 do
-        if holes[j + 1] - holes[j] < holes[shortest + 1] - holes[shortest] then shortest = j end
-      end
-      table.remove(holes, shortest + 1)
-      table.remove(holes, shortest)
-    end
+    forget_shortest(holes)
   end
 end
 local fields = {string.format('%.0f', tat)}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::compound::{CompoundAdmission, CompoundBackend, Part};
 use tower_freqlimit::backends::memory::InMemoryBackend;
-use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend, RedisClock};
+use tower_freqlimit::backends::redis::{FailurePolicy, RedisBackend};
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::gcra::holes::MAX_HOLES;
 use tower_freqlimit::{
@@ -21,24 +21,14 @@ use tower_freqlimit::{
     RefundToken, Reserve,
 };
 
-use super::builder;
 use super::compound_model::{in_nanos, parse};
+use super::{builder, exact_backend};
 use crate::support::redis_server::RedisServer;
 
 /// An instant in whole microseconds (ns), far from 0.
 pub(super) const T0: u64 = 1_000_000_000_000_000;
 pub(super) const S: u64 = 1_000_000_000;
 pub(super) const MS: u64 = 1_000_000;
-
-pub(super) async fn exact_backend(server: &RedisServer) -> RedisBackend<String> {
-    builder()
-        .clock(RedisClock::LimiterTimestamp)
-        .timeout(Duration::from_secs(5))
-        .without_negative_cache()
-        .connect(&server.url())
-        .await
-        .expect("connect to the test server")
-}
 
 /// A Redis backend on the caller's clock and an in-memory one, given the same
 /// calls.

@@ -11,7 +11,8 @@ use tower_freqlimit::gcra::compound::{Limit, reserve_all};
 use tower_freqlimit::gcra::holes::{GiveBack, Hole, Holes};
 use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, RefundToken, Reserve};
 
-use super::compound::{T0, exact_backend};
+use super::compound::T0;
+use super::exact_backend;
 use super::proptest_on_a_server;
 
 /// One call of a history: which limits (a bit mask over the case's limits),

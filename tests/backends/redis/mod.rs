@@ -57,6 +57,19 @@ async fn backend(server: &RedisServer) -> RedisBackend<String> {
         .expect("connect to the test server")
 }
 
+/// A backend whose scripts run at the caller's timestamps and never answer
+/// from its negative cache: its decisions can be compared with the crate's
+/// to the microsecond.
+async fn exact_backend(server: &RedisServer) -> RedisBackend<String> {
+    builder()
+        .clock(tower_freqlimit::backends::redis::RedisClock::LimiterTimestamp)
+        .timeout(Duration::from_secs(5))
+        .without_negative_cache()
+        .connect(&server.url())
+        .await
+        .expect("connect to the test server")
+}
+
 /// A fresh server and a backend on it, or `None` when `redis-server` is
 /// missing and not required.
 async fn started() -> Option<(RedisServer, RedisBackend<String>)> {

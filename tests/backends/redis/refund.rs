@@ -8,11 +8,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::memory::InMemoryBackend;
-use tower_freqlimit::backends::redis::{RedisBackend, RedisClock};
+use tower_freqlimit::backends::redis::RedisBackend;
 use tower_freqlimit::clock::Timestamp;
 use tower_freqlimit::{Admission, FreqLimitError, FreqLimitParams, Reserve};
 
-use super::{builder, proptest_on_a_server};
+use super::{exact_backend, proptest_on_a_server};
 use crate::refund::{Op, T0, ops, request};
 use crate::support::redis_server::RedisServer;
 
@@ -21,16 +21,6 @@ const ORDERS: [(&str, [usize; 10]); 3] = [
     ("last to first", [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]),
     ("interleaved", [3, 7, 0, 9, 1, 5, 8, 2, 6, 4]),
 ];
-
-async fn exact_backend(server: &RedisServer) -> RedisBackend<String> {
-    builder()
-        .clock(RedisClock::LimiterTimestamp)
-        .timeout(Duration::from_secs(5))
-        .without_negative_cache()
-        .connect(&server.url())
-        .await
-        .expect("connect to the test server")
-}
 
 fn retry_after(result: Result<Admission, FreqLimitError>) -> Duration {
     match result {
