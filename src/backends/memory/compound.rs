@@ -262,12 +262,12 @@ where
         } else if let Ok(parts) = <&[_; 1]>::try_from(parts) {
             self.attempt_n(parts, now, request, admissions)
         } else {
-            // `check_parts` let through 1 to `MAX_LIMITS` parts.
-            Attempt::Decided(
-                check_parts(parts)
-                    .map(|()| 0)
-                    .map_err(FreqLimitError::Backend),
-            )
+            // Unreachable: `check_parts` let through 1 to `MAX_LIMITS`
+            // parts. Were it reached, an error, never a made-up admission.
+            Attempt::Decided(Err(FreqLimitError::Backend(BackendError::new(
+                BackendErrorKind::Other,
+                "a compound has 1 to 4 parts",
+            ))))
         }
     }
 
