@@ -13,8 +13,9 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use super::RedisBackend;
 use super::conn::Conn;
 use super::eviction;
-use super::inner::Inner;
+use super::inner::{Hot, Inner};
 use super::key::RedisKey;
+use super::lease::Leases;
 use super::policy::{FailurePolicy, RedisClock};
 use super::sentinel::SentinelConn;
 use crate::error::{BackendError, BackendErrorKind};
@@ -60,6 +61,8 @@ pub struct RedisBackendBuilder<K = String> {
     negative_cache: usize,
     probe_interval: Duration,
     refuse_evicting: bool,
+    batching: bool,
+    leases: Option<Leases>,
     _key: PhantomData<fn(&K)>,
 }
 
@@ -73,6 +76,8 @@ impl<K> fmt::Debug for RedisBackendBuilder<K> {
             .field("negative_cache", &self.negative_cache)
             .field("probe_interval", &self.probe_interval)
             .field("refuse_evicting", &self.refuse_evicting)
+            .field("batching", &self.batching)
+            .field("leases", &self.leases)
             .finish()
     }
 }
@@ -98,6 +103,8 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
             negative_cache: DEFAULT_NEGATIVE_CACHE,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             refuse_evicting: false,
+            batching: false,
+            leases: None,
             _key: PhantomData,
         }
     }
@@ -183,6 +190,49 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
     /// ```
     pub fn refuse_evicting_server(mut self) -> Self {
         self.refuse_evicting = true;
+        self
+    }
+
+    /// Batch the reservations of one key made in this process while a call
+    /// for it is in flight: they queue here, and when the reply comes, go to
+    /// Redis in one script call that decides each in order, with its own
+    /// cost, `max_wait` and figures, exactly as the same calls made back to
+    /// back (an admitted caller gets its own slot; a refused one consumes
+    /// nothing). Off by default.
+    ///
+    /// A key called once at a time sees no difference: nothing is in flight,
+    /// its call goes at once. A hot key costs one script call per round trip
+    /// instead of one per request, so one Redis node serves many more
+    /// decisions for it; a queued caller waits for the call in flight before
+    /// its own goes (up to two round trips instead of one).
+    /// [`RedisStats::batches`](super::RedisStats::batches) counts them.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::redis::RedisBackend;
+    ///
+    /// let builder = RedisBackend::<String>::builder().batching();
+    /// # drop(builder);
+    /// ```
+    pub fn batching(mut self) -> Self {
+        self.batching = true;
+        self
+    }
+
+    /// Lease slots of keys this process calls far more often than the limit
+    /// allows, and hand them out here without a round trip ([`Leases`]: the
+    /// settings, the bound, when to choose them). Turns
+    /// [`batching`](Self::batching) on too: requests a lease does not answer
+    /// are batched.
+    ///
+    /// ```
+    /// use tower_freqlimit::backends::redis::{Leases, RedisBackend};
+    ///
+    /// let builder = RedisBackend::<String>::builder().leases(Leases::new());
+    /// # drop(builder);
+    /// ```
+    pub fn leases(mut self, leases: Leases) -> Self {
+        self.batching = true;
+        self.leases = Some(leases);
         self
     }
 
@@ -405,6 +455,7 @@ impl<K: RedisKey> RedisBackendBuilder<K> {
                 self.clock,
                 self.negative_cache,
                 self.probe_interval,
+                self.batching.then(|| Hot::new(self.leases)),
             )),
             _key: PhantomData,
         }

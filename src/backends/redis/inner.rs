@@ -28,9 +28,12 @@ use crate::params::FreqLimitParams;
 /// How long keys outlive their TAT with [`RedisClock::LimiterTimestamp`].
 const LIMITER_CLOCK_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
 
-/// What every clone of a [`RedisBackend`](super::RedisBackend) shares.
 mod compound;
+mod hot;
 
+pub(super) use hot::Hot;
+
+/// What every clone of a [`RedisBackend`](super::RedisBackend) shares.
 pub(super) struct Inner {
     pub(super) conn: Conn,
     pub(super) prefix: Box<[u8]>,
@@ -43,6 +46,8 @@ pub(super) struct Inner {
     refund: Script,
     hold: Script,
     compound: Script,
+    /// Batches and leases, when turned on.
+    hot: Option<Hot>,
     pub(super) counters: Counters,
     refunds_in_flight: AtomicUsize,
     refunds_done: Notify,
@@ -64,6 +69,10 @@ fn system_micros() -> u64 {
 impl Inner {
     /// The state of a new backend with these settings (`negative_cache`: its
     /// slots, 0 for none).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the builder's settings, passed once"
+    )]
     pub(super) fn new(
         conn: Conn,
         prefix: String,
@@ -72,6 +81,7 @@ impl Inner {
         clock: RedisClock,
         negative_cache: usize,
         probe_every: Duration,
+        hot: Option<Hot>,
     ) -> Self {
         Self {
             conn,
@@ -85,6 +95,7 @@ impl Inner {
             refund: Script::new(REFUND_LUA),
             hold: Script::new(HOLD_LUA),
             compound: Script::new(COMPOUND_LUA),
+            hot,
             counters: Counters::default(),
             refunds_in_flight: AtomicUsize::new(0),
             refunds_done: Notify::new(),
@@ -155,6 +166,9 @@ impl Inner {
         request: Reserve,
     ) -> RedisReserveFuture {
         let m = Micros::new(params, &request);
+        if let Some(answer) = self.leased(&key, now, params, &request, true) {
+            return RedisReserveFuture::ready(answer);
+        }
         if let Some(rejection) = self.cached_rejection(&key, now, &m) {
             return RedisReserveFuture::ready(Err(rejection));
         }
@@ -162,8 +176,12 @@ impl Inner {
             let down = self.circuit.reject(&self.counters);
             return RedisReserveFuture::ready(self.failed(down, params));
         }
-        let inner = Arc::clone(self);
         let asked = std::time::Instant::now();
+        let key = match self.enqueue(key, now, params, request, m, asked) {
+            Ok(queued) => return queued,
+            Err(key) => key,
+        };
+        let inner = Arc::clone(self);
         RedisReserveFuture::pending(inner.reserve(key, now, *params, request, m, asked))
     }
 
@@ -211,32 +229,54 @@ impl Inner {
         let decision = match reply {
             Ok(Ok(value)) => Decision::parse(&value),
             Ok(Err(err)) => Err(classify(err)),
-            Err(_) => Err(BackendError::new(
-                BackendErrorKind::Timeout,
-                format!(
-                    "no answer from Redis within {:?}; the reservation may or may not have been made",
-                    self.timeout
-                ),
-            )),
+            Err(_) => Err(self.timed_out("the reservation may or may not have been made")),
         };
+        self.conclude(&key, now, asked, &params, &request, &m, decision)
+    }
+
+    /// The timeout error of a call whose outcome is unknown (`what`).
+    fn timed_out(&self, what: &str) -> BackendError {
+        BackendError::new(
+            BackendErrorKind::Timeout,
+            format!("no answer from Redis within {:?}; {what}", self.timeout),
+        )
+    }
+
+    /// What a caller at `now` (at `asked` on the host's clock) gets from the
+    /// script's decision on `key`: the negative cache kept true, the failure
+    /// policy applied, a delay counted from when it asked.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one caller's figures, passed through"
+    )]
+    fn conclude(
+        &self,
+        key: &[u8],
+        now: Timestamp,
+        asked: std::time::Instant,
+        params: &FreqLimitParams,
+        request: &Reserve,
+        m: &Micros,
+        decision: Result<Decision, BackendError>,
+    ) -> Result<Admission, FreqLimitError> {
         let decision = match decision {
             Ok(decision) => decision,
-            Err(err) => return self.failed(err, &params),
+            Err(err) => return self.failed(err, params),
         };
         if let Some(cache) = &self.cache {
             match decision {
                 Decision::Rejected { reset_after, .. } => {
-                    cache.remember(&key, self.tat_bounds(now, asked, reset_after));
+                    cache.remember(key, self.tat_bounds(now, asked, reset_after));
                 }
                 Decision::Admitted {
                     reset_after,
                     end: Some(_),
                     ..
-                } => cache.refresh(&key, self.tat_bounds(now, asked, reset_after)),
+                } => cache.refresh(key, self.tat_bounds(now, asked, reset_after)),
                 _ => {}
             }
         }
-        let mut admission = decision.into_result(&m, &params, &request)?;
+        let mut admission = decision.into_result(m, params, request)?;
         if !admission.delay().is_zero() && self.clock != RedisClock::LimiterTimestamp {
             // The slot is `delay` after the server's now, which is at most the
             // reply's arrival: counting from `now` (when the caller asked), add
@@ -387,13 +427,9 @@ impl Inner {
             }
             Ok(Err(err)) => return Err(FreqLimitError::Backend(classify(err))),
             Err(_) => {
-                return Err(FreqLimitError::Backend(BackendError::new(
-                    BackendErrorKind::Timeout,
-                    format!(
-                        "no answer from Redis within {:?}; the hold may or may not be stored",
-                        self.timeout
-                    ),
-                )));
+                return Err(FreqLimitError::Backend(
+                    self.timed_out("the hold may or may not be stored"),
+                ));
             }
         };
         if let Some(cache) = &self.cache {
@@ -417,16 +453,20 @@ impl Inner {
         if admission.is_fail_open() {
             return false;
         }
+        self.send_refund_span(encode_key(&self.prefix, key), token.start, end)
+    }
+
+    /// Gives the span `[start, end)` (the script's microseconds, as a
+    /// reservation's reply gave it) of the Redis key `key` back, in a spawned
+    /// task; `false` without a Tokio runtime to send it from.
+    fn send_refund_span(self: &Arc<Self>, key: Vec<u8>, start: u64, end: u64) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        let key = encode_key(&self.prefix, key);
         if let Some(cache) = &self.cache {
             cache.forget(&key);
         }
-        // The span, in the script's microseconds (as the reservation's reply
-        // gave it).
-        let args = [Arg::Num(token.start), Arg::Num(end)];
+        let args = [Arg::Num(start), Arg::Num(end)];
         let inner = Arc::clone(self);
         inner.refunds_in_flight.fetch_add(1, Ordering::AcqRel);
         bump(&inner.counters.refunds_sent, 1);

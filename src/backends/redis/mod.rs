@@ -204,6 +204,7 @@ mod eviction;
 mod future;
 mod inner;
 mod key;
+mod lease;
 mod policy;
 mod script;
 mod sentinel;
@@ -225,6 +226,7 @@ use crate::params::FreqLimitParams;
 pub use builder::RedisBackendBuilder;
 pub use future::{RedisCompoundFuture, RedisReserveFuture};
 pub use key::RedisKey;
+pub use lease::Leases;
 pub use policy::{FailurePolicy, RedisClock};
 pub use stats::RedisStats;
 
@@ -399,6 +401,29 @@ impl<K: RedisKey> RedisBackend<K> {
     pub async fn refunds_settled(&self) {
         self.inner.refunds_settled().await;
     }
+
+    /// Gives every leased slot not handed out yet back to Redis, for every
+    /// process to take, and waits for the refunds: for a graceful shutdown
+    /// with [`leases`](RedisBackendBuilder::leases) on. (A process that
+    /// stops without it loses the slots it held: at most one
+    /// [`Leases::length`] per hot key.) Demand is judged afresh after it.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_freqlimit::BackendError> {
+    /// use tower_freqlimit::backends::redis::{Leases, RedisBackend};
+    /// let backend = RedisBackend::<String>::builder()
+    ///     .leases(Leases::new())
+    ///     .connect("redis://127.0.0.1:6379")
+    ///     .await?;
+    /// // ... serve ...
+    /// backend.release_leases().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn release_leases(&self) {
+        self.inner.release_leases(Timestamp::now()).await;
+    }
 }
 
 impl<K> FreqLimitBackend for RedisBackend<K>
@@ -434,9 +459,15 @@ where
         params: &FreqLimitParams,
         request: Reserve,
     ) -> Option<Result<Admission, FreqLimitError>> {
-        // Without a cache there is nothing to look up: no key to encode.
-        self.inner.cache.as_ref()?;
+        // Without a cache or leases there is nothing to look up: no key to
+        // encode.
+        if self.inner.cache.is_none() && !self.inner.leasing() {
+            return None;
+        }
         let key = encode_key(&self.inner.prefix, key);
+        if let Some(answer) = self.inner.leased(&key, now, params, &request, false) {
+            return Some(answer);
+        }
         self.inner
             .cached_rejection(&key, now, &Micros::new(params, &request))
             .map(Err)

@@ -89,3 +89,82 @@ local function load_key(key)
   return {tat = tat, holes = holes, exists = true}
 end
 
+
+-- The holes of h ({start1, end1, ...}) that have not ended at now: a hole
+-- that has ended serves no one.
+local function live_holes(h, now)
+  local kept = {}
+  for i = 1, #h, 2 do
+    if h[i + 1] > now then
+      kept[#kept + 1] = h[i]
+      kept[#kept + 1] = h[i + 1]
+    end
+  end
+  return kept
+end
+
+-- One reservation on a loaded key at now (reserve.lua's step; batch.lua runs
+-- it once per caller, in order): tau, incr = cost * T, last = (cost - 1) * T,
+-- max_wait (nil: forever). The key's tat and holes change only when a cost
+-- is admitted. Returns reserve.lua's reply.
+local function step(key, now, tau, incr, last, max_wait)
+  local tat = key.tat
+  -- A TAT ahead of now (also after the server's clock went back) only delays.
+  local base = tat
+  if base < now then base = now end
+
+  if incr == 0 then
+    -- Cost 0 is a status check: decided as a unit call at the TAT (holes are
+    -- not counted, as in gcra::holes), storing nothing.
+    local delay = sub(sub(base, tau), now)
+    if max_wait and delay > max_wait then
+      return {1, delay - max_wait, base - now}
+    end
+    return {0, delay, base - now, tat, -1}
+  end
+
+  local holes = live_holes(key.holes, now)
+  -- The earliest hole the cost fits in, else the TAT.
+  local slot, hole = base, nil
+  for i = 1, #holes, 2 do
+    local x = holes[i]
+    if x < now then x = now end
+    if add(x, incr) <= holes[i + 1] then
+      slot, hole = x, i
+      break
+    end
+  end
+
+  local delay = sub(sub(add(slot, last), tau), now)
+  if max_wait and delay > max_wait then
+    if sub(last, tau) > max_wait then return {2} end
+    return {1, delay - max_wait, base - now}
+  end
+  local new_tat, start, stop
+  if hole then
+    -- The TAT stays; the hole keeps what follows the span (what precedes it
+    -- has passed).
+    new_tat, start, stop = tat, slot, add(slot, incr)
+    if stop < holes[hole + 1] then
+      holes[hole] = stop
+    else
+      table.remove(holes, hole + 1)
+      table.remove(holes, hole)
+    end
+  else
+    new_tat = add(base, incr)
+    start, stop = tat, new_tat
+  end
+  key.tat, key.holes = new_tat, holes
+  return {0, delay, new_tat - now, start, stop}
+end
+
+-- Writes a key back, to expire exactly when its TAT has passed at now
+-- (rounded up to the next millisecond) plus slack_ms: the key is then as good
+-- as new (its holes lie below the TAT), so Redis forgets nothing that matters.
+local function store(name, key, now, slack_ms)
+  local fields = {string.format('%.0f', key.tat)}
+  for i = 1, #key.holes do fields[i + 1] = string.format('%.0f', key.holes[i]) end
+  local ttl = math.floor((key.tat - now) / 1000) + 1 + slack_ms
+  redis.call('SET', name, table.concat(fields, ' '), 'PX', ttl)
+end

@@ -1,6 +1,6 @@
 -- tower-freqlimit: one GCRA reservation on one key, in integer microseconds.
 --
--- (After prelude.lua, which reads the time and the key.)
+-- (After prelude.lua, which reads the time and the key and holds the step.)
 -- KEYS[1]  the key: its TAT, then the holes given back before it (spans of
 --          cancelled reservations that were not the last, see gcra::holes in
 --          the crate), as decimal integers separated by spaces:
@@ -19,73 +19,11 @@
 -- exactly; sums saturate at 2^53 (about 285 years).
 
 local now = now_from(ARGV[6])
-local tau, incr, last = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_wait = nil
+if ARGV[5] ~= '' then max_wait = tonumber(ARGV[5]) end
 
 local key = load_key(KEYS[1])
 if key.err then return key end -- a corrupt value: nothing is stored
-local tat, holes = key.tat, key.holes -- holes: start1, end1, start2, end2, ...
--- A TAT ahead of now (also after the server's clock went back) only delays.
-local base = tat
-if base < now then base = now end
-
-if incr == 0 then
-  -- Cost 0 is a status check: decided as a unit call at the TAT (holes are
-  -- not counted, as in gcra::holes), storing nothing.
-  local delay = sub(sub(base, tau), now)
-  if ARGV[5] ~= '' and delay > tonumber(ARGV[5]) then
-    return {1, delay - tonumber(ARGV[5]), base - now}
-  end
-  return {0, delay, base - now, tat, -1}
-end
-
--- Holes that have ended serve no one.
-local kept = {}
-for i = 1, #holes, 2 do
-  if holes[i + 1] > now then
-    kept[#kept + 1] = holes[i]
-    kept[#kept + 1] = holes[i + 1]
-  end
-end
-holes = kept
--- The earliest hole the cost fits in, else the TAT.
-local slot, hole = base, nil
-for i = 1, #holes, 2 do
-  local x = holes[i]
-  if x < now then x = now end
-  if add(x, incr) <= holes[i + 1] then
-    slot, hole = x, i
-    break
-  end
-end
-
-local delay = sub(sub(add(slot, last), tau), now)
-if ARGV[5] ~= '' then
-  local max_wait = tonumber(ARGV[5])
-  if delay > max_wait then
-    if sub(last, tau) > max_wait then return {2} end
-    return {1, delay - max_wait, base - now}
-  end
-end
-local new_tat, start, stop
-if hole then
-  -- The TAT stays; the hole keeps what follows the span (what precedes it
-  -- has passed).
-  new_tat, start, stop = tat, slot, add(slot, incr)
-  if stop < holes[hole + 1] then
-    holes[hole] = stop
-  else
-    table.remove(holes, hole + 1)
-    table.remove(holes, hole)
-  end
-else
-  new_tat = add(base, incr)
-  start, stop = tat, new_tat
-end
-local fields = {string.format('%.0f', new_tat)}
-for i = 1, #holes do fields[i + 1] = string.format('%.0f', holes[i]) end
--- Expire exactly when the TAT has passed (rounded up to the next millisecond):
--- the key is then as good as new (its holes lie below the TAT), so Redis
--- forgets nothing that matters.
-local ttl = math.floor((new_tat - now) / 1000) + 1 + tonumber(ARGV[7])
-redis.call('SET', KEYS[1], table.concat(fields, ' '), 'PX', ttl)
-return {0, delay, new_tat - now, start, stop}
+local reply = step(key, now, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), max_wait)
+if reply[1] == 0 and reply[5] ~= -1 then store(KEYS[1], key, now, tonumber(ARGV[7])) end
+return reply

@@ -19,6 +19,10 @@ pub(super) const REFUND_LUA: &str =
     concat!(include_str!("prelude.lua"), include_str!("refund.lua"));
 /// A hold: the TAT pushed to at least a given time (see `hold.lua`).
 pub(super) const HOLD_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("hold.lua"));
+/// The reservations queued for one key, decided in order (see `batch.lua`).
+pub(super) const BATCH_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("batch.lua"));
+/// A lease: `n` slots of one key (see `lease.lua`).
+pub(super) const LEASE_LUA: &str = concat!(include_str!("prelude.lua"), include_str!("lease.lua"));
 /// A compound: one decision over several keys (see `compound.lua`).
 pub(super) const COMPOUND_LUA: &str =
     concat!(include_str!("prelude.lua"), include_str!("compound.lua"));
@@ -204,6 +208,30 @@ impl Decision {
     }
 }
 
+/// What the lease script took (see `lease.lua`): the slots, where they start
+/// on the TAT axis, and the server's time (µs). Anything unexpected is a
+/// `Protocol` error.
+pub(super) fn parse_lease(reply: &Value) -> Result<(u32, u64, u64), BackendError> {
+    match reply {
+        Value::Array(items) if items.len() == 3 => {
+            let slots = int(&items[0])?;
+            let slots =
+                u32::try_from(slots).map_err(|_| protocol(&format!("{slots} slots in a lease")))?;
+            Ok((slots, micros(&items[1])?, micros(&items[2])?))
+        }
+        _ => Err(protocol(&format!("{reply:?} instead of a lease"))),
+    }
+}
+
+/// The batch script's replies, one per caller (see `batch.lua`), each read
+/// by [`Decision::parse`].
+pub(super) fn parse_batch(reply: &Value, len: usize) -> Result<&[Value], BackendError> {
+    match reply {
+        Value::Array(items) if items.len() == len => Ok(items),
+        _ => Err(protocol(&format!("{reply:?} instead of {len} decisions"))),
+    }
+}
+
 /// What the compound script decided (see `compound.lua`), limits numbered
 /// from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,7 +390,14 @@ mod tests {
     #[test]
     fn the_scripts_say_corrupt_as_the_backend_reads_it() {
         let reply = format!("redis.error_reply('ERR {CORRUPT}' .. why)");
-        for script in [RESERVE_LUA, REFUND_LUA, HOLD_LUA, COMPOUND_LUA] {
+        for script in [
+            RESERVE_LUA,
+            REFUND_LUA,
+            HOLD_LUA,
+            COMPOUND_LUA,
+            BATCH_LUA,
+            LEASE_LUA,
+        ] {
             assert!(script.contains(&reply));
         }
     }

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub struct RedisStats {
-    /// Reservations sent to Redis.
+    /// Script calls sent to Redis for reservations: single ones, batches
+    /// and leases (refunds are counted apart).
     pub script_calls: u64,
     /// Reservations rejected from the negative cache, without a round trip.
     pub cache_rejections: u64,
@@ -40,6 +41,24 @@ pub struct RedisStats {
     /// Calls answered by the open circuit, without trying Redis (counted in
     /// `failures` too).
     pub circuit_rejections: u64,
+    /// Script calls that decided several reservations of one key queued in
+    /// this process ([`batching`](super::RedisBackendBuilder::batching)).
+    pub batches: u64,
+    /// Reservations decided in those batches.
+    pub batched: u64,
+    /// Leases taken ([`leases`](super::RedisBackendBuilder::leases)): script
+    /// calls that took slots (a call that found the key leased too far ahead
+    /// took none and is not counted here).
+    pub leases: u64,
+    /// Slots those leases took.
+    pub leased_slots: u64,
+    /// Leased slots handed to a request.
+    pub slots_used: u64,
+    /// Leased slots whose interval passed with no request here to use them.
+    pub slots_lost: u64,
+    /// Leased slots given back to Redis before they fell due, for every
+    /// process to take.
+    pub slots_returned: u64,
 }
 
 /// The live counters, shared by a backend's clones.
@@ -53,6 +72,13 @@ pub(super) struct Counters {
     pub(super) refunds_sent: AtomicU64,
     pub(super) circuit_openings: AtomicU64,
     pub(super) circuit_rejections: AtomicU64,
+    pub(super) batches: AtomicU64,
+    pub(super) batched: AtomicU64,
+    pub(super) leases: AtomicU64,
+    pub(super) leased_slots: AtomicU64,
+    pub(super) slots_used: AtomicU64,
+    pub(super) slots_lost: AtomicU64,
+    pub(super) slots_returned: AtomicU64,
 }
 
 impl Counters {
@@ -69,6 +95,13 @@ impl Counters {
             circuit_open,
             circuit_openings: get(&self.circuit_openings),
             circuit_rejections: get(&self.circuit_rejections),
+            batches: get(&self.batches),
+            batched: get(&self.batched),
+            leases: get(&self.leases),
+            leased_slots: get(&self.leased_slots),
+            slots_used: get(&self.slots_used),
+            slots_lost: get(&self.slots_lost),
+            slots_returned: get(&self.slots_returned),
         }
     }
 }

@@ -13,6 +13,7 @@ mod cluster;
 mod compound;
 mod compound_model;
 mod faults;
+mod hot;
 mod negative_cache;
 mod sentinel;
 mod values;
