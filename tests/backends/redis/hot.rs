@@ -313,7 +313,7 @@ async fn a_process_that_dies_holding_a_lease_loses_only_its_slots() {
         let (url, prefix) = spec.split_once(' ').unwrap();
         let b = fleet_backend(url, prefix, Mode::Leases).await;
         for (at, span) in simulate(
-            &[b.clone()],
+            std::slice::from_ref(&b),
             &params,
             START,
             CHILD_RUN,
