@@ -349,6 +349,9 @@ impl Inner {
         if let Some(cache) = &self.cache {
             cache.clear();
         }
+        // Slots of schedules about to be deleted: using them would admit
+        // beside the fresh keys' bursts.
+        self.forget_leases();
         let global = encode_key::<str>(&self.prefix, None);
         conn.run(redis::cmd("DEL").arg(&global))
             .await

@@ -32,6 +32,14 @@
 //!   what the server's do: the same call made
 //!   [`retry_after`](crate::Rejection::retry_after) later is admitted (with
 //!   nothing else happening on the key).
+//! * **Hot keys** (opt-in): [`batching`](RedisBackendBuilder::batching)
+//!   decides the reservations of one key queued while a call for it is in
+//!   flight in one script call, exactly as one by one;
+//!   [`leases`](RedisBackendBuilder::leases) take slots of a key this process
+//!   calls far over its limit in one call and hand them out locally, within
+//!   `burst + w/T + 1` across all processes. The
+//!   [guide](crate::guide::redis#hot-keys-batches-and-leases) says which to
+//!   choose.
 //!
 //! # Example
 //!

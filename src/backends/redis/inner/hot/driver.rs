@@ -121,7 +121,7 @@ impl Inner {
             Ok((count, base, server_now)) if count > 0 => {
                 bump(&self.counters.leases, 1);
                 bump(&self.counters.leased_slots, u64::from(count));
-                s.leases.push_back(Lease {
+                let lease = Lease {
                     base,
                     count,
                     interval: m.interval,
@@ -131,7 +131,18 @@ impl Inner {
                     early,
                     late,
                     next: 0,
-                });
+                };
+                if (late - early) / 500 >= m.interval {
+                    // The server's clock is known here only within half an
+                    // interval or worse (a round trip of T or more): a slot
+                    // would rarely lie surely in its interval. Give the
+                    // lease back, and let batches serve the key a while.
+                    s.leases.push_back(lease);
+                    self.give_back(key, &mut s, late);
+                    s.pause_until = late.saturating_add(settings.window_nanos(m.interval));
+                } else {
+                    s.leases.push_back(lease);
+                }
             }
             Ok((_, base, server_now)) => {
                 // Leased too far ahead by others: ask again when their

@@ -296,6 +296,16 @@ impl Inner {
         }
     }
 
+    /// Drops every lease held here without giving anything back (for
+    /// `clear`, which deletes the keys they were taken from).
+    pub(in crate::backends::redis) fn forget_leases(&self) {
+        if let Some(hot) = &self.hot {
+            for state in &hot.keys {
+                lock(state.value()).leases.clear();
+            }
+        }
+    }
+
     /// [`RedisBackend::release_leases`](crate::backends::redis::RedisBackend::release_leases):
     /// every key's slots not handed out go back, and the refunds are waited for.
     pub(in crate::backends::redis) async fn release_leases(self: &Arc<Self>, now: Timestamp) {
