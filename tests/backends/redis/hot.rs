@@ -406,3 +406,152 @@ async fn a_process_that_dies_holding_a_lease_loses_only_its_slots() {
     let excess = window_excess(&times, &params);
     assert!(excess <= 1.0, "excess {excess}");
 }
+
+const FLEET_ENV: &str = "FREQLIMIT_LEASE_FLEET";
+/// 200 per second (T = 5 ms), 5 at once: what the OS processes share.
+const FLEET: FreqLimitParams = FreqLimitParams::per_second(200).with_burst(5);
+
+fn fleet_test() -> String {
+    let (_crate, module) = module_path!().split_once("::").expect("a module");
+    format!("{module}::processes_leasing_on_the_servers_clock_keep_the_bound")
+}
+
+/// One process of the fleet: a leasing backend on the server's clock, two
+/// tasks asking every millisecond (ten per interval) for `run`. Returns
+/// `(asked, answered, admitted)` per request in wall-clock µs (the server's
+/// `TIME` on loopback) and the backend's stats.
+async fn lease_hammer(
+    url: &str,
+    prefix: &str,
+    run: Duration,
+) -> (Vec<(u64, u64, bool)>, RedisStats) {
+    let b = RedisBackend::<String>::builder()
+        .prefix(prefix)
+        .timeout(Duration::from_secs(5))
+        .leases(Leases::new().length(Duration::from_millis(100)))
+        .connect(url)
+        .await
+        .unwrap();
+    let until = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut events = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            while Instant::now() < until {
+                tick.tick().await;
+                let asked = wall_micros();
+                let r = b
+                    .reserve(
+                        Some("fleet"),
+                        Timestamp::now(),
+                        &FLEET,
+                        Reserve::new().no_wait(),
+                    )
+                    .await;
+                let answered = wall_micros();
+                match r {
+                    Ok(_) => events.push((asked, answered, true)),
+                    Err(FreqLimitError::Rejected(_)) => events.push((asked, answered, false)),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            events
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let stats = b.stats();
+    b.release_leases().await;
+    (all, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_leasing_on_the_servers_clock_keep_the_bound() {
+    let run = Duration::from_millis(1200);
+    if let Ok(spec) = std::env::var(FLEET_ENV) {
+        let (url, prefix) = spec.split_once(' ').unwrap();
+        let (events, stats) = lease_hammer(url, prefix, run).await;
+        for (asked, answered, admitted) in events {
+            println!("EVENT {asked} {answered} {admitted}");
+        }
+        println!(
+            "CALLS {} {}",
+            stats.script_calls + stats.refunds_sent,
+            stats.leases
+        );
+        return;
+    }
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    &fleet_test(),
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(FLEET_ENV, format!("{} {prefix}", server.url()))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("start a child test process")
+        })
+        .collect();
+    let (mut events, stats) = lease_hammer(&server.url(), &prefix, run).await;
+    let (mut calls, mut leases) = (stats.script_calls + stats.refunds_sent, vec![stats.leases]);
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.status.success(), "child failed: {}", out.status);
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f[0] {
+                "EVENT" => {
+                    events.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3] == "true"))
+                }
+                "CALLS" => {
+                    calls += f[1].parse::<u64>().unwrap();
+                    leases.push(f[2].parse().unwrap());
+                }
+                _ => {}
+            }
+        }
+    }
+    let admitted: Vec<(u64, u64)> = events.iter().filter(|e| e.2).map(|e| (e.0, e.1)).collect();
+    let t = FLEET.interval().as_micros() as f64;
+    let burst = f64::from(FLEET.burst());
+    // Every admission lies between its request and its answer: count, for
+    // each window, those surely inside it.
+    let mut excess = f64::NEG_INFINITY;
+    for &(a, _) in &admitted {
+        let mut ends: Vec<u64> = admitted.iter().filter(|x| x.0 >= a).map(|x| x.1).collect();
+        ends.sort_unstable();
+        for (n, &e) in ends.iter().enumerate() {
+            excess = excess.max((n + 1) as f64 - burst - (e - a) as f64 / t);
+        }
+    }
+    let capacity = burst + run.as_micros() as f64 / t;
+    println!(
+        "{} requests, {} admitted of {capacity}, {calls} Redis calls, leases per process {leases:?}, window excess {excess:.2}",
+        events.len(),
+        admitted.len()
+    );
+    assert!(excess <= 1.0, "window excess {excess}");
+    assert!(leases.iter().all(|&n| n > 0), "{leases:?}");
+    assert!(admitted.len() as f64 >= 0.8 * capacity);
+    assert!(
+        (calls as f64) < 0.3 * admitted.len() as f64,
+        "{calls} calls"
+    );
+}
