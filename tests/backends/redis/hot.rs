@@ -518,7 +518,7 @@ async fn processes_leasing_on_the_servers_clock_keep_the_bound() {
             let f: Vec<&str> = line.split(' ').collect();
             match f[0] {
                 "EVENT" => {
-                    events.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3] == "true"))
+                    events.push((f[1].parse().unwrap(), f[2].parse().unwrap(), f[3] == "true"));
                 }
                 "CALLS" => {
                     calls += f[1].parse::<u64>().unwrap();
