@@ -80,17 +80,7 @@ for i = 1, n do
   local b = keys[i].tat
   if b < now then b = now end
   base[i] = b
-  local kept = {}
-  if not status then
-    local h = keys[i].holes
-    for j = 1, #h, 2 do
-      if h[j + 1] > now then
-        kept[#kept + 1] = h[j]
-        kept[#kept + 1] = h[j + 1]
-      end
-    end
-  end
-  holes[i] = kept
+  if status then holes[i] = {} else holes[i] = live_holes(keys[i].holes, now) end
 end
 
 -- The earliest instant a call whose cells start at slot conforms, in limit i.

@@ -334,19 +334,10 @@ async fn a_process_that_dies_holding_a_lease_loses_only_its_slots() {
         return;
     };
     let prefix = fresh_prefix();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            &dying_test(),
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(DYING_ENV, format!("{} {prefix}", server.url()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("start a child test process");
+    let mut child = child_test(
+        &dying_test(),
+        &[(DYING_ENV, format!("{} {prefix}", server.url()))],
+    );
     let stdout = child.stdout.take().unwrap();
     let (admitted, held) = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
@@ -433,33 +424,10 @@ async fn lease_hammer(
         .await
         .unwrap();
     let until = Instant::now() + run;
-    let mut tasks = Vec::new();
-    for _ in 0..2 {
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut events = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            while Instant::now() < until {
-                tick.tick().await;
-                let asked = wall_micros();
-                let r = b
-                    .reserve(
-                        Some("fleet"),
-                        Timestamp::now(),
-                        &FLEET,
-                        Reserve::new().no_wait(),
-                    )
-                    .await;
-                let answered = wall_micros();
-                match r {
-                    Ok(_) => events.push((asked, answered, true)),
-                    Err(FreqLimitError::Rejected(_)) => events.push((asked, answered, false)),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            events
-        }));
-    }
+    let tick = Some(Duration::from_millis(1));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(calls(b.clone(), "fleet", FLEET, until, tick)))
+        .collect();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
@@ -491,19 +459,10 @@ async fn processes_leasing_on_the_servers_clock_keep_the_bound() {
     let prefix = fresh_prefix();
     let children: Vec<_> = (0..2)
         .map(|_| {
-            std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    &fleet_test(),
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(FLEET_ENV, format!("{} {prefix}", server.url()))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
-                .expect("start a child test process")
+            child_test(
+                &fleet_test(),
+                &[(FLEET_ENV, format!("{} {prefix}", server.url()))],
+            )
         })
         .collect();
     let (mut events, stats) = lease_hammer(&server.url(), &prefix, run).await;

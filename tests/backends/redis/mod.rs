@@ -786,6 +786,18 @@ fn assert_within_the_bound(admitted: &[(u64, u64)], params: &FreqLimitParams) ->
     worst
 }
 
+/// This test binary again, running only `test` (its name without the
+/// crate's), with `env` set, its output piped: a child process of a test.
+fn child_test(test: &str, env: &[(&str, String)]) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start a child test process")
+}
+
 fn hammer_test() -> String {
     let (_crate, module) = module_path!().split_once("::").expect("a module");
     format!("{module}::several_processes_and_connections_share_one_limit")
@@ -796,6 +808,44 @@ fn wall_micros() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
+}
+
+/// Unit calls on `key` that may not wait, until `until`, one per `pace` (or
+/// as fast as they come back, yielding between); `(asked, answered,
+/// admitted)` per call, in wall-clock µs.
+async fn calls(
+    b: RedisBackend<String>,
+    key: &'static str,
+    params: FreqLimitParams,
+    until: Instant,
+    pace: Option<Duration>,
+) -> Vec<(u64, u64, bool)> {
+    let mut events = Vec::new();
+    let mut tick = pace.map(tokio::time::interval);
+    while Instant::now() < until {
+        match &mut tick {
+            Some(tick) => {
+                tick.tick().await;
+            }
+            None => tokio::task::yield_now().await,
+        }
+        let sent = wall_micros();
+        let r = b
+            .reserve(
+                Some(key),
+                Timestamp::now(),
+                &params,
+                Reserve::new().no_wait(),
+            )
+            .await;
+        let replied = wall_micros();
+        match r {
+            Ok(_) => events.push((sent, replied, true)),
+            Err(FreqLimitError::Rejected(_)) => events.push((sent, replied, false)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    events
 }
 
 /// Hammers the shared key from `connections` connections, 4 tasks each, for
@@ -818,31 +868,15 @@ async fn hammer(
             .await
             .unwrap();
         for _ in 0..4 {
-            let b = b.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut events = Vec::new();
-                while Instant::now() < until {
-                    let sent = wall_micros();
-                    let r = b
-                        .reserve(
-                            Some("shared"),
-                            Timestamp::now(),
-                            &SHARED,
-                            Reserve::new().no_wait(),
-                        )
-                        .await;
-                    let replied = wall_micros();
-                    match r {
-                        Ok(_) => events.push((sent, replied, true)),
-                        Err(FreqLimitError::Rejected(_)) => events.push((sent, replied, false)),
-                        Err(e) => panic!("{e}"),
-                    }
-                    // Let the others in; a rejected flood is the negative cache's
-                    // test, not this one's.
-                    tokio::task::yield_now().await;
-                }
-                events
-            }));
+            // Let the others in; a rejected flood is the negative cache's
+            // test, not this one's.
+            tasks.push(tokio::spawn(calls(
+                b.clone(),
+                "shared",
+                SHARED,
+                until,
+                None,
+            )));
         }
     }
     let mut all = Vec::new();
@@ -870,25 +904,17 @@ async fn several_processes_and_connections_share_one_limit() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let exe = std::env::current_exe().unwrap();
     // Two more OS processes, one with the negative cache and one without.
     let children: Vec<_> = [0usize, 1024]
         .into_iter()
         .map(|cache| {
-            std::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    &hammer_test(),
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(HAMMER_ENV, server.url())
-                .env("FREQLIMIT_HAMMER_CACHE", cache.to_string())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
-                .expect("start a child test process")
+            child_test(
+                &hammer_test(),
+                &[
+                    (HAMMER_ENV, server.url()),
+                    ("FREQLIMIT_HAMMER_CACHE", cache.to_string()),
+                ],
+            )
         })
         .collect();
     // Three connections here, meanwhile.
