@@ -6,6 +6,8 @@ pub(in crate::backends::redis) struct Demand {
     since: u64,
     count: u64,
     hot: bool,
+    /// The last rate judged, in thousandths of a request per interval.
+    rate: u64,
 }
 
 impl Demand {
@@ -14,6 +16,7 @@ impl Demand {
             since: now,
             count: 0,
             hot: false,
+            rate: 0,
         }
     }
 
@@ -29,22 +32,20 @@ impl Demand {
     ) -> bool {
         self.count += 1;
         let span = now.saturating_sub(self.since);
-        if span >= window {
+        let window_full = u128::from(self.count) * u128::from(interval)
+            >= u128::from(min) * u128::from(window);
+        // The window's worth already: hot without waiting for its end.
+        if span >= window || (!self.hot && window_full) {
             // Requests per interval, in thousandths.
-            let rate = u128::from(self.count) * u128::from(interval) * 1_000 / u128::from(span);
+            let rate =
+                u128::from(self.count) * u128::from(interval) * 1_000 / u128::from(span.max(1));
             let min = u128::from(min) * 1_000;
             self.hot = if self.hot {
                 rate * 2 >= min
             } else {
-                rate >= min
+                rate >= min || span < window
             };
-            self.since = now;
-            self.count = 0;
-        } else if !self.hot
-            && u128::from(self.count) * u128::from(interval) >= u128::from(min) * u128::from(window)
-        {
-            // The window's worth already: hot without waiting for its end.
-            self.hot = true;
+            self.rate = u64::try_from(rate).unwrap_or(u64::MAX);
             self.since = now;
             self.count = 0;
         }
@@ -53,6 +54,13 @@ impl Demand {
 
     pub(in crate::backends::redis) const fn is_hot(&self) -> bool {
         self.hot
+    }
+
+    /// The slots a lease of `slots` at most should take for this demand:
+    /// what it would use (a request per slot at most), at least 2.
+    pub(in crate::backends::redis) fn lease_size(&self, slots: u32) -> u32 {
+        let wanted = (u64::from(slots) * self.rate).div_ceil(1_000);
+        u32::try_from(wanted).unwrap_or(u32::MAX).clamp(2, slots.max(2))
     }
 }
 
@@ -78,6 +86,16 @@ mod tests {
         }
         slow.tick(110 * MS, window, interval, 2);
         assert!(!slow.is_hot());
+        // A lease takes what the demand would use: all of 50 slots at 2 per
+        // interval; 40 at 0.8 (hot from 1, cold below 0.5).
+        assert_eq!(d.lease_size(50), 50);
+        let mut cooling = Demand::new(0);
+        cooling.hot = true;
+        for i in 1..=8 {
+            cooling.tick(i * 12_500_000, 100 * MS, interval, 1);
+        }
+        assert!(cooling.is_hot());
+        assert_eq!(cooling.lease_size(50), 40);
         // 10 in the next 100 ms: 1 per interval, half of min: still hot.
         for i in 1..=10 {
             d.tick(100 * MS + i * 10 * MS, window, interval, 2);

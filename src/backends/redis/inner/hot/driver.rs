@@ -90,7 +90,7 @@ impl Inner {
             return;
         };
         let m = Micros::new(&params, &Reserve::new());
-        let slots = settings.slots(m.interval);
+        let slots = lock(state).demand.lease_size(settings.slots(m.interval));
         let horizon = (crate::nanos::from_duration(settings.horizon) / 1_000).min(MAX_MICROS);
         let args = [
             Arg::Num(m.interval),
