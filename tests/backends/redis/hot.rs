@@ -514,3 +514,40 @@ async fn processes_leasing_on_the_servers_clock_keep_the_bound() {
         "{calls} calls"
     );
 }
+
+#[tokio::test]
+async fn a_caller_queued_behind_a_slow_call_keeps_its_own_deadline() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let timeout = Duration::from_millis(600);
+    let b = builder()
+        .batching()
+        .timeout(timeout)
+        .without_negative_cache()
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let p = FreqLimitParams::per_second(10);
+    b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
+    let sleeper = put_to_sleep(&server, 3).await;
+    let started = Instant::now();
+    // The first goes; the four others queue behind it.
+    let calls: Vec<_> = (0..5)
+        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new()))
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap_err();
+        assert!(
+            matches!(&err, FreqLimitError::Backend(e) if e.kind() == BackendErrorKind::Timeout),
+            "{err:?}"
+        );
+    }
+    // Each within its own timeout from when it asked, not the call ahead's
+    // timeout and then its own (1.2 s).
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert_eq!(&sleeper.join().unwrap(), b"+OK\r\n");
+}

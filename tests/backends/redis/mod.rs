@@ -638,6 +638,25 @@ async fn timed_call(
     (result, started.elapsed())
 }
 
+/// Puts `server` to sleep for `secs` seconds (`DEBUG SLEEP` from a thread of
+/// its own) and returns once it sleeps; the thread answers the reply.
+async fn put_to_sleep(server: &RedisServer, secs: u8) -> std::thread::JoinHandle<[u8; 5]> {
+    let port = server.port;
+    let sleeper = std::thread::spawn(move || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = std::io::BufWriter::new(s);
+        use std::io::{Read, Write};
+        let command = format!("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n{secs}\r\n");
+        s.write_all(command.as_bytes()).unwrap();
+        s.flush().unwrap();
+        let mut reply = [0u8; 5];
+        s.get_mut().read_exact(&mut reply).unwrap();
+        reply
+    });
+    tokio::time::sleep(200 * MS).await; // the server is asleep now
+    sleeper
+}
+
 #[tokio::test]
 async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
     let Some(server) = RedisServer::start() else {
@@ -656,19 +675,7 @@ async fn a_slow_server_hits_the_timeout_and_the_call_is_not_retried() {
     let calls_before = server.script_calls();
     let retries_before = closed.stats().retries + open.stats().retries;
 
-    let port = server.port;
-    let sleeper = std::thread::spawn(move || {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut s = std::io::BufWriter::new(s);
-        use std::io::{Read, Write};
-        s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$1\r\n2\r\n")
-            .unwrap();
-        s.flush().unwrap();
-        let mut reply = [0u8; 5];
-        s.get_mut().read_exact(&mut reply).unwrap();
-        reply
-    });
-    tokio::time::sleep(200 * MS).await; // the server is asleep now
+    let sleeper = put_to_sleep(&server, 2).await;
 
     let (err, elapsed_closed) = timed_call(&closed, &p).await;
     let err = err.unwrap_err();

@@ -32,8 +32,8 @@ impl Demand {
     ) -> bool {
         self.count += 1;
         let span = now.saturating_sub(self.since);
-        let window_full = u128::from(self.count) * u128::from(interval)
-            >= u128::from(min) * u128::from(window);
+        let window_full =
+            u128::from(self.count) * u128::from(interval) >= u128::from(min) * u128::from(window);
         // The window's worth already: hot without waiting for its end.
         if span >= window || (!self.hot && window_full) {
             // Requests per interval, in thousandths.
@@ -60,7 +60,9 @@ impl Demand {
     /// what it would use (a request per slot at most), at least 2.
     pub(in crate::backends::redis) fn lease_size(&self, slots: u32) -> u32 {
         let wanted = (u64::from(slots) * self.rate).div_ceil(1_000);
-        u32::try_from(wanted).unwrap_or(u32::MAX).clamp(2, slots.max(2))
+        u32::try_from(wanted)
+            .unwrap_or(u32::MAX)
+            .clamp(2, slots.max(2))
     }
 }
 

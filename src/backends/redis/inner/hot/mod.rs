@@ -273,13 +273,23 @@ impl Inner {
             drop(s);
             runtime.spawn(Arc::clone(self).drive(key.into(), state));
         }
+        // The deadline counts from here, as a call of its own would: a caller
+        // queued behind a slow call is not kept twice the timeout. If its
+        // batch still goes and admits it, the slot is given back (`deliver`).
+        let inner = Arc::clone(self);
+        let params = *params;
         Ok(RedisReserveFuture::pending(async move {
-            answer.await.unwrap_or_else(|_| {
-                Err(FreqLimitError::Backend(BackendError::new(
+            match tokio::time::timeout(inner.timeout, answer).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(FreqLimitError::Backend(BackendError::new(
                     BackendErrorKind::Other,
                     "the task sending this key's batch stopped without an answer",
-                )))
-            })
+                ))),
+                Err(_) => inner.failed(
+                    inner.timed_out("the reservation may or may not be made"),
+                    &params,
+                ),
+            }
         }))
     }
 
