@@ -535,11 +535,24 @@ async fn a_caller_queued_behind_a_slow_call_keeps_its_own_deadline() {
     let sleeper = put_to_sleep(&server, 3).await;
     let started = Instant::now();
     // The first goes; the four others queue behind it.
-    let calls: Vec<_> = (0..5)
-        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new()))
-        .collect();
+    let mut calls = vec![tokio::spawn(b.reserve(
+        Some("k"),
+        Timestamp::now(),
+        &p,
+        Reserve::new(),
+    ))];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(b.stats().script_calls, 2, "the first call is in flight");
+    for _ in 0..4 {
+        calls.push(tokio::spawn(b.reserve(
+            Some("k"),
+            Timestamp::now(),
+            &p,
+            Reserve::new(),
+        )));
+    }
     for call in calls {
-        let err = call.await.unwrap_err();
+        let err = call.await.unwrap().unwrap_err();
         assert!(
             matches!(&err, FreqLimitError::Backend(e) if e.kind() == BackendErrorKind::Timeout),
             "{err:?}"
