@@ -26,6 +26,7 @@
 //! [`batching`]: tower_freqlimit::backends::redis::RedisBackendBuilder::batching
 //! [`leases`]: tower_freqlimit::backends::redis::RedisBackendBuilder::leases
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,7 @@ struct Report {
     stats: String,
     low_latency: Vec<u64>,
     uncertainty: u64,
+    errors: u64,
 }
 
 async fn run(
@@ -155,6 +157,7 @@ async fn run(
                 "S" => report.stats = rest.to_owned(),
                 "L" => report.low_latency.push(rest.parse()?),
                 "U" => report.uncertainty = rest.parse()?,
+                "E" => report.errors = rest.parse()?,
                 _ => {}
             }
         }
@@ -190,6 +193,10 @@ async fn run(
     );
     for (i, r) in reports.iter().enumerate() {
         println!("    process {i}: {}", r.stats);
+    }
+    let errors: u64 = reports.iter().map(|r| r.errors).sum();
+    if errors > 0 {
+        println!("  {mode}: {errors} calls failed (timeouts: is the machine loaded?)");
     }
     println!(
         "{mode}: redis calls per admitted {:.3}, admitted/capacity {:.3}, window excess {:.2}",
@@ -231,6 +238,7 @@ async fn child(url: &str, mode: &str, prefix: &str, start: i64) -> Result<(), Er
     let limiter = FreqLimit::new(PARAMS, backend.clone());
     let admitted = Arc::new(Mutex::new(Vec::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
     let begin = clock.local(start);
     tokio::time::sleep_until(begin.into()).await;
 
@@ -243,10 +251,11 @@ async fn child(url: &str, mode: &str, prefix: &str, start: i64) -> Result<(), Er
         let mut tasks = Vec::new();
         while Instant::now() < end {
             tick.tick().await;
-            let (limiter, admitted, latencies) = (
+            let (limiter, admitted, latencies, errors) = (
                 limiter.clone(),
                 Arc::clone(&admitted),
                 Arc::clone(&latencies),
+                Arc::clone(&errors),
             );
             tasks.push(tokio::spawn(async move {
                 let asked = Instant::now();
@@ -273,7 +282,10 @@ async fn child(url: &str, mode: &str, prefix: &str, start: i64) -> Result<(), Er
                                 .push(asked.elapsed().as_micros() as u64);
                         }
                     }
-                    Err(e) => eprintln!("{e}"),
+                    // A failed call (a timeout on a loaded machine): counted.
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }));
         }
@@ -301,6 +313,7 @@ async fn child(url: &str, mode: &str, prefix: &str, start: i64) -> Result<(), Er
         s.slots_returned
     );
     println!("U {}", clock.uncertainty);
+    println!("E {}", errors.load(Ordering::Relaxed));
     for (asked, at) in admitted.lock().unwrap().iter() {
         println!("A {asked} {at}");
     }
