@@ -34,8 +34,8 @@ impl Demand {
         let span = now.saturating_sub(self.since);
         let window_full =
             u128::from(self.count) * u128::from(interval) >= u128::from(min) * u128::from(window);
-        // The window's worth already: hot without waiting for its end.
-        if span >= window || (!self.hot && window_full) {
+        // The window's worth already: judged without waiting for its end.
+        if span >= window || window_full {
             // Requests per interval, in thousandths.
             let rate =
                 u128::from(self.count) * u128::from(interval) * 1_000 / u128::from(span.max(1));
@@ -76,11 +76,25 @@ mod tests {
     fn demand_turns_hot_at_min_and_cold_below_half() {
         let (window, interval) = (100 * MS, 10 * MS);
         let mut d = Demand::new(0);
-        // 2 requests per interval: hot at the 20th, the window's worth.
+        // 4 requests per interval: hot at the 20th, the window's worth,
+        // half-way through the window.
         for i in 1..=19 {
-            assert!(!d.tick(i * 5 * MS, window, interval, 2), "{i}");
+            assert!(!d.tick(i * 5 * MS / 2, window, interval, 2), "{i}");
         }
-        assert!(d.tick(100 * MS, window, interval, 2));
+        assert!(d.tick(50 * MS, window, interval, 2));
+        // A lease then takes all it may.
+        assert_eq!(d.lease_size(50), 50);
+        // 1 per interval over the next window, half of min: still hot.
+        for i in 1..=10 {
+            d.tick(50 * MS + i * 10 * MS, window, interval, 2);
+        }
+        assert!(d.is_hot());
+        // Then half of that: cold.
+        for i in 1..=5 {
+            d.tick(150 * MS + i * 20 * MS, window, interval, 2);
+        }
+        assert!(!d.is_hot());
+
         // 19 in a window: not hot.
         let mut slow = Demand::new(0);
         for i in 1..=19 {
@@ -88,9 +102,9 @@ mod tests {
         }
         slow.tick(110 * MS, window, interval, 2);
         assert!(!slow.is_hot());
-        // A lease takes what the demand would use: all of 50 slots at 2 per
-        // interval; 40 at 0.8 (hot from 1, cold below 0.5).
-        assert_eq!(d.lease_size(50), 50);
+
+        // A lease takes what the demand would use: 40 of 50 slots at 0.8
+        // per interval (hot from 1, cold below 0.5).
         let mut cooling = Demand::new(0);
         cooling.hot = true;
         for i in 1..=8 {
@@ -98,15 +112,5 @@ mod tests {
         }
         assert!(cooling.is_hot());
         assert_eq!(cooling.lease_size(50), 40);
-        // 10 in the next 100 ms: 1 per interval, half of min: still hot.
-        for i in 1..=10 {
-            d.tick(100 * MS + i * 10 * MS, window, interval, 2);
-        }
-        assert!(d.is_hot());
-        // Then 5: cold.
-        for i in 1..=5 {
-            d.tick(200 * MS + i * 20 * MS, window, interval, 2);
-        }
-        assert!(!d.is_hot());
     }
 }
