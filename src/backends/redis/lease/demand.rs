@@ -102,6 +102,12 @@ mod tests {
         }
         slow.tick(110 * MS, window, interval, 2);
         assert!(!slow.is_hot());
+        // 10 in exactly a window: judged at its end, not hot.
+        let mut half = Demand::new(0);
+        for i in 1..=10 {
+            half.tick(i * 10 * MS, window, interval, 2);
+        }
+        assert!(!half.is_hot());
 
         // A lease takes what the demand would use: 40 of 50 slots at 0.8
         // per interval (hot from 1, cold below 0.5).
