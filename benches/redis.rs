@@ -4,7 +4,7 @@
 //! and time per 1 000 rejected requests, with and without the negative cache);
 //! then compound decisions (a chat, its group and the global bucket, one
 //! `compound.lua` call each) beside the same three limits as three single
-//! reservations in a row.
+//! reservations in a row; then one hot key (below).
 //!
 //! ```sh
 //! bash bench/redis_load.sh                       # the full run, release build
@@ -23,6 +23,13 @@
 //! backend (one multiplexed connection, concurrent calls pipelined).
 //! `redis-benchmark`: `c` connections, one call in flight on each, one thread.
 //! The server and the client share the machine's cores.
+//!
+//! One hot key: every call on one key that never refuses, from `c` tasks
+//! (1 s per point), plain and with `batching()` (decisions per second, script
+//! calls per decision); then a key limited to 2 000/s (burst 20), then to
+//! 200/s (burst 10), in reject mode, called as fast as they can by 64 tasks
+//! on each of 3 backends (one connection each, one runtime) for 2 s, plain,
+//! with batching and with leases (which need `T` well above a round trip).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -33,14 +40,20 @@ use std::time::{Duration, Instant};
 
 use tower_freqlimit::backends::FreqLimitBackend;
 use tower_freqlimit::backends::compound::{CompoundBackend, Part};
-use tower_freqlimit::backends::redis::RedisBackend;
+use tower_freqlimit::backends::redis::{Leases, RedisBackend};
 use tower_freqlimit::clock::Timestamp;
-use tower_freqlimit::{FreqLimit, FreqLimitParams, Reserve};
+use tower_freqlimit::{FreqLimit, FreqLimitError, FreqLimitParams, Reserve};
 
 const KEYS: u64 = 10_000;
 /// T = 1 µs, burst 10⁹: nothing is ever rejected or delayed.
 const OPEN: FreqLimitParams =
     FreqLimitParams::new(1_000_000, Duration::from_secs(1), 1_000_000_000);
+/// The hot key of the fleet runs: T = 500 µs, 20 at once; and T = 5 ms, 10
+/// at once (that of `examples/lease_fleet.rs`).
+const HOT: [(&str, FreqLimitParams); 2] = [
+    ("2000/s", FreqLimitParams::per_second(2_000).with_burst(20)),
+    ("200/s", FreqLimitParams::per_second(200).with_burst(10)),
+];
 
 struct Server {
     child: Option<Child>,
@@ -141,21 +154,31 @@ enum Decision {
     Compound,
     /// The same three limits as three reservations, one after the other.
     ThreeSingles,
+    /// One reservation, always on the same key.
+    HotKey,
 }
 
-/// Our decisions per second at `concurrency` for `run`.
-fn ours(url: &str, concurrency: usize, run: Duration, decision: Decision) -> f64 {
+/// Our decisions per second at `concurrency` for `run`, and script calls per
+/// decision.
+fn ours(
+    url: &str,
+    concurrency: usize,
+    run: Duration,
+    decision: Decision,
+    batching: bool,
+) -> (f64, f64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let backend = RedisBackend::<String>::builder()
+        let mut builder = RedisBackend::<String>::builder()
             .prefix("bench")
-            .timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .expect("connect");
+            .timeout(Duration::from_secs(5));
+        if batching {
+            builder = builder.batching();
+        }
+        let backend = builder.connect(url).await.expect("connect");
         // Warm up: load the script, open the connection.
         backend
             .reserve(Some("warm"), Timestamp::now(), &OPEN, Reserve::new())
@@ -198,6 +221,12 @@ fn ours(url: &str, concurrency: usize, run: Duration, decision: Decision) -> f64
                                 .await
                                 .expect("compound");
                         }
+                        Decision::HotKey => {
+                            backend
+                                .reserve(Some("hot"), now, &OPEN, Reserve::new())
+                                .await
+                                .expect("reservation");
+                        }
                         Decision::ThreeSingles => {
                             for key in [Some(&key), Some(&group), None] {
                                 backend
@@ -212,15 +241,93 @@ fn ours(url: &str, concurrency: usize, run: Duration, decision: Decision) -> f64
             }));
         }
         let start = Instant::now();
-        let before = done.load(Ordering::Relaxed);
+        let (before, calls) = (done.load(Ordering::Relaxed), backend.stats().script_calls);
         tokio::time::sleep(run).await;
         let count = done.load(Ordering::Relaxed) - before;
+        let calls = backend.stats().script_calls - calls;
         let elapsed = start.elapsed();
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.unwrap();
         }
-        count as f64 / elapsed.as_secs_f64()
+        (
+            count as f64 / elapsed.as_secs_f64(),
+            calls as f64 / count.max(1) as f64,
+        )
+    })
+}
+
+/// Three backends (one connection each, one prefix), 64 tasks each, calling
+/// one key limited by `params` in reject mode as fast as they can for `run`:
+/// admitted per second, Redis calls (script calls and refunds) per admitted,
+/// decisions (admitted and rejected) per second, Redis calls per second, and
+/// the share of leased slots lost.
+fn fleet(url: &str, params: FreqLimitParams, mode: &str, round: usize, run: Duration) -> [f64; 5] {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut backends = Vec::new();
+        for _ in 0..3 {
+            let builder = RedisBackend::<String>::builder()
+                .prefix(format!("fleet-{:?}-{mode}-{round}", params.interval()))
+                .timeout(Duration::from_secs(5));
+            let builder = match mode {
+                "batching" => builder.batching(),
+                "leases" => builder.leases(Leases::new()),
+                _ => builder,
+            };
+            backends.push(builder.connect(url).await.expect("connect"));
+        }
+        let (admitted, rejected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let start = Instant::now();
+        let end = start + run;
+        let mut tasks = Vec::new();
+        for backend in &backends {
+            for _ in 0..64 {
+                let (backend, admitted, rejected) =
+                    (backend.clone(), admitted.clone(), rejected.clone());
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        let request = Reserve::new().no_wait();
+                        match backend
+                            .reserve(Some("hot"), Timestamp::now(), &params, request)
+                            .await
+                        {
+                            Ok(_) => admitted.fetch_add(1, Ordering::Relaxed),
+                            Err(FreqLimitError::Rejected(_)) => {
+                                rejected.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(e) => panic!("{e}"),
+                        };
+                        // A leased slot or a cached rejection is answered
+                        // at once: let the other tasks run.
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let (mut calls, mut leased, mut lost) = (0, 0, 0);
+        for backend in &backends {
+            backend.release_leases().await;
+            let s = backend.stats();
+            calls += s.script_calls + s.refunds_sent;
+            (leased, lost) = (leased + s.leased_slots, lost + s.slots_lost);
+        }
+        let admitted = admitted.load(Ordering::Relaxed) as f64;
+        let decisions = admitted + rejected.load(Ordering::Relaxed) as f64;
+        [
+            admitted / elapsed,
+            calls as f64 / admitted.max(1.0),
+            decisions / elapsed,
+            calls as f64 / elapsed,
+            lost as f64 / leased.max(1) as f64,
+        ]
     })
 }
 
@@ -336,7 +443,7 @@ fn main() {
     for concurrency in [1usize, 16, 64] {
         let (mut us, mut them) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let mine = ours(&url, concurrency, run, Decision::Single);
+            let mine = ours(&url, concurrency, run, Decision::Single, false).0;
             us.push(mine);
             if have_raw {
                 let requests = ((mine * seconds) as u64).max(2_000);
@@ -379,13 +486,66 @@ fn main() {
     for concurrency in [1usize, 16, 64] {
         let (mut compound, mut singles) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            compound.push(ours(&url, concurrency, run, Decision::Compound));
-            singles.push(ours(&url, concurrency, run, Decision::ThreeSingles));
+            compound.push(ours(&url, concurrency, run, Decision::Compound, false).0);
+            singles.push(ours(&url, concurrency, run, Decision::ThreeSingles, false).0);
         }
         let (compound, singles) = (median(compound), median(singles));
         println!(
             "{concurrency:>11} | {compound:>13.0} | {singles:>21.0} | {:>20.2}",
             compound / singles
         );
+    }
+
+    println!();
+    let hot_run = Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 });
+    let fleet_run = hot_run * 2;
+    println!(
+        "one hot key: every call on one key that never refuses, {rounds} x {hot_run:?}, medians"
+    );
+    println!(
+        "concurrency | plain decisions/s | batching decisions/s | batching/plain | calls per decision with batching"
+    );
+    for concurrency in [1usize, 16, 64, 256] {
+        let (mut plain, mut batched, mut calls) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            plain.push(ours(&url, concurrency, hot_run, Decision::HotKey, false).0);
+            let (rate, per) = ours(&url, concurrency, hot_run, Decision::HotKey, true);
+            batched.push(rate);
+            calls.push(per);
+        }
+        let (plain, batched, calls) = (median(plain), median(batched), median(calls));
+        println!(
+            "{concurrency:>11} | {plain:>17.0} | {batched:>20.0} | {:>14.2} | {calls:>32.4}",
+            batched / plain
+        );
+    }
+
+    println!();
+    println!(
+        "one hot key, reject mode: 3 backends (one connection each) x 64 tasks as fast as they can, {rounds} x {fleet_run:?}, medians"
+    );
+    println!(
+        "limit (burst) | mode     | admitted/s | Redis calls per admitted | decisions/s | Redis calls/s | leased slots lost"
+    );
+    for (limit, params) in HOT {
+        let limit = format!("{limit} ({})", params.burst());
+        for mode in ["plain", "batching", "leases"] {
+            let mut columns: [Vec<f64>; 5] = Default::default();
+            for round in 0..rounds as usize {
+                let figures = fleet(&url, params, mode, round, fleet_run);
+                for (column, figure) in columns.iter_mut().zip(figures) {
+                    column.push(figure);
+                }
+            }
+            let [admitted, per, decisions, calls, lost] = columns.map(median);
+            let lost = if mode == "leases" {
+                format!("{:.0} %", lost * 100.0)
+            } else {
+                "-".to_owned()
+            };
+            println!(
+                "{limit:<13} | {mode:<8} | {admitted:>10.0} | {per:>24.3} | {decisions:>11.0} | {calls:>13.0} | {lost:>17}"
+            );
+        }
     }
 }
