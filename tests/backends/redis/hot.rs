@@ -564,3 +564,35 @@ async fn a_caller_queued_behind_a_slow_call_keeps_its_own_deadline() {
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
     assert_eq!(&sleeper.join().unwrap(), b"+OK\r\n");
 }
+
+#[tokio::test]
+async fn a_lease_whose_round_trip_leaves_no_sure_interval_is_given_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = builder()
+        .timeout(Duration::from_secs(5))
+        .leases(Leases::new())
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let p = FreqLimitParams::per_second(100);
+    b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
+    // Every write waits 100 ms: the lease call's round trip is 20 times
+    // T / 2 (5 ms), so no slot surely lies in its interval here.
+    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
+    // Hot at once (the window's worth), all made before the driver runs.
+    let calls: Vec<_> = (0..50)
+        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait()))
+        .collect();
+    for call in calls {
+        let _ = call.await;
+    }
+    let s = b.stats();
+    assert_eq!(s.leases, 1, "{s:?}");
+    assert!(s.leased_slots > 0);
+    assert_eq!(s.slots_returned, s.leased_slots, "{s:?}");
+    assert_eq!(s.slots_used, 0, "{s:?}");
+}

@@ -93,14 +93,22 @@ impl Lease {
     }
 
     /// Takes back every slot not handed out at `now`: the lost ones (whose
-    /// interval has closed) and the span of the rest, to give back to Redis
-    /// (`[start, end)` µs, and how many slots).
+    /// interval has surely closed: at the latest its end can be here) and
+    /// the span of the rest, to give back to Redis (`[start, end)` µs, and
+    /// how many slots). A slot that may still be due goes back: a span given
+    /// back in the past only becomes a hole that has ended.
     pub(in crate::backends::redis) fn give_back(
         &mut self,
         now: u64,
     ) -> (u32, Option<(u64, u64, u32)>) {
         let mut lost = 0;
-        while self.next < self.count && self.window(self.next).1 <= now {
+        let surely_closed = |l: &Self, i: u32| {
+            let ahead = l.due(i) - l.server_now;
+            l.late
+                .saturating_add(ahead.saturating_add(l.interval).saturating_mul(1_000))
+                <= now
+        };
+        while self.next < self.count && surely_closed(self, self.next) {
             lost += 1;
             self.next += 1;
         }
@@ -281,6 +289,16 @@ mod tests {
         assert_eq!(l.give_back(12 * MS), (1, Some((21_000, 41_000, 2))));
         assert_eq!(l.left(), 0);
         assert_eq!(l.give_back(12 * MS), (0, None));
+        // With the server's time known within 1..3 ms, slot 1 may still be
+        // open at 12 ms (until 13 ms): it goes back too.
+        let mut fuzzy = Lease {
+            early: MS,
+            late: 3 * MS,
+            server_now: 1_000,
+            next: 1,
+            ..lease()
+        };
+        assert_eq!(fuzzy.give_back(12 * MS), (0, Some((11_000, 41_000, 3))));
     }
 
     #[test]
