@@ -134,12 +134,16 @@ impl Inner {
                 };
                 if (late - early) / 500 >= m.interval {
                     // The server's clock is known here only within half an
-                    // interval or worse (a round trip of T or more): a slot
-                    // would rarely lie surely in its interval. Give the
-                    // lease back, and let batches serve the key a while.
+                    // interval or worse (a round trip of T / 2 or more): a
+                    // slot would rarely lie surely in its interval. Give the
+                    // lease back, and let batches serve the key for a lease's
+                    // length: each such try wastes the slots that pass
+                    // during its round trips.
                     s.leases.push_back(lease);
                     self.give_back(key, &mut s, late);
-                    s.pause_until = late.saturating_add(settings.window_nanos(m.interval));
+                    let length = crate::nanos::from_duration(settings.length);
+                    s.pause_until = late
+                        .saturating_add(length.max(settings.window_nanos(m.interval)));
                 } else {
                     s.leases.push_back(lease);
                 }
