@@ -596,3 +596,35 @@ async fn a_lease_whose_round_trip_leaves_no_sure_interval_is_given_back() {
     assert_eq!(s.slots_returned, s.leased_slots, "{s:?}");
     assert_eq!(s.slots_used, 0, "{s:?}");
 }
+
+#[tokio::test]
+async fn a_key_whose_calls_take_over_half_an_interval_is_not_leased() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = builder()
+        .timeout(Duration::from_secs(5))
+        .leases(Leases::new())
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let p = FreqLimitParams::per_second(100);
+    b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
+        .await
+        .unwrap();
+    // One call on the key that takes 100 ms (T / 2 is 5 ms) ...
+    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
+    b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait())
+        .await
+        .unwrap();
+    // ... then demand enough to lease: the key is batched instead.
+    let calls: Vec<_> = (0..50)
+        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait()))
+        .collect();
+    for call in calls {
+        let _ = call.await;
+    }
+    let s = b.stats();
+    assert_eq!(s.leases, 0, "{s:?}");
+    assert!(s.batches >= 1, "{s:?}");
+}

@@ -62,7 +62,11 @@ impl Inner {
                         self.take_lease(&key, &state, settings, params, now).await;
                     }
                 }
-                Work::Batch(entries) => self.send_batch(&key, entries).await,
+                Work::Batch(entries) => {
+                    let sent = Instant::now();
+                    self.send_batch(&key, entries).await;
+                    lock(&state).rtt = crate::nanos::from_duration(sent.elapsed());
+                }
             }
         }
     }
@@ -117,6 +121,7 @@ impl Inner {
             Err(_) => Err(self.timed_out("the lease may or may not have been taken")),
         };
         let mut s = lock(state);
+        s.rtt = crate::nanos::from_duration(sent.elapsed());
         match taken {
             Ok((count, base, server_now)) if count > 0 => {
                 bump(&self.counters.leases, 1);
@@ -142,8 +147,8 @@ impl Inner {
                     s.leases.push_back(lease);
                     self.give_back(key, &mut s, late);
                     let length = crate::nanos::from_duration(settings.length);
-                    s.pause_until = late
-                        .saturating_add(length.max(settings.window_nanos(m.interval)));
+                    s.pause_until =
+                        late.saturating_add(length.max(settings.window_nanos(m.interval)));
                 } else {
                     s.leases.push_back(lease);
                 }

@@ -88,6 +88,8 @@ struct KeyState {
     /// No lease call before this time (ns, the callers' clock): the key is
     /// leased too far ahead, or the last lease call failed.
     pause_until: u64,
+    /// The last call's round trip for this key, in ns (0: none yet).
+    rtt: u64,
 }
 
 impl KeyState {
@@ -100,14 +102,19 @@ impl KeyState {
             figures: None,
             seen: (now, Instant::now()),
             pause_until: 0,
+            rtt: 0,
         }
     }
 
-    /// Whether a lease should be taken now: demand is hot, the newest lease
-    /// (if any) is down to a quarter, no more than one is held.
+    /// Whether a lease should be taken now: demand is hot, the last round
+    /// trip was under `T / 2` (else no slot would surely lie in its
+    /// interval here), the newest lease (if any) is down to a quarter, no
+    /// more than one is held.
     fn wants_lease(&self, now: u64) -> bool {
         self.demand.is_hot()
-            && self.figures.is_some()
+            && self
+                .figures
+                .is_some_and(|p| self.rtt.saturating_mul(2) < p.interval_nanos())
             && now >= self.pause_until
             && self.leases.len() < 2
             && self.leases.back().is_none_or(|l| l.left() <= l.count / 4)
