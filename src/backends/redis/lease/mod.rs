@@ -17,7 +17,8 @@ pub(super) use slots::{Lease, Take};
 /// While a key's demand in this process is at least
 /// [`min_demand`](Self::min_demand) requests per interval `T`, the backend
 /// takes `n` of the key's future slots from Redis in one script call (a
-/// *lease*: `n` covers [`length`](Self::length) of the key's time, at most
+/// *lease*: the slots of [`length`](Self::length) of the key's time, fewer
+/// if the demand measured would not use them all, at most
 /// [`max_slots`](Self::max_slots)) and hands them out locally, without a
 /// round trip. Slot `i` falls due when a unit call taking it would have been
 /// admitted (`c_i`, on the server's clock), and serves one request that
