@@ -598,7 +598,7 @@ async fn a_lease_whose_round_trip_leaves_no_sure_interval_is_given_back() {
 }
 
 #[tokio::test]
-async fn a_key_whose_calls_take_over_half_an_interval_is_not_leased() {
+async fn a_key_whose_calls_take_a_quarter_interval_or_more_is_not_leased() {
     let Some(server) = RedisServer::start() else {
         return;
     };
@@ -612,7 +612,7 @@ async fn a_key_whose_calls_take_over_half_an_interval_is_not_leased() {
     b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
         .await
         .unwrap();
-    // One call on the key that takes 100 ms (T / 2 is 5 ms) ...
+    // One call on the key that takes 100 ms (T / 4 is 2.5 ms) ...
     server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
     b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait())
         .await

@@ -24,8 +24,9 @@ pub(super) use slots::{Lease, Take};
 /// admitted (`c_i`, on the server's clock), and serves one request that
 /// arrives within its own interval `[c_i, c_i + T)`; a caller that may wait
 /// gets the next slot and waits for `c_i` exactly. A slot nobody used in its
-/// interval is lost. No lease is taken for a key whose last call took `T / 2`
-/// or more (its slots could not surely be used in their intervals here).
+/// interval is lost. No lease is taken for a key whose last call took `T / 4`
+/// or more (at `T / 2` its slots could not surely be used in their intervals
+/// here; round trips vary).
 /// When demand falls below half of `min_demand`, or on
 /// [`release_leases`](super::RedisBackend::release_leases), the slots not yet
 /// used go back to Redis (as refunds do), for every process to take.

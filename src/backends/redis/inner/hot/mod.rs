@@ -107,14 +107,15 @@ impl KeyState {
     }
 
     /// Whether a lease should be taken now: demand is hot, the last round
-    /// trip was under `T / 2` (else no slot would surely lie in its
-    /// interval here), the newest lease (if any) is down to a quarter, no
+    /// trip was under `T / 4` (a lease whose round trip reaches `T / 2` has
+    /// no slot surely in its interval here, and is given back: a margin, as
+    /// round trips vary), the newest lease (if any) is down to a quarter, no
     /// more than one is held.
     fn wants_lease(&self, now: u64) -> bool {
         self.demand.is_hot()
             && self
                 .figures
-                .is_some_and(|p| self.rtt.saturating_mul(2) < p.interval_nanos())
+                .is_some_and(|p| self.rtt.saturating_mul(4) < p.interval_nanos())
             && now >= self.pause_until
             && self.leases.len() < 2
             && self.leases.back().is_none_or(|l| l.left() <= l.count / 4)
