@@ -289,6 +289,8 @@ mod tests {
         assert_eq!(l.give_back(12 * MS), (1, Some((21_000, 41_000, 2))));
         assert_eq!(l.left(), 0);
         assert_eq!(l.give_back(12 * MS), (0, None));
+        // Nothing left, long after: nothing lost either.
+        assert_eq!(l.give_back(100 * MS), (0, None));
         // With the server's time known within 1..3 ms, slot 1 may still be
         // open at 12 ms (until 13 ms): it goes back too.
         let mut fuzzy = Lease {
