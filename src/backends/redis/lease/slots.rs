@@ -317,5 +317,16 @@ mod tests {
         );
         // The lease ends at 41 ms on the server: 40 ms after now.
         assert_eq!(a.reset_after(), Duration::from_millis(40));
+        assert_eq!(a.remaining(), 0);
+        // A one-slot lease of a burst-5 key leaves 4 at once.
+        let small = Lease {
+            count: 1,
+            burst: 5,
+            tau: 40_000,
+            ..lease()
+        };
+        let a = small.admission(0, 0, MS);
+        assert_eq!(a.reset_after(), Duration::from_millis(10));
+        assert_eq!(a.remaining(), 4);
     }
 }
