@@ -413,8 +413,8 @@ impl<K: RedisKey> RedisBackend<K> {
     /// Gives every leased slot not handed out yet back to Redis, for every
     /// process to take, and waits for the refunds: for a graceful shutdown
     /// with [`leases`](RedisBackendBuilder::leases) on. (A process that
-    /// stops without it loses the slots it held: at most one
-    /// [`Leases::length`] per hot key.) Demand is judged afresh after it.
+    /// stops without it loses the slots it held: at most two leases, two
+    /// [`Leases::length`]s, per hot key.) Demand is judged afresh after it.
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
