@@ -83,7 +83,7 @@ use crate::params::FreqLimitParams;
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let backend = InMemoryBackend::<u64>::new();
-/// let global = FreqLimitParams::per_second(100).with_burst(100);
+/// let global = FreqLimitParams::per_minute(100).with_burst(100);
 /// let free = CompoundLimit::new(backend.clone())
 ///     .limit("per-user", FreqLimitParams::per_second(1))
 ///     .limit("global", global);
@@ -319,7 +319,7 @@ impl<B: CompoundBackend> CompoundLimit<B> {
     /// # async fn main() {
     /// let limits = CompoundLimit::new(InMemoryBackend::<&str>::new())
     ///     .limit("per-user", FreqLimitParams::per_second(1))
-    ///     .limit("global", FreqLimitParams::per_second(1_000).with_burst(1_000));
+    ///     .limit("global", FreqLimitParams::per_hour(1_000).with_burst(1_000));
     /// assert!(limits.try_acquire(&[Some(&"ann"), None]).await.is_ok());
     /// let Err(FreqLimitError::Rejected(refused)) = limits.try_acquire(&[Some(&"ann"), None]).await else {
     ///     panic!("ann's second call in the same second");
