@@ -40,10 +40,12 @@ impl Demand {
             let rate =
                 u128::from(self.count) * u128::from(interval) * 1_000 / u128::from(span.max(1));
             let min = u128::from(min) * 1_000;
+            // (Judged early, the rate is above min: a window's worth in
+            // less than a window.)
             self.hot = if self.hot {
                 rate * 2 >= min
             } else {
-                rate >= min || span < window
+                rate >= min
             };
             self.rate = u64::try_from(rate).unwrap_or(u64::MAX);
             self.since = now;
