@@ -565,31 +565,44 @@ async fn a_caller_queued_behind_a_slow_call_keeps_its_own_deadline() {
     assert_eq!(&sleeper.join().unwrap(), b"+OK\r\n");
 }
 
-#[tokio::test]
-async fn a_lease_whose_round_trip_leaves_no_sure_interval_is_given_back() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+/// 100 per second (`T` = 10 ms): what the round-trip tests lease.
+const SLOW: FreqLimitParams = FreqLimitParams::per_second(100);
+
+/// A leasing backend on `server`, its connection and scripts warmed up.
+async fn warm_leasing(server: &RedisServer) -> RedisBackend<String> {
     let b = builder()
         .timeout(Duration::from_secs(5))
         .leases(Leases::new())
         .connect(&server.url())
         .await
         .unwrap();
-    let p = FreqLimitParams::per_second(100);
-    b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
+    b.reserve(Some("warm"), Timestamp::now(), &SLOW, Reserve::new())
         .await
         .unwrap();
-    // Every write waits 100 ms: the lease call's round trip is 20 times
-    // T / 2 (5 ms), so no slot surely lies in its interval here.
-    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
-    // Hot at once (the window's worth), all made before the driver runs.
+    b
+}
+
+/// Fifty calls on `k` that may not wait, all made before the key's driver
+/// runs: hot at once (a window's worth), then answered.
+async fn hot_burst(b: &RedisBackend<String>) {
     let calls: Vec<_> = (0..50)
-        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait()))
+        .map(|_| b.reserve(Some("k"), Timestamp::now(), &SLOW, Reserve::new().no_wait()))
         .collect();
     for call in calls {
         let _ = call.await;
     }
+}
+
+#[tokio::test]
+async fn a_lease_whose_round_trip_leaves_no_sure_interval_is_given_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = warm_leasing(&server).await;
+    // Every write waits 100 ms: the lease call's round trip is 20 times
+    // T / 2 (5 ms), so no slot surely lies in its interval here.
+    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
+    hot_burst(&b).await;
     let s = b.stats();
     assert_eq!(s.leases, 1, "{s:?}");
     assert!(s.leased_slots > 0);
@@ -602,28 +615,14 @@ async fn a_key_whose_calls_take_a_quarter_interval_or_more_is_not_leased() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let b = builder()
-        .timeout(Duration::from_secs(5))
-        .leases(Leases::new())
-        .connect(&server.url())
-        .await
-        .unwrap();
-    let p = FreqLimitParams::per_second(100);
-    b.reserve(Some("warm"), Timestamp::now(), &p, Reserve::new())
-        .await
-        .unwrap();
+    let b = warm_leasing(&server).await;
     // One call on the key that takes 100 ms (T / 4 is 2.5 ms) ...
     server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
-    b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait())
+    b.reserve(Some("k"), Timestamp::now(), &SLOW, Reserve::new().no_wait())
         .await
         .unwrap();
     // ... then demand enough to lease: the key is batched instead.
-    let calls: Vec<_> = (0..50)
-        .map(|_| b.reserve(Some("k"), Timestamp::now(), &p, Reserve::new().no_wait()))
-        .collect();
-    for call in calls {
-        let _ = call.await;
-    }
+    hot_burst(&b).await;
     let s = b.stats();
     assert_eq!(s.leases, 0, "{s:?}");
     assert!(s.batches >= 1, "{s:?}");
