@@ -509,13 +509,13 @@ async fn processes_leasing_on_the_servers_clock_keep_the_bound() {
         events.len(),
         admitted.len()
     );
-    // The bound, always. The rest are loose, for a loaded machine: how well
-    // leases use a key's capacity, and at how few calls, is measured in
-    // logical time above and by examples/lease_fleet.rs.
+    // The bound, always. The rest is loose, for a loaded machine (where
+    // round trips above T / 4 stop leasing, by design): how well leases use
+    // a key's capacity, and at how few calls, is measured in logical time
+    // above and by examples/lease_fleet.rs.
     assert!(excess <= 1.0, "window excess {excess}");
     assert!(leases.iter().all(|&n| n > 0), "{leases:?}");
     assert!(admitted.len() as f64 >= 0.6 * capacity);
-    assert!(calls < admitted.len() as u64, "{calls} calls");
 }
 
 #[tokio::test]
