@@ -29,6 +29,7 @@ use crate::params::FreqLimitParams;
 const LIMITER_CLOCK_TTL_SLACK_MS: u64 = 10 * 60 * 1000;
 
 mod compound;
+mod failure;
 mod hot;
 
 pub(super) use hot::Hot;
@@ -286,62 +287,6 @@ impl Inner {
                 .with_delay(crate::nanos::from_duration(admission.delay()).saturating_add(rtt));
         }
         Ok(admission)
-    }
-
-    fn failed(
-        &self,
-        err: BackendError,
-        params: &FreqLimitParams,
-    ) -> Result<Admission, FreqLimitError> {
-        self.fail(err).map(|()| Admission::fail_open(params))
-    }
-
-    /// Applies the failure policy to a call Redis could not decide: the error
-    /// (fail-closed), or `Ok` for a call to let through (fail-open), counted
-    /// and logged.
-    fn fail(&self, err: BackendError) -> Result<(), FreqLimitError> {
-        bump(&self.counters.failures, 1);
-        match self.policy {
-            FailurePolicy::Closed => {
-                tracing::debug!(
-                    target: "tower_freqlimit::redis",
-                    kind = ?err.kind(),
-                    error = %err,
-                    "Redis could not decide a reservation; refusing the call (fail-closed)"
-                );
-                Err(FreqLimitError::Backend(err))
-            }
-            FailurePolicy::Open => {
-                bump(&self.counters.fail_open_admissions, 1);
-                tracing::debug!(
-                    target: "tower_freqlimit::redis",
-                    kind = ?err.kind(),
-                    error = %err,
-                    "Redis could not decide a reservation; letting the call through unchecked (fail-open)"
-                );
-                // A warning at most once a second, counting the calls since the
-                // last one: an outage must be loud, not flood the logs.
-                self.unwarned.fetch_add(1, Ordering::Relaxed);
-                let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let last = self.warned_at.load(Ordering::Relaxed);
-                if (last == 0 || now.saturating_sub(last) >= 1_000)
-                    && self
-                        .warned_at
-                        .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    let calls = self.unwarned.swap(0, Ordering::Relaxed);
-                    tracing::warn!(
-                        target: "tower_freqlimit::redis",
-                        kind = ?err.kind(),
-                        error = %err,
-                        calls,
-                        "Redis could not decide reservations; letting calls through unchecked (fail-open)"
-                    );
-                }
-                Ok(())
-            }
-        }
     }
 
     pub(super) async fn clear(&self) -> Result<(), BackendError> {
