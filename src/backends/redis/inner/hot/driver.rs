@@ -19,7 +19,7 @@ use crate::params::FreqLimitParams;
 
 /// What the driver does next.
 enum Work {
-    Lease(FreqLimitParams, Timestamp),
+    Lease(Leases, FreqLimitParams, Timestamp),
     Batch(Vec<Queued>),
     Done,
 }
@@ -36,10 +36,10 @@ impl Inner {
             let work = {
                 let mut s = lock(&state);
                 let now = self.driver_now(s.seen);
-                if let (Some(_), Some(params)) = (hot.leases(), s.figures)
+                if let (Some(settings), Some(params)) = (hot.leases(), s.figures)
                     && s.wants_lease(now.as_nanos())
                 {
-                    Work::Lease(params, now)
+                    Work::Lease(*settings, params, now)
                 } else if s.queue.is_empty() {
                     s.driving = false;
                     if hot.leases().is_none() {
@@ -57,10 +57,8 @@ impl Inner {
             };
             match work {
                 Work::Done => return,
-                Work::Lease(params, now) => {
-                    if let Some(settings) = hot.leases() {
-                        self.take_lease(&key, &state, settings, params, now).await;
-                    }
+                Work::Lease(settings, params, now) => {
+                    self.take_lease(&key, &state, &settings, params, now).await;
                 }
                 Work::Batch(entries) => {
                     let sent = Instant::now();
