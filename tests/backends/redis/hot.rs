@@ -220,11 +220,15 @@ fn several_backends_keep_the_window_bound_in_every_mode() {
                 excess <= slack + 1e-9,
                 "{mode:?}, {n} backends, demand {demand}, burst {burst}, wait {wait_us:?}: excess {excess}"
             );
-            if demand >= 3.0 && wait_us == Some(0) && (mode == Mode::Leases || burst >= 2) {
+            // A backend leases when its own demand is hot: two requests
+            // per interval (`Leases::min_demand`'s default).
+            let leasing = mode == Mode::Leases && demand / n as f64 >= 2.0;
+            if demand >= 3.0 && wait_us == Some(0) && (leasing || burst >= 2) {
                 // Over the limit, the key's capacity is used (the leases'
                 // first window counts demand before any lease; without a
                 // lease and with burst 1, requests that come between slots
-                // let the schedule drift, GCRA's own loss).
+                // let the schedule drift, GCRA's own loss: 113 of 151 with
+                // two backends asking 1.5 times per interval each).
                 let capacity = f64::from(burst) + run as f64 / params.interval_nanos() as f64;
                 prop_assert!(
                     admitted.len() as f64 >= 0.85 * capacity,
