@@ -634,3 +634,125 @@ async fn a_key_whose_calls_take_a_quarter_interval_or_more_is_not_leased() {
     assert_eq!(s.leases, 0, "{s:?}");
     assert!(s.batches >= 1, "{s:?}");
 }
+
+/// A leasing backend on the callers' clock, warmed up on `server`.
+async fn warm_leasing_on_callers_clock(server: &RedisServer) -> RedisBackend<String> {
+    let b = builder()
+        .clock(RedisClock::LimiterTimestamp)
+        .timeout(Duration::from_secs(5))
+        .leases(Leases::new())
+        .connect(&server.url())
+        .await
+        .unwrap();
+    b.reserve(
+        Some("warm"),
+        Timestamp::from_nanos(1),
+        &SLOW,
+        Reserve::new(),
+    )
+    .await
+    .unwrap();
+    b
+}
+
+/// Fifty calls on `k` at `at` that may not wait (see [`hot_burst`]).
+async fn hot_burst_at(b: &RedisBackend<String>, at: Timestamp) {
+    let calls: Vec<_> = (0..50)
+        .map(|_| b.reserve(Some("k"), at, &SLOW, Reserve::new().no_wait()))
+        .collect();
+    for call in calls {
+        let _ = call.await;
+    }
+}
+
+/// On `b` (on the callers' clock): a call on `k` at `at` that takes 100 ms
+/// on the host's clock, and while it is in flight fifty more at `burst_at`
+/// that may not wait (hot at once). Returns the stats.
+async fn burst_behind_a_slow_call(
+    server: &RedisServer,
+    b: &RedisBackend<String>,
+    at: Timestamp,
+    burst_at: Timestamp,
+) -> RedisStats {
+    let calls = b.stats().script_calls;
+    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
+    let first = b.reserve(Some("k"), at, &SLOW, Reserve::new().no_wait());
+    let burst = async {
+        while b.stats().script_calls == calls {
+            tokio::task::yield_now().await;
+        }
+        hot_burst_at(b, burst_at).await;
+    };
+    let (first, ()) = tokio::join!(first, burst);
+    first.unwrap();
+    b.stats()
+}
+
+#[tokio::test]
+async fn on_the_callers_clock_a_round_trip_is_the_time_the_callers_saw_pass() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let at = Timestamp::from_nanos(START);
+    // No caller's time passes while the call takes 100 ms (a simulation, a
+    // replay, a loaded test machine): slots leased then are as good as if
+    // it had been instant, so the key is leased.
+    let b = warm_leasing_on_callers_clock(&server).await;
+    let s = burst_behind_a_slow_call(&server, &b, at, at).await;
+    // (Its slots open from `at + T`: the first call took `at`'s.)
+    assert_eq!(s.leases, 1, "{s:?}");
+    assert_eq!(s.batches, 0, "{s:?}");
+    // The callers' time moves on by 100 ms meanwhile (T / 4 is 2.5 ms): as
+    // slow as on the server's clock, so the key is batched instead.
+    let b = warm_leasing_on_callers_clock(&server).await;
+    let s = burst_behind_a_slow_call(&server, &b, at, at + Duration::from_millis(100)).await;
+    assert_eq!(s.leases, 0, "{s:?}");
+    assert!(s.batches >= 1, "{s:?}");
+}
+
+#[tokio::test]
+async fn a_caller_queued_behind_a_lease_call_is_served_at_its_own_time() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = warm_leasing_on_callers_clock(&server).await;
+    let at = Timestamp::from_nanos(START);
+    let p = SLOW.with_burst(2);
+    let t = p.interval_nanos();
+    // Ten callers at `at` make the key hot (nine of cost 2, which leases do
+    // not serve; one unit request, which gives the lease its figures): the
+    // driver's first call is a lease, asked at `at` and held up 100 ms by
+    // the server ...
+    server.cmd(&["CLIENT", "PAUSE", "100", "WRITE"]);
+    let mut first: Vec<_> = (0..9)
+        .map(|_| b.reserve(Some("k"), at, &p, Reserve::new().cost(2).no_wait()))
+        .collect();
+    first.push(b.reserve(Some("k"), at, &p, Reserve::new().no_wait()));
+    let calls = b.stats().script_calls;
+    while b.stats().script_calls == calls {
+        tokio::task::yield_now().await;
+    }
+    // ... while a caller that may not wait asks two and a half intervals
+    // later (on the callers' clock).
+    let asked = at + Duration::from_nanos(2 * t + t / 2);
+    let late = b
+        .reserve(Some("k"), asked, &p, Reserve::new().no_wait())
+        .await;
+    for call in first {
+        let _ = call.await;
+    }
+    let s = b.stats();
+    assert_eq!(s.leases, 1, "{s:?}");
+    // The lease's first two slots open at `at` (burst 2): the unit request
+    // took one. The late caller is served at its own time, from the slot
+    // whose interval holds it (`[c, c + T)`, `c = max(at, span - tau)`),
+    // not from the other one, closed since `at + T`.
+    let span = late.expect("a slot open then").refund_token().start * 1_000;
+    let c = span.saturating_sub(t).max(at.as_nanos());
+    let asked = asked.as_nanos();
+    assert!(
+        c <= asked && asked < c + t,
+        "the slot of span {span} is open from {c} to {}, used at {asked}",
+        c + t
+    );
+}

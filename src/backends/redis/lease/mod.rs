@@ -26,7 +26,9 @@ pub(super) use slots::{Lease, Take};
 /// gets the next slot and waits for `c_i` exactly. A slot nobody used in its
 /// interval is lost. No lease is taken for a key whose last call took `T / 4`
 /// or more (at `T / 2` its slots could not surely be used in their intervals
-/// here; round trips vary).
+/// here; round trips vary), measured on the host's clock, or with
+/// [`RedisClock::LimiterTimestamp`](super::RedisClock::LimiterTimestamp) in
+/// the callers' time that passed meanwhile.
 /// When demand falls below half of `min_demand`, or on
 /// [`release_leases`](super::RedisBackend::release_leases), the slots not yet
 /// used go back to Redis (as refunds do), for every process to take.

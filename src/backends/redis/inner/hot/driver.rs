@@ -20,7 +20,8 @@ use crate::params::FreqLimitParams;
 /// What the driver does next.
 enum Work {
     Lease(Leases, FreqLimitParams, Timestamp),
-    Batch(Vec<Queued>),
+    /// The entries, and now on the callers' clock when they are sent.
+    Batch(Vec<Queued>, Timestamp),
     Done,
 }
 
@@ -52,7 +53,7 @@ impl Inner {
                     Work::Done
                 } else {
                     let n = s.queue.len().min(MAX_BATCH);
-                    Work::Batch(s.queue.drain(..n).collect())
+                    Work::Batch(s.queue.drain(..n).collect(), now)
                 }
             };
             match work {
@@ -60,10 +61,11 @@ impl Inner {
                 Work::Lease(settings, params, now) => {
                     self.take_lease(&key, &state, &settings, params, now).await;
                 }
-                Work::Batch(entries) => {
+                Work::Batch(entries, now) => {
                     let sent = Instant::now();
                     self.send_batch(&key, entries).await;
-                    lock(&state).rtt = crate::nanos::from_duration(sent.elapsed());
+                    let mut s = lock(&state);
+                    s.rtt = self.call_time(now, sent, s.seen);
                 }
             }
         }
@@ -76,6 +78,22 @@ impl Inner {
         match self.clock {
             RedisClock::LimiterTimestamp => seen,
             RedisClock::Server | RedisClock::HostWallClock => seen + at.elapsed(),
+        }
+    }
+
+    /// How long a call sent at `now` (the callers' clock) and `sent` (the
+    /// host's) took, as of the last request `seen`: on the host's clock, or
+    /// on [`RedisClock::LimiterTimestamp`] the callers' time that passed
+    /// meanwhile. That is what the round-trip rules weigh against `T`: how
+    /// far the callers' time, in which leased slots open and close, moved on
+    /// while the call was out. A call that took long on a loaded host while
+    /// the callers' (simulated, replayed) time stood still lost nothing.
+    fn call_time(&self, now: Timestamp, sent: Instant, seen: (Timestamp, Instant)) -> u64 {
+        match self.clock {
+            RedisClock::LimiterTimestamp => seen.0.as_nanos().saturating_sub(now.as_nanos()),
+            RedisClock::Server | RedisClock::HostWallClock => {
+                crate::nanos::from_duration(sent.elapsed())
+            }
         }
     }
 
@@ -119,7 +137,7 @@ impl Inner {
             Err(_) => Err(self.timed_out("the lease may or may not have been taken")),
         };
         let mut s = lock(state);
-        s.rtt = crate::nanos::from_duration(sent.elapsed());
+        s.rtt = self.call_time(now, sent, s.seen);
         match taken {
             Ok((count, base, server_now)) if count > 0 => {
                 bump(&self.counters.leases, 1);
@@ -253,6 +271,9 @@ fn serve_queued(
     now: u64,
     inner: &Inner,
 ) -> Option<Result<Admission, FreqLimitError>> {
+    // Never before it asked: on the callers' clock the reply's time is the
+    // lease call's, which a caller queued meanwhile may have passed.
+    let now = now.max(e.now.as_nanos());
     let waited = now.saturating_sub(e.now.as_nanos());
     let max_wait = e
         .request
