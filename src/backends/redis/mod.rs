@@ -224,7 +224,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::clock::Timestamp;
 use crate::error::BackendError;
 
 pub use builder::RedisBackendBuilder;
@@ -425,6 +424,6 @@ impl<K: RedisKey> RedisBackend<K> {
     /// # }
     /// ```
     pub async fn release_leases(&self) {
-        self.inner.release_leases(Timestamp::now()).await;
+        self.inner.release_leases().await;
     }
 }

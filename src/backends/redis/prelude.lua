@@ -103,6 +103,17 @@ local function live_holes(h, now)
   return kept
 end
 
+-- Hole i of holes ({start1, end1, ...}) keeps what follows stop: the span
+-- up to stop is taken (what precedes the span has passed).
+local function take_hole_until(holes, i, stop)
+  if stop < holes[i + 1] then
+    holes[i] = stop
+  else
+    table.remove(holes, i + 1)
+    table.remove(holes, i)
+  end
+end
+
 -- One reservation on a loaded key at now (reserve.lua's step; batch.lua runs
 -- it once per caller, in order): tau, incr = cost * T, last = (cost - 1) * T,
 -- max_wait (nil: forever). The key's tat and holes change only when a cost
@@ -145,12 +156,7 @@ local function step(key, now, tau, incr, last, max_wait)
     -- The TAT stays; the hole keeps what follows the span (what precedes it
     -- has passed).
     new_tat, start, stop = tat, slot, add(slot, incr)
-    if stop < holes[hole + 1] then
-      holes[hole] = stop
-    else
-      table.remove(holes, hole + 1)
-      table.remove(holes, hole)
-    end
+    take_hole_until(holes, hole, stop)
   else
     new_tat = add(base, incr)
     start, stop = tat, new_tat

@@ -756,3 +756,153 @@ async fn a_caller_queued_behind_a_lease_call_is_served_at_its_own_time() {
         c + t
     );
 }
+
+#[tokio::test]
+async fn a_lease_given_back_for_its_round_trip_leaves_the_lease_in_use() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // T = 100 ms: the first lease's round trip stays under T / 4 on a
+    // loaded machine; 50 slots a lease, the next taken within the horizon.
+    let p = FreqLimitParams::per_second(10);
+    let leases = Leases::new()
+        .length(Duration::from_secs(5))
+        .horizon(Duration::from_secs(10));
+    let b = builder()
+        .timeout(Duration::from_secs(5))
+        .leases(leases)
+        .connect(&server.url())
+        .await
+        .unwrap();
+    let call = |request: Reserve| b.reserve(Some("k"), Timestamp::now(), &p, request);
+    let burst: Vec<_> = (0..50).map(|_| call(Reserve::new().no_wait())).collect();
+    for c in burst {
+        let _ = c.await;
+    }
+    let first = b.stats();
+    assert_eq!(first.leases, 1, "{first:?}");
+    // Writes wait 200 ms from here: the next lease call's round trip is
+    // T / 2 or more, and that lease is given back.
+    server.cmd(&["CLIENT", "PAUSE", "200", "WRITE"]);
+    // Callers that may wait take the lease's slots (each the next one not
+    // yet open) until it is down to a quarter and the next lease is asked.
+    let asked = async {
+        while b.stats().script_calls == first.script_calls {
+            call(Reserve::new()).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        while b.stats().leases < 2 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .expect("a second lease call, answered");
+    let s = b.stats();
+    // Only the new lease went back: the one in use was measured on its own
+    // call, and what is left of it still serves here (given back too, it
+    // would be a hole that passes unused unless some process calls Redis).
+    assert_eq!(
+        s.slots_returned,
+        s.leased_slots - first.leased_slots,
+        "{s:?}"
+    );
+    let next = call(Reserve::new()).await.unwrap();
+    let after = b.stats();
+    assert_eq!(after.slots_used, s.slots_used + 1, "{after:?}");
+    assert_eq!(after.script_calls, s.script_calls, "{after:?}");
+    assert!(next.delay() > Duration::ZERO);
+}
+
+/// Fifty calls on `k` at `at` that may not wait (see [`hot_burst`]): the
+/// spans' starts (µs) of those admitted.
+async fn hot_burst_spans(b: &RedisBackend<String>, at: Timestamp) -> Vec<u64> {
+    let calls: Vec<_> = (0..50)
+        .map(|_| b.reserve(Some("k"), at, &SLOW, Reserve::new().no_wait()))
+        .collect();
+    let mut admitted = Vec::new();
+    for call in calls {
+        if let Ok(admission) = call.await {
+            admitted.push(admission.refund_token().start);
+        }
+    }
+    admitted
+}
+
+/// A backend on the callers' clock with leases, on `prefix` of `server`.
+async fn leasing_on(server: &RedisServer, prefix: &str) -> RedisBackend<String> {
+    RedisBackend::<String>::builder()
+        .prefix(prefix)
+        .clock(RedisClock::LimiterTimestamp)
+        .timeout(Duration::from_secs(5))
+        .leases(Leases::new())
+        .connect(&server.url())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn slots_given_back_between_leases_are_leased_again() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b, c) = (
+        leasing_on(&server, &prefix).await,
+        leasing_on(&server, &prefix).await,
+        leasing_on(&server, &prefix).await,
+    );
+    let at = Timestamp::from_nanos(START);
+    let t = SLOW.interval_nanos();
+    let micros = |ns: u64| ns / 1_000;
+    // A leases the key's first 50 slots (`[at, at + 50 T)`) and uses the
+    // first, B leases the 50 after them; then A stops needing its lease and
+    // gives the rest back (judged on the callers' clock: at `at`, none has
+    // passed): a hole before B's lease.
+    hot_burst_at(&a, at).await;
+    hot_burst_at(&b, at).await;
+    assert_eq!((a.stats().leases, b.stats().leases), (1, 1));
+    a.release_leases().await;
+    let s = a.stats();
+    assert_eq!(
+        (s.slots_used, s.slots_returned, s.slots_lost),
+        (1, 49, 0),
+        "{s:?}"
+    );
+    // C's demand turns hot five intervals later: its lease takes the hole
+    // from there, and the slot open then is used at once. Appended after
+    // B's lease instead, C would refuse every call until `at + 100 T`, and
+    // the hole would pass unused (single calls take holes; leasing
+    // processes make none).
+    let later = at + Duration::from_nanos(5 * t);
+    let admitted = hot_burst_spans(&c, later).await;
+    let s = c.stats();
+    assert_eq!((s.leases, s.script_calls), (1, 1), "{s:?}");
+    assert_eq!(s.leased_slots, 45, "{s:?}");
+    assert_eq!(admitted, [micros(later.as_nanos())], "{s:?}");
+    // C gives back all but the slot it used: a hole again, before B's
+    // lease. B's callers that may wait (at B's own time, still hot) take
+    // B's slots until a quarter is left, and B asks for its next lease:
+    // appended after its own (a hole before it would go to waste while B
+    // uses its first), the hole left for A, whose demand turns hot an
+    // interval later.
+    c.release_leases().await;
+    assert_eq!(c.stats().slots_returned, 44, "{:?}", c.stats());
+    for _ in 0..38 {
+        b.reserve(Some("k"), at, &SLOW, Reserve::new())
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while b.stats().leases < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("B's second lease");
+    assert_eq!(b.stats().leased_slots, 100, "{:?}", b.stats());
+    let then = later + Duration::from_nanos(t);
+    let admitted = hot_burst_spans(&a, then).await;
+    assert_eq!(admitted, [micros(then.as_nanos())], "{:?}", a.stats());
+    assert_eq!(a.stats().leased_slots, 50 + 44, "{:?}", a.stats());
+}

@@ -87,6 +87,12 @@ impl Lease {
         Take::Exhausted { lost }
     }
 
+    /// Where its last slot's span ends on the TAT axis (µs).
+    pub(in crate::backends::redis) const fn end(&self) -> u64 {
+        self.base
+            .saturating_add(self.interval.saturating_mul(self.count as u64))
+    }
+
     /// Slots not handed out yet.
     pub(in crate::backends::redis) const fn left(&self) -> u32 {
         self.count - self.next

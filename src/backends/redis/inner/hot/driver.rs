@@ -74,7 +74,7 @@ impl Inner {
     /// Now on the callers' clock, from the last request's time: exactly that
     /// on [`RedisClock::LimiterTimestamp`] (whose times the caller chose),
     /// else plus the time since.
-    fn driver_now(&self, (seen, at): (Timestamp, Instant)) -> Timestamp {
+    pub(super) fn driver_now(&self, (seen, at): (Timestamp, Instant)) -> Timestamp {
         match self.clock {
             RedisClock::LimiterTimestamp => seen,
             RedisClock::Server | RedisClock::HostWallClock => seen + at.elapsed(),
@@ -110,7 +110,11 @@ impl Inner {
             return;
         };
         let m = Micros::new(&params, &Reserve::new());
-        let slots = lock(state).demand.lease_size(settings.slots(m.interval));
+        let (slots, after) = {
+            let s = lock(state);
+            let after = s.leases.back().map_or(0, Lease::end);
+            (s.demand.lease_size(settings.slots(m.interval)), after)
+        };
         let horizon = (crate::nanos::from_duration(settings.horizon) / 1_000).min(MAX_MICROS);
         let args = [
             Arg::Num(m.interval),
@@ -119,6 +123,7 @@ impl Inner {
             Arg::Num(horizon),
             self.now_arg(now),
             Arg::Num(self.ttl_slack_ms()),
+            Arg::Num(after),
         ];
         bump(&self.counters.script_calls, 1);
         let sent = Instant::now();
@@ -156,12 +161,14 @@ impl Inner {
                 if (late - early) / 500 >= m.interval {
                     // The server's clock is known here only within half an
                     // interval or worse (a round trip of T / 2 or more): a
-                    // slot would rarely lie surely in its interval. Give the
-                    // lease back, and let batches serve the key for a lease's
+                    // slot would rarely lie surely in its interval. Give
+                    // this lease back (not the one in use: its own call
+                    // measured it, and given back its rest would be a hole
+                    // that passes unused unless some process calls Redis
+                    // then), and let batches serve the key for a lease's
                     // length: each such try wastes the slots that pass
                     // during its round trips.
-                    s.leases.push_back(lease);
-                    self.give_back(key, &mut s, late);
+                    self.give_back_lease(key, lease, late);
                     let length = crate::nanos::from_duration(settings.length);
                     s.pause_until =
                         late.saturating_add(length.max(settings.window_nanos(m.interval)));

@@ -304,13 +304,18 @@ impl Inner {
     /// Gives every slot of the key's leases not handed out yet back to
     /// Redis (lost ones are counted).
     fn give_back(self: &Arc<Self>, key: &[u8], s: &mut KeyState, now: u64) {
-        for mut lease in s.leases.drain(..) {
-            let (lost, span) = lease.give_back(now);
-            bump(&self.counters.slots_lost, u64::from(lost));
-            if let Some((start, end, slots)) = span {
-                bump(&self.counters.slots_returned, u64::from(slots));
-                self.send_refund_span(key.to_vec(), start, end);
-            }
+        for lease in s.leases.drain(..) {
+            self.give_back_lease(key, lease, now);
+        }
+    }
+
+    /// Gives the slots of `lease` not handed out yet back to Redis.
+    fn give_back_lease(self: &Arc<Self>, key: &[u8], mut lease: Lease, now: u64) {
+        let (lost, span) = lease.give_back(now);
+        bump(&self.counters.slots_lost, u64::from(lost));
+        if let Some((start, end, slots)) = span {
+            bump(&self.counters.slots_returned, u64::from(slots));
+            self.send_refund_span(key.to_vec(), start, end);
         }
     }
 
@@ -326,7 +331,10 @@ impl Inner {
 
     /// [`RedisBackend::release_leases`](crate::backends::redis::RedisBackend::release_leases):
     /// every key's slots not handed out go back, and the refunds are waited for.
-    pub(in crate::backends::redis) async fn release_leases(self: &Arc<Self>, now: Timestamp) {
+    /// Each key's slots are judged at its callers' now (`driver_now`): on
+    /// [`RedisClock::LimiterTimestamp`](crate::backends::redis::RedisClock::LimiterTimestamp)
+    /// the host's clock says nothing of which have passed.
+    pub(in crate::backends::redis) async fn release_leases(self: &Arc<Self>) {
         if let Some(hot) = &self.hot {
             let states: Vec<Entry> = hot
                 .keys
@@ -335,9 +343,10 @@ impl Inner {
                 .collect();
             for (key, state) in states {
                 let mut s = lock(&state);
+                let now = self.driver_now(s.seen).as_nanos();
                 // No lease right after: demand is judged afresh.
-                s.demand = Demand::new(now.as_nanos());
-                self.give_back(&key, &mut s, now.as_nanos());
+                s.demand = Demand::new(now);
+                self.give_back(&key, &mut s, now);
             }
         }
         self.refunds_settled().await;
