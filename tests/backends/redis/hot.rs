@@ -906,3 +906,53 @@ async fn slots_given_back_between_leases_are_leased_again() {
     assert_eq!(admitted, [micros(then.as_nanos())], "{:?}", a.stats());
     assert_eq!(a.stats().leased_slots, 50 + 44, "{:?}", a.stats());
 }
+
+#[tokio::test]
+async fn released_leases_count_the_slots_passed_since_the_last_request_as_lost() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let b = warm_leasing(&server).await;
+    hot_burst(&b).await;
+    assert_eq!(b.stats().leases, 1, "{:?}", b.stats());
+    // Ten intervals pass with no request here ...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.release_leases().await;
+    // ... and the release judges the slots at now (the last request's time
+    // and the time since): those whose intervals closed meanwhile are lost,
+    // the rest go back.
+    let s = b.stats();
+    assert!(s.slots_lost >= 5, "{s:?}");
+    assert!(s.slots_returned > 0, "{s:?}");
+    assert_eq!(
+        s.slots_used + s.slots_lost + s.slots_returned,
+        s.leased_slots,
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_lease_is_taken_past_the_horizon() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let a = leasing_on(&server, &prefix).await;
+    let b = leasing_on(&server, &prefix).await;
+    let at = Timestamp::from_nanos(START);
+    let t = SLOW.interval_nanos();
+    // A leases the key's next 50 slots, to `at + 50 T` (500 ms).
+    hot_burst_at(&a, at).await;
+    assert_eq!(a.stats().leased_slots, 50, "{:?}", a.stats());
+    // B's demand turns hot 2 s before A's lease runs out, minus an
+    // interval: B's first slot would be further away than the horizon
+    // (2 s), and B takes no lease ...
+    let early =
+        at + Duration::from_nanos(50 * t) - Duration::from_secs(2) - Duration::from_nanos(t);
+    hot_burst_at(&b, early).await;
+    assert_eq!(b.stats().leases, 0, "{:?}", b.stats());
+    // ... while an interval later it does.
+    let b = leasing_on(&server, &prefix).await;
+    hot_burst_at(&b, early + Duration::from_nanos(t)).await;
+    assert_eq!(b.stats().leases, 1, "{:?}", b.stats());
+}
