@@ -15,10 +15,9 @@
 -- take them), as many as it holds up to n; else they follow the TAT. (A hole
 -- before the caller's own leases is left to others: a process uses its
 -- leases in turn, and would lose the slots of one while using the other.)
--- Slot i, from 0, spans
--- [base + i*T, base + (i+1)*T) of the TAT axis, base = max(hole start or
--- TAT, now), and falls due at max(now, base + i*T - tau), when a unit call
--- taking that span would have been admitted. Returns {k, base, now} when k
+-- Slot i, from 0, spans [base + i*T, base + (i+1)*T) of the TAT axis, base =
+-- max(hole start or TAT, now), and falls due at max(now, base + i*T - tau),
+-- when a unit call taking that span would have been admitted. Returns {k, base, now} when k
 -- slots are taken, {0, base, now} when the first slot would fall due more
 -- than the horizon after now (nothing stored), the corrupt-value error
 -- (prelude.lua) for a value of another form.

@@ -915,7 +915,8 @@ async fn released_leases_count_the_slots_passed_since_the_last_request_as_lost()
     let b = warm_leasing(&server).await;
     hot_burst(&b).await;
     assert_eq!(b.stats().leases, 1, "{:?}", b.stats());
-    // Ten intervals pass with no request here ...
+    // Ten intervals pass with no request here (on the server's clock, the
+    // host's real time: what a paused Tokio clock cannot move) ...
     tokio::time::sleep(Duration::from_millis(100)).await;
     b.release_leases().await;
     // ... and the release judges the slots at now (the last request's time

@@ -36,10 +36,14 @@ impl Lease {
     /// When slot `i` falls due on the server's clock (µs): when a unit call
     /// taking its span would have been admitted.
     fn due(&self, i: u32) -> u64 {
-        let start = self
-            .base
-            .saturating_add(self.interval.saturating_mul(u64::from(i)));
-        start.saturating_sub(self.tau).max(self.server_now)
+        self.start(i).saturating_sub(self.tau).max(self.server_now)
+    }
+
+    /// Where slot `i`'s span starts on the TAT axis (µs); `start(count)` is
+    /// where the lease ends.
+    fn start(&self, i: u32) -> u64 {
+        self.base
+            .saturating_add(self.interval.saturating_mul(u64::from(i)))
     }
 
     /// Where slot `i` surely lies in its interval on the caller's clock (ns):
@@ -88,9 +92,8 @@ impl Lease {
     }
 
     /// Where its last slot's span ends on the TAT axis (µs).
-    pub(in crate::backends::redis) const fn end(&self) -> u64 {
-        self.base
-            .saturating_add(self.interval.saturating_mul(self.count as u64))
+    pub(in crate::backends::redis) fn end(&self) -> u64 {
+        self.start(self.count)
     }
 
     /// Slots not handed out yet.
@@ -119,13 +122,7 @@ impl Lease {
             self.next += 1;
         }
         let rest = self.left();
-        let span = (rest > 0).then(|| {
-            let at = |i: u32| {
-                self.base
-                    .saturating_add(self.interval.saturating_mul(u64::from(i)))
-            };
-            (at(self.next), at(self.count), rest)
-        });
+        let span = (rest > 0).then(|| (self.start(self.next), self.start(self.count), rest));
         self.next = self.count;
         (lost, span)
     }
@@ -137,23 +134,19 @@ impl Lease {
         delay: u64,
         now: u64,
     ) -> Admission {
-        let at = |i: u32| {
-            self.base
-                .saturating_add(self.interval.saturating_mul(u64::from(i)))
-        };
         // Until the lease's last span has passed on the server's clock, at
         // the latest it can be here.
         let end = self
             .late
-            .saturating_add((at(self.count) - self.server_now).saturating_mul(1_000));
+            .saturating_add((self.end() - self.server_now).saturating_mul(1_000));
         Admission::from_parts(
             delay,
             end.saturating_sub(now),
             self.burst,
             self.interval * 1_000,
             RefundToken {
-                start: at(slot),
-                end: Some(at(slot + 1)),
+                start: self.start(slot),
+                end: Some(self.start(slot + 1)),
             },
         )
     }
